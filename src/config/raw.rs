@@ -1,0 +1,446 @@
+//! The files as written: serde structs that keep every value's span, strict
+//! about unknown keys at every level.
+//!
+//! serde stops at the first error, but a file should report all of its
+//! errors. So the named entries (each class, route, role, principal and each
+//! gateway section) are [`Lenient`]: an entry that fails to deserialize is
+//! kept as [`Lenient::Failed`] and the rest of the file is still read. Each
+//! failed entry is then deserialized again on its own by a *focus* pass that
+//! skips everything else; its error carries the exact span of the problem.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use super::error::{Diag, Source};
+
+/// A value that may have failed to deserialize.
+#[derive(Debug)]
+pub(crate) enum Lenient<T> {
+    /// It deserialized.
+    Ok(T),
+    /// It did not; the error is found again by a focus pass.
+    Failed(String),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match T::deserialize(d) {
+            Ok(v) => Lenient::Ok(v),
+            Err(e) => Lenient::Failed(e.to_string()),
+        })
+    }
+}
+
+impl<T> Lenient<T> {
+    /// The value, if it deserialized.
+    pub fn ok(&self) -> Option<&T> {
+        match self {
+            Lenient::Ok(v) => Some(v),
+            Lenient::Failed(_) => None,
+        }
+    }
+}
+
+/// A table of named entries (`[roles.NAME]`), in the order they appear.
+pub(crate) type Named<T> = Vec<(Spanned<String>, Lenient<T>)>;
+
+fn named<'de, D, T>(d: D) -> Result<Option<Named<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let map: Option<BTreeMap<Spanned<String>, Lenient<T>>> = Option::deserialize(d)?;
+    Ok(map.map(|m| {
+        let mut v: Named<T> = m.into_iter().collect();
+        v.sort_by_key(|(k, _)| k.span().start);
+        v
+    }))
+}
+
+// ---------------------------------------------------------------- gateway
+
+/// The gateway config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateway {
+    pub server: Option<Lenient<RawServer>>,
+    pub upstream: Option<Lenient<RawUpstream>>,
+    pub limits: Option<Lenient<RawLimits>>,
+    pub log: Option<Lenient<RawLog>>,
+    pub data: Option<Lenient<RawData>>,
+    pub policy: Option<Lenient<RawPolicyFiles>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Spanned<String>,
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    pub client_ca: Option<Spanned<String>>,
+    pub server_names: Option<Vec<Spanned<String>>>,
+    pub shutdown_grace_secs: Option<Spanned<u64>>,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub url: Spanned<String>,
+    pub ca: Option<Spanned<String>>,
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    pub response_timeout_ms: Option<Spanned<u64>>,
+    pub pool_max_idle_per_host: Option<Spanned<u64>>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub max_request_body_bytes: Option<Spanned<u64>>,
+    pub max_response_body_bytes: Option<Spanned<u64>>,
+    pub max_json_depth: Option<Spanned<u64>>,
+    pub max_token_bytes: Option<Spanned<u64>>,
+    pub max_decompressed_bytes: Option<Spanned<u64>>,
+    pub max_decompression_ratio: Option<Spanned<u64>>,
+    pub request_timeout_secs: Option<Spanned<u64>>,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub format: Option<Spanned<String>>,
+    pub level: Option<Spanned<String>>,
+}
+
+/// `[data]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawData {
+    pub dir: Option<Spanned<String>>,
+}
+
+/// `[policy]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicyFiles {
+    pub files: Spanned<Vec<Spanned<String>>>,
+}
+
+// ---------------------------------------------------------------- policy
+
+/// One policy file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicyFile {
+    pub redact_token: Option<Spanned<String>>,
+    pub records: Option<Lenient<Spanned<RawRecords>>>,
+    #[serde(default, deserialize_with = "named")]
+    pub classes: Option<Named<RawClass>>,
+    #[serde(default, deserialize_with = "named")]
+    pub routes: Option<Named<RawRoute>>,
+    #[serde(default, deserialize_with = "named")]
+    pub roles: Option<Named<RawRole>>,
+    pub principals: Option<Vec<Lenient<RawPrincipal>>>,
+}
+
+/// `[records]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRecords {
+    pub paths: Vec<Spanned<String>>,
+}
+
+/// `[classes.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClass {
+    pub names: Option<Vec<Spanned<String>>>,
+    pub paths: Option<Vec<Spanned<String>>>,
+}
+
+/// `[routes.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub path: Spanned<String>,
+    pub red_flag: Option<bool>,
+    pub export: Option<bool>,
+    pub passthrough_types: Option<Vec<Spanned<String>>>,
+}
+
+/// `[roles.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRole {
+    pub description: Option<String>,
+    pub routes: Option<Vec<RawGrant>>,
+    pub detectors: Option<Spanned<RawDetectors>>,
+    pub allow_fields: Option<Vec<Spanned<String>>>,
+    pub allowlist: Option<Spanned<bool>>,
+    pub actions: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+}
+
+/// One entry of a role's `routes`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrant {
+    pub route: Spanned<String>,
+    pub methods: Vec<Spanned<String>>,
+}
+
+/// A role's `detectors`: a keyword or a list of detector names.
+#[derive(Debug)]
+pub(crate) enum RawDetectors {
+    /// `"all"`, `"none"` (or a wrong word, reported later).
+    Keyword(String),
+    /// `["ssn", "card"]`.
+    List(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawDetectors {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawDetectors;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"all\", \"none\" or a list of detector names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawDetectors, E> {
+                Ok(RawDetectors::Keyword(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawDetectors, A::Error> {
+                let mut list = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    list.push(item);
+                }
+                Ok(RawDetectors::List(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One `[[principals]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPrincipal {
+    pub name: Spanned<String>,
+    pub roles: Option<Vec<Spanned<String>>>,
+    pub cert_names: Option<Vec<Spanned<String>>>,
+    /// Any TOML value: checked by hand so that no error message repeats it.
+    pub api_key_sha256: Option<Spanned<toml::Value>>,
+    pub may_delegate: Option<bool>,
+    pub revoked: Option<bool>,
+}
+
+// ---------------------------------------------------------------- parsing
+
+/// Parses the gateway config, reporting every error; `None` when the file
+/// could not be read as a whole (syntax error, unknown section).
+pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<RawGateway> {
+    let raw: RawGateway = parse_root(src, diag)?;
+    let text = src.text.as_str();
+    let mut refocus = |failed: bool, f: Focus<'_>, check: fn(&str, Focus<'_>) -> Option<toml::de::Error>| {
+        if failed {
+            report_focus(src, diag, check(text, f));
+        }
+    };
+    refocus(is_failed(&raw.server), Focus::Section("server"), focus_error::<RawServer>);
+    refocus(is_failed(&raw.upstream), Focus::Section("upstream"), focus_error::<RawUpstream>);
+    refocus(is_failed(&raw.limits), Focus::Section("limits"), focus_error::<RawLimits>);
+    refocus(is_failed(&raw.log), Focus::Section("log"), focus_error::<RawLog>);
+    refocus(is_failed(&raw.data), Focus::Section("data"), focus_error::<RawData>);
+    refocus(is_failed(&raw.policy), Focus::Section("policy"), focus_error::<RawPolicyFiles>);
+    Some(raw)
+}
+
+/// Parses one policy file, reporting every error; `None` when the file could
+/// not be read as a whole (syntax error, unknown top-level key).
+pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<RawPolicyFile> {
+    let raw: RawPolicyFile = parse_root(src, diag)?;
+    let text = src.text.as_str();
+    if is_failed(&raw.records) {
+        report_focus(src, diag, focus_error::<RawRecords>(text, Focus::Section("records")));
+    }
+    fn entries<T: DeserializeOwned>(
+        src: &Source,
+        diag: &mut Diag,
+        section: &str,
+        list: &Option<Named<T>>,
+    ) {
+        for (name, value) in list.iter().flatten() {
+            if let Lenient::Failed(message) = value {
+                match focus_error::<T>(&src.text, Focus::Entry(section, name.get_ref())) {
+                    Some(e) => diag.push(src.toml_error(&e)),
+                    None => diag.at(src, &name.span(), message.clone()),
+                }
+            }
+        }
+    }
+    entries(src, diag, "classes", &raw.classes);
+    entries(src, diag, "routes", &raw.routes);
+    entries(src, diag, "roles", &raw.roles);
+    for (i, p) in raw.principals.iter().flatten().enumerate() {
+        if let Lenient::Failed(_) = p {
+            report_focus(src, diag, focus_error::<RawPrincipal>(text, Focus::Element("principals", i)));
+        }
+    }
+    Some(raw)
+}
+
+fn parse_root<T: DeserializeOwned>(src: &Source, diag: &mut Diag) -> Option<T> {
+    match toml::from_str::<T>(&src.text) {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            diag.push(src.toml_error(&e));
+            None
+        }
+    }
+}
+
+fn is_failed<T>(v: &Option<Lenient<T>>) -> bool {
+    matches!(v, Some(Lenient::Failed(_)))
+}
+
+fn report_focus(src: &Source, diag: &mut Diag, error: Option<toml::de::Error>) {
+    match error {
+        Some(e) => diag.push(src.toml_error(&e)),
+        // Cannot happen: the entry failed in the full pass. Still report it.
+        None => diag.at(src, &(0..0), "this file has an error that could not be located"),
+    }
+}
+
+/// Which part of a file a focus pass deserializes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Focus<'a> {
+    /// A top-level table: `[server]`.
+    Section(&'a str),
+    /// An entry of a top-level table: `[roles.NAME]`.
+    Entry(&'a str, &'a str),
+    /// An element of a top-level array: `[[principals]]` number N.
+    Element(&'a str, usize),
+}
+
+/// Deserializes only the focused part of `text` as `T`, skipping the rest;
+/// returns its error, with the span of the problem.
+pub(crate) fn focus_error<T: DeserializeOwned>(text: &str, focus: Focus<'_>) -> Option<toml::de::Error> {
+    let seed = RootSeed::<T> {
+        focus,
+        marker: PhantomData,
+    };
+    seed.deserialize(toml::de::Deserializer::new(text)).err()
+}
+
+struct RootSeed<'f, T> {
+    focus: Focus<'f>,
+    marker: PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for RootSeed<'_, T> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for RootSeed<'_, T> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let section = match self.focus {
+            Focus::Section(s) | Focus::Entry(s, _) | Focus::Element(s, _) => s,
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            if key != section {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            match self.focus {
+                Focus::Section(_) => {
+                    map.next_value::<T>()?;
+                }
+                Focus::Entry(_, name) => map.next_value_seed(EntrySeed::<T> {
+                    name,
+                    marker: PhantomData,
+                })?,
+                Focus::Element(_, index) => map.next_value_seed(ElementSeed::<T> {
+                    index,
+                    marker: PhantomData,
+                })?,
+            }
+        }
+        Ok(())
+    }
+}
+
+struct EntrySeed<'f, T> {
+    name: &'f str,
+    marker: PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for EntrySeed<'_, T> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for EntrySeed<'_, T> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.name {
+                map.next_value::<T>()?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct ElementSeed<T> {
+    index: usize,
+    marker: PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for ElementSeed<T> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for ElementSeed<T> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        loop {
+            let more = if i == self.index {
+                seq.next_element::<T>()?.is_some()
+            } else {
+                seq.next_element::<IgnoredAny>()?.is_some()
+            };
+            if !more {
+                return Ok(());
+            }
+            i += 1;
+        }
+    }
+}

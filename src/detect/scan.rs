@@ -1,0 +1,454 @@
+//! The scanner: digit runs first, then shapes, validators and keywords.
+//!
+//! The text is walked once for ASCII digit runs with a chunked loop that the
+//! compiler vectorizes; nothing else is looked at until a run is found. At each
+//! run the scanner builds the chain of runs joined by one separator (`-` or a
+//! space), tries the fixed shapes (SSN/ITIN 3-2-4, EIN 2-7, card groups, bare
+//! 9 and 13–19 digit numbers) with their validators, and only for runs that
+//! could be a keyword-anchored number reads the few bytes before the token
+//! backwards for a keyword. Every candidate is merged into the output at once;
+//! nothing is allocated except by pushing to the output vector.
+
+use super::context::{
+    bank_context_before, keyword_before, routing_keyword_near, unlikely_bare_ssn, Keyword,
+};
+use super::validate::{aba_valid, card_valid, ein_prefix_valid, itin_valid, ssn_valid};
+use super::{DetectorKind, DetectorSet, Finding};
+
+/// Most runs a separated number is made of that the shapes look at (cards
+/// print in at most five groups); one more tells that a chain goes on.
+const MAX_RUNS: usize = 6;
+
+#[inline]
+pub(super) fn is_digit(b: u8) -> bool {
+    b.wrapping_sub(b'0') < 10
+}
+
+#[inline]
+pub(super) fn is_alpha(b: u8) -> bool {
+    (b | 0x20).wrapping_sub(b'a') < 26
+}
+
+/// ASCII letter, digit or underscore: a byte that glues a number into a word.
+#[inline]
+pub(super) fn is_word(b: u8) -> bool {
+    is_digit(b) || is_alpha(b) || b == b'_'
+}
+
+/// True when `text` holds at least `min` ASCII digits. Stops as soon as it
+/// has seen enough; a text without digits is read in wide chunks.
+pub(super) fn has_min_digits(text: &[u8], min: usize) -> bool {
+    if min == 0 {
+        return true;
+    }
+    if text.len() < min {
+        return false;
+    }
+    let mut seen = 0usize;
+    let mut chunks = text.chunks_exact(64);
+    for chunk in &mut chunks {
+        let n = chunk.iter().fold(0u8, |n, &b| n + u8::from(is_digit(b)));
+        seen += usize::from(n);
+        if seen >= min {
+            return true;
+        }
+    }
+    seen += chunks.remainder().iter().filter(|&&b| is_digit(b)).count();
+    seen >= min
+}
+
+/// Offset of the first ASCII digit at or after `from`.
+#[inline]
+fn next_digit(text: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(chunk) = text.get(i..i + 32) {
+        if chunk.iter().fold(0u8, |a, &b| a | u8::from(is_digit(b))) != 0 {
+            break;
+        }
+        i += 32;
+    }
+    let rest = text.get(i..)?;
+    rest.iter().position(|&b| is_digit(b)).map(|p| p + i)
+}
+
+/// End of the digit run starting at `s`.
+#[inline]
+fn run_end(text: &[u8], s: usize) -> usize {
+    let mut e = s;
+    while text.get(e).is_some_and(|&b| is_digit(b)) {
+        e += 1;
+    }
+    e
+}
+
+/// Byte at `i`, or `None` past either end.
+#[inline]
+fn byte(text: &[u8], i: usize) -> Option<u8> {
+    text.get(i).copied()
+}
+
+/// Byte before offset `i` (i.e. at `i - 1`), or `None` at the start.
+#[inline]
+fn before(text: &[u8], i: usize) -> Option<u8> {
+    i.checked_sub(1).and_then(|j| byte(text, j))
+}
+
+/// Can a shape-detected number start at `s` (the first digit)? Not after a
+/// letter, digit or `_`; not after `+`, `$`, `@`, `/` or `\` (phone numbers,
+/// amounts, handles, paths, dates); not after a `-` glued to a letter or digit
+/// (`INV-…`, the middle of a dashed id); not after `.`, `,` or `:` glued to a
+/// digit (decimals, thousands, times, IP addresses).
+fn start_ok(text: &[u8], s: usize) -> bool {
+    match before(text, s) {
+        None => true,
+        Some(b) if is_word(b) => false,
+        Some(b'+' | b'$' | b'@' | b'/' | b'\\') => false,
+        Some(b'-') => !before(text, s - 1).is_some_and(is_word),
+        Some(b'.' | b',' | b':') => !before(text, s - 1).is_some_and(is_digit),
+        Some(_) => true,
+    }
+}
+
+/// Can a number end at `e` (one past its last digit)? The mirror of
+/// [`start_ok`]: not before a letter, digit, `_`, `@`, `%`, `/` or `\`; not
+/// before a `-` glued to a letter or digit; not before `.`, `,` or `:` glued to
+/// a digit. A space is never a joiner here (a card may be followed by its
+/// expiry).
+fn end_ok(text: &[u8], e: usize) -> bool {
+    match byte(text, e) {
+        None => true,
+        Some(b) if is_word(b) => false,
+        Some(b'@' | b'%' | b'/' | b'\\') => false,
+        Some(b'-') => !byte(text, e + 1).is_some_and(is_word),
+        Some(b'.' | b',' | b':') => !byte(text, e + 1).is_some_and(is_digit),
+        Some(_) => true,
+    }
+}
+
+/// True when the text around `[s, e)` is only ASCII white space.
+fn whole_text(text: &[u8], s: usize, e: usize) -> bool {
+    text.get(..s).is_some_and(|t| t.iter().all(u8::is_ascii_whitespace))
+        && text.get(e..).is_some_and(|t| t.iter().all(u8::is_ascii_whitespace))
+}
+
+/// Value of ASCII digits (at most 9; callers slice digit runs).
+fn num(digits: &[u8]) -> u32 {
+    digits
+        .iter()
+        .fold(0u32, |acc, &b| acc * 10 + u32::from(b.wrapping_sub(b'0')))
+}
+
+/// Digit runs starting at one run and joined by a single, repeated separator.
+struct Chain {
+    /// `(start, end)` of each run.
+    runs: [(usize, usize); MAX_RUNS],
+    /// How many of `runs` are filled (at least one).
+    len: usize,
+    /// `b'-'`, `b' '`, or 0 for a lone run.
+    sep: u8,
+}
+
+impl Chain {
+    fn build(text: &[u8], s: usize, e: usize) -> Chain {
+        let mut chain = Chain {
+            runs: [(s, e); MAX_RUNS],
+            len: 1,
+            sep: 0,
+        };
+        let sep = match byte(text, e) {
+            Some(c @ (b'-' | b' ')) if byte(text, e + 1).is_some_and(is_digit) => c,
+            _ => return chain,
+        };
+        chain.sep = sep;
+        let mut end = e;
+        while chain.len < MAX_RUNS
+            && byte(text, end) == Some(sep)
+            && byte(text, end + 1).is_some_and(is_digit)
+        {
+            let rs = end + 1;
+            let re = run_end(text, rs);
+            chain.runs[chain.len] = (rs, re);
+            chain.len += 1;
+            end = re;
+        }
+        chain
+    }
+
+    fn run_len(&self, i: usize) -> usize {
+        self.runs[i].1 - self.runs[i].0
+    }
+}
+
+/// A candidate finding with its tie-break rank.
+#[derive(Clone, Copy)]
+struct Cand {
+    start: usize,
+    end: usize,
+    kind: DetectorKind,
+    rank: u8,
+}
+
+// Ranks break ties between candidates covering the same bytes: a keyword
+// that names the number beats a shape, a validated card beats a keyword guess
+// at a bank account, and a bare checksum-only routing number loses to all.
+const RANK_ABA_KEYWORD: u8 = 10;
+const RANK_PASSPORT: u8 = 9;
+const RANK_DL: u8 = 8;
+const RANK_CARD: u8 = 7;
+const RANK_BANK: u8 = 6;
+const RANK_SSN: u8 = 5;
+const RANK_ITIN: u8 = 4;
+const RANK_EIN: u8 = 3;
+const RANK_ABA_ALONE: u8 = 1;
+
+impl Cand {
+    fn new(start: usize, end: usize, kind: DetectorKind, rank: u8) -> Cand {
+        Cand {
+            start,
+            end,
+            kind,
+            rank,
+        }
+    }
+
+    /// Longer wins; equal lengths go to the higher rank.
+    fn beats(&self, other: &Cand) -> bool {
+        (self.end - self.start, self.rank) > (other.end - other.start, other.rank)
+    }
+}
+
+fn keep_best(best: &mut Option<Cand>, c: Cand) {
+    match best {
+        Some(b) if !c.beats(b) => {}
+        _ => *best = Some(c),
+    }
+}
+
+/// Scans every digit run of `text`, resolving overlaps among all detectors,
+/// then keeps the findings of `set`. Appends to `out` after `out`'s current
+/// length only. No digit-count prefilter: see [`has_min_digits`].
+pub(super) fn scan_runs(text: &[u8], set: DetectorSet, out: &mut Vec<Finding>) {
+    let base = out.len();
+    // Start and end of the last candidate merged and its rank; the finding
+    // itself sits at out[last_at].
+    let mut last: Option<(Cand, usize)> = None;
+    let mut i = 0;
+    while let Some(s) = next_digit(text, i) {
+        let e = run_end(text, s);
+        if let Some(c) = best_at(text, s, e) {
+            match last {
+                Some((prev, at)) if c.start < prev.end => {
+                    if c.beats(&prev) {
+                        out[at] = Finding {
+                            start: c.start,
+                            end: c.end,
+                            kind: c.kind,
+                        };
+                        last = Some((c, at));
+                    }
+                }
+                _ => {
+                    out.push(Finding {
+                        start: c.start,
+                        end: c.end,
+                        kind: c.kind,
+                    });
+                    last = Some((c, out.len() - 1));
+                }
+            }
+        }
+        i = e;
+    }
+    if set != DetectorSet::ALL {
+        let mut w = base;
+        for r in base..out.len() {
+            if set.contains(out[r].kind) {
+                out[w] = out[r];
+                w += 1;
+            }
+        }
+        out.truncate(w);
+    }
+}
+
+/// The best candidate whose digits start with the run `[s, e)`.
+fn best_at(text: &[u8], s: usize, e: usize) -> Option<Cand> {
+    let mut best = None;
+    let chain = Chain::build(text, s, e);
+    let run = e - s;
+    let digits = &text[s..e];
+
+    if start_ok(text, s) {
+        // Bare numbers: the run alone.
+        if end_ok(text, e) {
+            if run == 9 {
+                bare_nine(text, s, e, &mut best);
+            } else if (13..=19).contains(&run) && card_valid(digits) {
+                keep_best(&mut best, Cand::new(s, e, DetectorKind::Card, RANK_CARD));
+            }
+        }
+        if chain.len >= 2 {
+            separated(text, &chain, &mut best);
+        }
+    }
+
+    keyworded(text, s, e, &chain, &mut best);
+    best
+}
+
+/// A lone run of nine digits: SSN, ITIN or routing number.
+fn bare_nine(text: &[u8], s: usize, e: usize, best: &mut Option<Cand>) {
+    let d = &text[s..e];
+    let (area, group, serial) = split_ssn(&d[..3], &d[3..5], &d[5..9]);
+    let ssn = ssn_valid(area, group, serial);
+    let itin = !ssn && itin_valid(area, group, serial);
+    if (ssn || itin) && !unlikely_bare_ssn(text, s) {
+        let (kind, rank) = if ssn {
+            (DetectorKind::Ssn, RANK_SSN)
+        } else {
+            (DetectorKind::Itin, RANK_ITIN)
+        };
+        keep_best(best, Cand::new(s, e, kind, rank));
+    }
+    let mut nine = [0u8; 9];
+    nine.copy_from_slice(d);
+    if aba_valid(&nine) {
+        if routing_keyword_near(text, s) {
+            keep_best(
+                best,
+                Cand::new(s, e, DetectorKind::AbaRouting, RANK_ABA_KEYWORD),
+            );
+        } else if whole_text(text, s, e) {
+            keep_best(
+                best,
+                Cand::new(s, e, DetectorKind::AbaRouting, RANK_ABA_ALONE),
+            );
+        }
+    }
+}
+
+fn split_ssn(area: &[u8], group: &[u8], serial: &[u8]) -> (u16, u8, u16) {
+    // At most 3, 2 and 4 digits: the casts cannot truncate.
+    (num(area) as u16, num(group) as u8, num(serial) as u16)
+}
+
+/// Numbers written in groups: SSN/ITIN `3-2-4` or `3 2 4`, EIN `2-7`, cards
+/// in 3 to 5 groups.
+fn separated(text: &[u8], chain: &Chain, best: &mut Option<Cand>) {
+    let (s, _) = chain.runs[0];
+    // SSN / ITIN: the first three runs are 3, 2 and 4 digits.
+    if chain.len >= 3 && chain.run_len(0) == 3 && chain.run_len(1) == 2 && chain.run_len(2) == 4
+    {
+        let end = chain.runs[2].1;
+        if end_ok(text, end) {
+            let r = |i: usize| &text[chain.runs[i].0..chain.runs[i].1];
+            let (area, group, serial) = split_ssn(r(0), r(1), r(2));
+            if ssn_valid(area, group, serial) {
+                keep_best(best, Cand::new(s, end, DetectorKind::Ssn, RANK_SSN));
+            } else if itin_valid(area, group, serial) {
+                keep_best(best, Cand::new(s, end, DetectorKind::Itin, RANK_ITIN));
+            }
+        }
+    }
+    // EIN: exactly `NN-NNNNNNN` (a longer dashed chain fails end_ok).
+    if chain.sep == b'-' && chain.run_len(0) == 2 && chain.run_len(1) == 7 {
+        let end = chain.runs[1].1;
+        let (ps, _) = chain.runs[0];
+        let (rs, re) = chain.runs[1];
+        if end_ok(text, end)
+            && ein_prefix_valid(num(&text[ps..ps + 2]) as u8)
+            && num(&text[rs..re]) != 0
+        {
+            keep_best(best, Cand::new(s, end, DetectorKind::Ein, RANK_EIN));
+        }
+    }
+    // Cards: first group 4-6 digits, the others 3-6, 13-19 digits in all;
+    // the longest valid prefix of the chain wins.
+    if (4..=6).contains(&chain.run_len(0)) && chain.len >= 3 {
+        let mut buf = [0u8; 19];
+        let mut n = 0;
+        let mut found = None;
+        for k in 0..chain.len {
+            let (rs, re) = chain.runs[k];
+            if (k > 0 && !(3..=6).contains(&(re - rs))) || n + (re - rs) > 19 {
+                break;
+            }
+            buf[n..n + (re - rs)].copy_from_slice(&text[rs..re]);
+            n += re - rs;
+            if k >= 2 && n >= 13 && end_ok(text, re) && card_valid(&buf[..n]) {
+                found = Some(re);
+            }
+        }
+        if let Some(end) = found {
+            keep_best(best, Cand::new(s, end, DetectorKind::Card, RANK_CARD));
+        }
+    }
+}
+
+/// Keyword-anchored numbers: driver's license, passport, bank account, and
+/// routing numbers named by a keyword.
+fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<Cand>) {
+    let run = e - s;
+    if run < 4 {
+        // A bank account may be dashed groups of any size; others need 4+
+        // digits in this run.
+        if !(chain.sep == b'-' && chain.len >= 2 && !before(text, s).is_some_and(is_word))
+        {
+            return;
+        }
+    }
+    // Letters glued before the digits (DL/passport prefixes, at most 2).
+    let mut t = s;
+    while t > 0 && s - t < 3 && is_alpha(text[t - 1]) {
+        t -= 1;
+    }
+    let letters = s - t;
+    if letters > 2 || before(text, t).is_some_and(is_word) {
+        return;
+    }
+    // Bank-account token: the dashed chain (or the run), no letters.
+    let bank_end = if chain.sep == b'-' {
+        chain.runs[chain.len - 1].1
+    } else {
+        e
+    };
+    let bank_digits: usize = if chain.sep == b'-' {
+        (0..chain.len).map(|i| chain.run_len(i)).sum()
+    } else {
+        run
+    };
+    let bank_shape =
+        letters == 0 && (4..=17).contains(&bank_digits) && end_ok(text, bank_end);
+    let alnum_shape = end_ok(text, e) && run >= 4 && run <= 14;
+    if !bank_shape && !alnum_shape {
+        return;
+    }
+    let kw = keyword_before(text, t);
+    match kw {
+        Keyword::None => {}
+        Keyword::DriversLicense => {
+            if alnum_shape && (letters >= 1 || run >= 7) {
+                keep_best(best, Cand::new(t, e, DetectorKind::DriversLicense, RANK_DL));
+            }
+        }
+        Keyword::Passport => {
+            if alnum_shape && (6..=9).contains(&run) {
+                keep_best(best, Cand::new(t, e, DetectorKind::Passport, RANK_PASSPORT));
+            }
+        }
+        Keyword::Routing => {
+            // Routing numbers are handled with their checksum in bare_nine;
+            // nothing else to do here.
+        }
+        Keyword::BankAccount => {
+            if bank_shape {
+                keep_best(best, Cand::new(t, bank_end, DetectorKind::BankAccount, RANK_BANK));
+            }
+        }
+        Keyword::AccountNeedsContext(kw_start) => {
+            if bank_shape && bank_context_before(text, kw_start) {
+                keep_best(best, Cand::new(t, bank_end, DetectorKind::BankAccount, RANK_BANK));
+            }
+        }
+    }
+}

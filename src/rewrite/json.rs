@@ -1,0 +1,1103 @@
+//! Streaming JSON (and NDJSON) rewriter.
+//!
+//! A resumable byte-level state machine: input arrives in chunks of any size,
+//! every byte is validated against RFC 8259, and output is the input with the
+//! values the rules select masked, redacted or removed. Untouched bytes are
+//! copied as spans, never re-serialized; only the tokens a rule or detector
+//! must look at are held (and copied only when they straddle chunks).
+//!
+//! Removal works on held bytes: a member's separator and key are held until
+//! its value's first byte says whether it stays, so a removed member takes its
+//! comma with it and the output stays valid JSON.
+
+use std::borrow::Cow;
+
+use memchr::memchr2;
+
+use super::mask::{
+    self, decode_json_string, envelope_view, looks_like_envelope, masked_envelope,
+    write_json_string, DAMAGED_ENVELOPE_MASK,
+};
+use super::rules::{MemberMatch, NodeSet};
+use super::{BodyRewriter, Counts, RewriteError, RewriteSpec, SyntaxError};
+use crate::class::{Action, ActionTable, FieldClass};
+use crate::detect::{DetectorKind, DetectorSet, Finding};
+
+/// Where the bytes between the current span start and the cursor go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    /// Copied to the output unchanged.
+    Pass,
+    /// Held until a decision (member prefix) or a transform (captured value).
+    Hold,
+    /// Dropped (a removed member).
+    Discard,
+}
+
+/// What the rules say about a value and everything below it.
+#[derive(Clone, Copy, Debug)]
+struct Ctx {
+    /// Class inherited from the nearest selected ancestor, or selected here.
+    class: Option<FieldClass>,
+    /// Allowed by the allowlist (always true outside allowlist mode).
+    allowed: bool,
+    /// Path-trie nodes active for children.
+    nodes: NodeSet,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    object: bool,
+    emitted_any: bool,
+    ctx: Ctx,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    Exp,
+    ExpSign,
+    ExpDigits,
+}
+
+impl Num {
+    const fn accepting(self) -> bool {
+        matches!(self, Num::Zero | Num::Int | Num::Frac | Num::ExpDigits)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    Start,
+    ObjectFirst,
+    ObjectKey,
+    Colon,
+    Value,
+    ArrayFirst,
+    AfterValue,
+    End,
+    Str,
+    Num(Num),
+    Lit,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StrKind {
+    Key,
+    Pass,
+    Capture,
+    Skip,
+}
+
+/// The member whose key has been read and whose value has not started.
+#[derive(Clone, Debug, Default)]
+struct Pending {
+    member: MemberMatch,
+    /// The held bytes start with the separating comma.
+    has_comma: bool,
+    /// Held offset of the key's opening quote.
+    key_off: usize,
+    /// Held offset just past the key's closing quote.
+    key_end: usize,
+    /// A key that itself held a red-flag value, re-encoded masked.
+    key_rewrite: Option<Vec<u8>>,
+}
+
+struct Io<'a> {
+    chunk: &'a [u8],
+    span: usize,
+    out: &'a mut Vec<u8>,
+}
+
+/// Streaming JSON rewriter; see the module docs.
+pub struct JsonRewriter {
+    spec: RewriteSpec,
+    sequence: bool,
+    allow_empty: bool,
+    state: State,
+    stack: Vec<Frame>,
+    mode: Mode,
+    hold: Vec<u8>,
+    skip_depth: Option<usize>,
+    str_kind: StrKind,
+    str_is_key: bool,
+    str_has_escape: bool,
+    esc: u8,
+    utf8_need: u8,
+    utf8_lo: u8,
+    utf8_hi: u8,
+    lit: &'static [u8],
+    lit_pos: usize,
+    pend: Pending,
+    cap: Ctx,
+    top_records: u64,
+    top_object: bool,
+    values_seen: u64,
+    end_newline: bool,
+    consumed: u64,
+    counts: Counts,
+    poisoned: bool,
+    norm: Vec<u8>,
+    findings: Vec<Finding>,
+    text: String,
+}
+
+const fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// True when every byte is printable ASCII (no control byte, no non-ASCII);
+/// written branch-free so it vectorizes.
+fn printable_ascii(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .fold(0u8, |acc, &b| acc | ((b.wrapping_sub(0x20) | b) & 0x80))
+        == 0
+}
+
+fn count_digits(bytes: &[u8]) -> usize {
+    bytes.iter().map(|b| b.is_ascii_digit() as usize).sum()
+}
+
+impl JsonRewriter {
+    /// A rewriter for one JSON document.
+    pub fn new(spec: RewriteSpec) -> JsonRewriter {
+        JsonRewriter {
+            spec,
+            sequence: false,
+            allow_empty: false,
+            state: State::Start,
+            stack: Vec::new(),
+            mode: Mode::Pass,
+            hold: Vec::new(),
+            skip_depth: None,
+            str_kind: StrKind::Pass,
+            str_is_key: false,
+            str_has_escape: false,
+            esc: 0,
+            utf8_need: 0,
+            utf8_lo: 0x80,
+            utf8_hi: 0xBF,
+            lit: b"",
+            lit_pos: 0,
+            pend: Pending::default(),
+            cap: Ctx {
+                class: None,
+                allowed: true,
+                nodes: NodeSet::EMPTY,
+            },
+            top_records: 0,
+            top_object: false,
+            values_seen: 0,
+            end_newline: false,
+            consumed: 0,
+            counts: Counts::default(),
+            poisoned: false,
+            norm: Vec::new(),
+            findings: Vec::new(),
+            text: String::new(),
+        }
+    }
+
+    /// A rewriter for NDJSON: JSON values separated by newlines (empty body allowed).
+    pub fn ndjson(spec: RewriteSpec) -> JsonRewriter {
+        let mut rw = JsonRewriter::new(spec);
+        rw.sequence = true;
+        rw.allow_empty = true;
+        rw
+    }
+
+    /// Accepts an empty body (no document at all) as valid.
+    pub fn allow_empty(mut self, allow: bool) -> JsonRewriter {
+        self.allow_empty = allow;
+        self
+    }
+
+    fn syntax(&self, pos: usize, kind: SyntaxError) -> RewriteError {
+        RewriteError::Syntax {
+            offset: self.consumed + pos as u64,
+            kind,
+        }
+    }
+
+    fn held_len(&self, io: &Io<'_>, pos: usize) -> usize {
+        self.hold.len() + (pos - io.span)
+    }
+
+    /// Ends the current mode at `pos` (settling its bytes) and starts `mode`.
+    fn set_mode(&mut self, io: &mut Io<'_>, pos: usize, mode: Mode) {
+        match self.mode {
+            Mode::Pass => io.out.extend_from_slice(&io.chunk[io.span..pos]),
+            Mode::Hold => self.hold.extend_from_slice(&io.chunk[io.span..pos]),
+            Mode::Discard => {}
+        }
+        io.span = pos;
+        self.mode = mode;
+    }
+
+    /// Emits the held member prefix (dropping its comma when it is the
+    /// container's first kept member) and continues in pass mode.
+    fn release_held(&mut self, io: &mut Io<'_>, pos: usize, drop_comma: bool) {
+        match self.mode {
+            Mode::Pass => return,
+            Mode::Discard => {
+                io.span = pos;
+                self.mode = Mode::Pass;
+                return;
+            }
+            Mode::Hold => {}
+        }
+        let key_rewrite = self.pend.key_rewrite.take();
+        if self.hold.is_empty() && key_rewrite.is_none() {
+            // Everything held is still in this chunk: keep it in the pass span.
+            if drop_comma {
+                io.span += 1;
+            }
+            self.mode = Mode::Pass;
+            return;
+        }
+        self.hold.extend_from_slice(&io.chunk[io.span..pos]);
+        io.span = pos;
+        let start = usize::from(drop_comma);
+        match key_rewrite {
+            Some(key) if self.pend.key_end <= self.hold.len() && self.pend.key_off >= start => {
+                io.out
+                    .extend_from_slice(&self.hold[start..self.pend.key_off]);
+                io.out.extend_from_slice(&key);
+                io.out.extend_from_slice(&self.hold[self.pend.key_end..]);
+            }
+            _ => io.out.extend_from_slice(&self.hold[start..]),
+        }
+        self.hold.clear();
+        self.mode = Mode::Pass;
+    }
+
+    /// Drops whatever is held and starts discarding.
+    fn drop_held(&mut self, io: &mut Io<'_>, pos: usize) {
+        if self.mode == Mode::Hold {
+            self.hold.clear();
+            io.span = pos;
+            self.mode = Mode::Discard;
+        } else {
+            self.set_mode(io, pos, Mode::Discard);
+        }
+    }
+
+    fn run(&mut self, io: &mut Io<'_>) -> Result<(), RewriteError> {
+        let chunk = io.chunk;
+        let len = chunk.len();
+        let mut pos = 0;
+        while pos < len {
+            pos = match self.state {
+                State::Str => self.string(io, pos)?,
+                State::Num(n) => self.number(io, pos, n)?,
+                State::Lit => {
+                    let want = self.lit[self.lit_pos];
+                    if chunk[pos] != want {
+                        return Err(self.syntax(pos, SyntaxError::UnexpectedByte));
+                    }
+                    self.lit_pos += 1;
+                    if self.lit_pos == self.lit.len() {
+                        self.after_scalar(io, pos + 1);
+                    }
+                    pos + 1
+                }
+                _ => {
+                    let b = chunk[pos];
+                    if is_ws(b) {
+                        if b == b'\n' && self.state == State::End {
+                            self.end_newline = true;
+                        }
+                        pos + 1
+                    } else {
+                        self.structural(io, pos, b)?
+                    }
+                }
+            };
+        }
+        match self.mode {
+            Mode::Pass => io.out.extend_from_slice(&chunk[io.span..]),
+            Mode::Hold => {
+                self.hold.extend_from_slice(&chunk[io.span..]);
+                let limit = self.spec.limits.max_token_bytes;
+                if self.hold.len() > limit.saturating_add(64) {
+                    return Err(RewriteError::TokenTooLarge { limit });
+                }
+            }
+            Mode::Discard => {}
+        }
+        io.span = len;
+        Ok(())
+    }
+
+    fn structural(&mut self, io: &mut Io<'_>, pos: usize, b: u8) -> Result<usize, RewriteError> {
+        match self.state {
+            State::Start => self.begin_top_value(io, pos, b),
+            State::End => {
+                if !self.sequence {
+                    Err(self.syntax(pos, SyntaxError::TrailingData))
+                } else if !self.end_newline {
+                    Err(self.syntax(pos, SyntaxError::ValuesOnOneLine))
+                } else {
+                    self.begin_top_value(io, pos, b)
+                }
+            }
+            State::ObjectFirst => match b {
+                b'"' => Ok(self.begin_key(io, pos)),
+                b'}' => self.close(io, pos, true),
+                _ => Err(self.syntax(pos, SyntaxError::UnexpectedByte)),
+            },
+            State::ObjectKey => match b {
+                b'"' => Ok(self.begin_key(io, pos)),
+                b'}' => Err(self.syntax(pos, SyntaxError::TrailingComma)),
+                _ => Err(self.syntax(pos, SyntaxError::UnexpectedByte)),
+            },
+            State::Colon => {
+                if b == b':' {
+                    self.state = State::Value;
+                    Ok(pos + 1)
+                } else {
+                    Err(self.syntax(pos, SyntaxError::UnexpectedByte))
+                }
+            }
+            State::Value => {
+                if b == b']' {
+                    Err(self.syntax(pos, SyntaxError::TrailingComma))
+                } else {
+                    self.begin_value(io, pos, b)
+                }
+            }
+            State::ArrayFirst => {
+                if b == b']' {
+                    self.close(io, pos, false)
+                } else {
+                    self.begin_value(io, pos, b)
+                }
+            }
+            State::AfterValue => match b {
+                b',' => Ok(self.comma(io, pos)),
+                b'}' => self.close(io, pos, true),
+                b']' => self.close(io, pos, false),
+                _ => Err(self.syntax(pos, SyntaxError::UnexpectedByte)),
+            },
+            State::Str | State::Num(_) | State::Lit => {
+                Err(self.syntax(pos, SyntaxError::UnexpectedByte))
+            }
+        }
+    }
+
+    fn comma(&mut self, io: &mut Io<'_>, pos: usize) -> usize {
+        let object = self.stack.last().is_some_and(|f| f.object);
+        if self.skip_depth.is_none() {
+            self.set_mode(io, pos, Mode::Hold);
+            self.pend.has_comma = true;
+            self.pend.key_rewrite = None;
+        }
+        self.state = if object { State::ObjectKey } else { State::Value };
+        pos + 1
+    }
+
+    fn begin_key(&mut self, io: &mut Io<'_>, pos: usize) -> usize {
+        self.str_is_key = true;
+        if self.skip_depth.is_some() {
+            self.str_kind = StrKind::Skip;
+        } else {
+            if self.mode != Mode::Hold {
+                self.set_mode(io, pos, Mode::Hold);
+                self.pend.has_comma = false;
+                self.pend.key_rewrite = None;
+            }
+            self.pend.key_off = self.held_len(io, pos);
+            self.str_kind = StrKind::Key;
+        }
+        self.begin_string();
+        pos + 1
+    }
+
+    fn begin_string(&mut self) {
+        self.state = State::Str;
+        self.str_has_escape = false;
+        self.esc = 0;
+        self.utf8_need = 0;
+    }
+
+    fn begin_top_value(&mut self, io: &mut Io<'_>, pos: usize, b: u8) -> Result<usize, RewriteError> {
+        self.values_seen += 1;
+        self.top_records = self.counts.records;
+        self.top_object = b == b'{';
+        let ctx = Ctx {
+            class: None,
+            allowed: !self.spec.rules.is_allowlist(),
+            nodes: self.spec.rules.root_nodes(),
+        };
+        self.start_value(io, pos, b, ctx)
+    }
+
+    fn begin_value(&mut self, io: &mut Io<'_>, pos: usize, b: u8) -> Result<usize, RewriteError> {
+        if self.skip_depth.is_some() {
+            return self.start_value(io, pos, b, self.cap);
+        }
+        let Some(parent) = self.stack.last().copied() else {
+            return Err(self.syntax(pos, SyntaxError::UnexpectedByte));
+        };
+        let member = if parent.object {
+            self.pend.member
+        } else {
+            self.spec.rules.match_index(parent.ctx.nodes)
+        };
+        let class = member.class.or(parent.ctx.class);
+        let ctx = Ctx {
+            class,
+            allowed: parent.ctx.allowed || member.allowed_subtree,
+            nodes: member.nodes,
+        };
+        let kept_by_allowlist = parent.ctx.allowed || member.allowed_value;
+        let container = b == b'{' || b == b'[';
+        let action = class.map(|c| self.spec.actions.get(c));
+        let remove = action == Some(Action::Remove) || (!kept_by_allowlist && !container);
+        if remove {
+            match (class, action) {
+                (Some(c), Some(Action::Remove)) => self.counts.add(c, Action::Remove),
+                _ => self.counts.not_allowed += 1,
+            }
+            self.drop_held(io, pos);
+            self.skip_depth = Some(self.stack.len());
+            return self.start_value(io, pos, b, ctx);
+        }
+        let drop_comma = self.pend.has_comma && !parent.emitted_any;
+        self.release_held(io, pos, drop_comma);
+        if let Some(top) = self.stack.last_mut() {
+            top.emitted_any = true;
+        }
+        if member.record {
+            self.counts.records += 1;
+        }
+        self.start_value(io, pos, b, ctx)
+    }
+
+    /// Starts the token of a value whose fate is decided.
+    fn start_value(&mut self, io: &mut Io<'_>, pos: usize, b: u8, ctx: Ctx) -> Result<usize, RewriteError> {
+        let skipping = self.skip_depth.is_some();
+        let action = ctx.class.map(|c| self.spec.actions.get(c));
+        match b {
+            b'{' | b'[' => {
+                if self.stack.len() >= self.spec.limits.max_depth {
+                    return Err(RewriteError::TooDeep {
+                        limit: self.spec.limits.max_depth,
+                    });
+                }
+                let object = b == b'{';
+                self.stack.push(Frame {
+                    object,
+                    emitted_any: false,
+                    ctx,
+                });
+                self.state = if object {
+                    State::ObjectFirst
+                } else {
+                    State::ArrayFirst
+                };
+            }
+            b'"' => {
+                self.str_is_key = false;
+                self.str_kind = if skipping {
+                    StrKind::Skip
+                } else {
+                    match (ctx.class, action) {
+                        (Some(c), Some(Action::Clear)) => {
+                            self.counts.add(c, Action::Clear);
+                            StrKind::Pass
+                        }
+                        (Some(_), _) => StrKind::Capture,
+                        (None, _) if !self.spec.rules.detector_set().is_empty() => {
+                            StrKind::Capture
+                        }
+                        (None, _) => StrKind::Pass,
+                    }
+                };
+                if self.str_kind == StrKind::Capture {
+                    self.set_mode(io, pos, Mode::Hold);
+                    self.cap = ctx;
+                }
+                self.begin_string();
+            }
+            b'-' | b'0'..=b'9' => {
+                if !skipping {
+                    let capture = match (ctx.class, action) {
+                        (Some(c), Some(Action::Clear)) => {
+                            self.counts.add(c, Action::Clear);
+                            false
+                        }
+                        (Some(_), _) => true,
+                        (None, _) => self
+                            .spec
+                            .rules
+                            .detector_set()
+                            .contains(DetectorKind::Card),
+                    };
+                    if capture {
+                        self.set_mode(io, pos, Mode::Hold);
+                        self.cap = ctx;
+                    }
+                }
+                self.state = State::Num(match b {
+                    b'-' => Num::Minus,
+                    b'0' => Num::Zero,
+                    _ => Num::Int,
+                });
+            }
+            b't' => self.begin_lit(b"true"),
+            b'f' => self.begin_lit(b"false"),
+            b'n' => self.begin_lit(b"null"),
+            _ => return Err(self.syntax(pos, SyntaxError::UnexpectedByte)),
+        }
+        Ok(pos + 1)
+    }
+
+    fn begin_lit(&mut self, word: &'static [u8]) {
+        self.lit = word;
+        self.lit_pos = 1;
+        self.state = State::Lit;
+    }
+
+    fn close(&mut self, io: &mut Io<'_>, pos: usize, object: bool) -> Result<usize, RewriteError> {
+        let Some(frame) = self.stack.pop() else {
+            return Err(self.syntax(pos, SyntaxError::UnexpectedByte));
+        };
+        if frame.object != object {
+            return Err(self.syntax(pos, SyntaxError::MismatchedClose));
+        }
+        self.after_scalar(io, pos + 1);
+        Ok(pos + 1)
+    }
+
+    /// A value (scalar or container) ended just before `end`.
+    fn after_scalar(&mut self, io: &mut Io<'_>, end: usize) {
+        if self.skip_depth == Some(self.stack.len()) {
+            self.skip_depth = None;
+            io.span = end;
+            self.mode = Mode::Pass;
+        }
+        if self.stack.is_empty() {
+            if self.spec.rules.root_is_record()
+                && self.counts.records == self.top_records
+                && self.top_object
+            {
+                self.counts.records += 1;
+            }
+            self.state = State::End;
+            self.end_newline = false;
+        } else {
+            self.state = State::AfterValue;
+        }
+    }
+
+    fn string(&mut self, io: &mut Io<'_>, mut i: usize) -> Result<usize, RewriteError> {
+        let chunk = io.chunk;
+        loop {
+            if self.esc != 0 || self.utf8_need != 0 {
+                let Some(&b) = chunk.get(i) else {
+                    return Ok(i);
+                };
+                if self.esc == 1 {
+                    self.esc = match b {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => 0,
+                        b'u' => 2,
+                        _ => return Err(self.syntax(i, SyntaxError::InvalidEscape)),
+                    };
+                } else if self.esc != 0 {
+                    if !b.is_ascii_hexdigit() {
+                        return Err(self.syntax(i, SyntaxError::InvalidEscape));
+                    }
+                    self.esc = if self.esc == 5 { 0 } else { self.esc + 1 };
+                } else {
+                    if b < self.utf8_lo || b > self.utf8_hi {
+                        return Err(self.syntax(i, SyntaxError::InvalidUtf8));
+                    }
+                    self.utf8_need -= 1;
+                    self.utf8_lo = 0x80;
+                    self.utf8_hi = 0xBF;
+                }
+                i += 1;
+                continue;
+            }
+            let rest = &chunk[i..];
+            let stop = memchr2(b'"', b'\\', rest);
+            let plain = &rest[..stop.unwrap_or(rest.len())];
+            if !printable_ascii(plain) {
+                self.validate_text(plain, i)?;
+            }
+            i += plain.len();
+            if stop.is_none() {
+                return Ok(i);
+            }
+            if self.utf8_need != 0 {
+                return Err(self.syntax(i, SyntaxError::InvalidUtf8));
+            }
+            if chunk[i] == b'\\' {
+                self.esc = 1;
+                self.str_has_escape = true;
+                i += 1;
+                continue;
+            }
+            return self.end_string(io, i);
+        }
+    }
+
+    /// Validates string content with control or non-ASCII bytes, carrying an
+    /// unfinished UTF-8 sequence into the next chunk.
+    fn validate_text(&mut self, bytes: &[u8], base: usize) -> Result<(), RewriteError> {
+        for (k, &b) in bytes.iter().enumerate() {
+            if self.utf8_need != 0 {
+                if b < self.utf8_lo || b > self.utf8_hi {
+                    return Err(self.syntax(base + k, SyntaxError::InvalidUtf8));
+                }
+                self.utf8_need -= 1;
+                self.utf8_lo = 0x80;
+                self.utf8_hi = 0xBF;
+                continue;
+            }
+            let (need, lo, hi) = match b {
+                0x00..=0x1F => {
+                    return Err(self.syntax(base + k, SyntaxError::ControlCharacterInString))
+                }
+                0x20..=0x7F => continue,
+                0xC2..=0xDF => (1, 0x80, 0xBF),
+                0xE0 => (2, 0xA0, 0xBF),
+                0xE1..=0xEC | 0xEE..=0xEF => (2, 0x80, 0xBF),
+                0xED => (2, 0x80, 0x9F),
+                0xF0 => (3, 0x90, 0xBF),
+                0xF1..=0xF3 => (3, 0x80, 0xBF),
+                0xF4 => (3, 0x80, 0x8F),
+                _ => return Err(self.syntax(base + k, SyntaxError::InvalidUtf8)),
+            };
+            self.utf8_need = need;
+            self.utf8_lo = lo;
+            self.utf8_hi = hi;
+        }
+        Ok(())
+    }
+
+    /// The closing quote of a string is at `q`.
+    fn end_string(&mut self, io: &mut Io<'_>, q: usize) -> Result<usize, RewriteError> {
+        let end = q + 1;
+        match self.str_kind {
+            StrKind::Key => {
+                self.key_done(io, q)?;
+                self.state = State::Colon;
+            }
+            StrKind::Capture => {
+                self.capture_done(io, end, false)?;
+                self.after_scalar(io, end);
+            }
+            StrKind::Pass | StrKind::Skip => {
+                if self.str_is_key {
+                    self.state = State::Colon;
+                } else {
+                    self.after_scalar(io, end);
+                }
+            }
+        }
+        Ok(end)
+    }
+
+    fn key_done(&mut self, io: &mut Io<'_>, q: usize) -> Result<(), RewriteError> {
+        let end = q + 1;
+        self.pend.key_end = self.held_len(io, end);
+        let raw: &[u8] = if self.hold.is_empty() {
+            &io.chunk[io.span + self.pend.key_off + 1..q]
+        } else {
+            self.hold.extend_from_slice(&io.chunk[io.span..end]);
+            io.span = end;
+            &self.hold[self.pend.key_off + 1..self.hold.len() - 1]
+        };
+        let limit = self.spec.limits.max_token_bytes;
+        if raw.len() > limit {
+            return Err(RewriteError::TokenTooLarge { limit });
+        }
+        let key = if self.str_has_escape {
+            decode_json_string(raw).map_err(|_| RewriteError::Syntax {
+                offset: self.consumed + q as u64,
+                kind: SyntaxError::InvalidEscape,
+            })?
+        } else {
+            Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| RewriteError::Syntax {
+                offset: self.consumed + q as u64,
+                kind: SyntaxError::InvalidUtf8,
+            })?)
+        };
+        let parent = self.stack.last().map_or(NodeSet::EMPTY, |f| f.ctx.nodes);
+        self.pend.member = self
+            .spec
+            .rules
+            .match_key(key.as_bytes(), parent, &mut self.norm);
+        let detectors = self.spec.rules.detector_set();
+        if !detectors.is_empty() && count_digits(raw) >= self.spec.detectors.min_digits(detectors)
+        {
+            self.findings.clear();
+            self.spec
+                .detectors
+                .scan(key.as_bytes(), detectors, &mut self.findings);
+            if !self.findings.is_empty() {
+                self.text.clear();
+                apply_findings(
+                    &key,
+                    &self.findings,
+                    &self.spec.actions,
+                    self.spec.rules.redact_token(),
+                    &mut self.counts,
+                    &mut self.text,
+                );
+                let mut encoded = Vec::with_capacity(self.text.len() + 2);
+                write_json_string(&self.text, &mut encoded);
+                self.pend.key_rewrite = Some(encoded);
+            }
+        }
+        Ok(())
+    }
+
+    fn number(&mut self, io: &mut Io<'_>, mut i: usize, mut n: Num) -> Result<usize, RewriteError> {
+        let chunk = io.chunk;
+        while let Some(&b) = chunk.get(i) {
+            let next = match (n, b) {
+                (Num::Minus, b'0') => Num::Zero,
+                (Num::Minus, b'1'..=b'9') => Num::Int,
+                (Num::Int, b'0'..=b'9') => Num::Int,
+                (Num::Zero | Num::Int, b'.') => Num::Dot,
+                (Num::Dot | Num::Frac, b'0'..=b'9') => Num::Frac,
+                (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Num::Exp,
+                (Num::Exp, b'+' | b'-') => Num::ExpSign,
+                (Num::Exp | Num::ExpSign | Num::ExpDigits, b'0'..=b'9') => Num::ExpDigits,
+                _ => {
+                    if !n.accepting() || b.is_ascii_digit() {
+                        return Err(self.syntax(i, SyntaxError::InvalidNumber));
+                    }
+                    self.end_number(io, i)?;
+                    return Ok(i);
+                }
+            };
+            n = next;
+            i += 1;
+        }
+        self.state = State::Num(n);
+        Ok(i)
+    }
+
+    fn end_number(&mut self, io: &mut Io<'_>, end: usize) -> Result<(), RewriteError> {
+        if self.mode == Mode::Hold && self.skip_depth.is_none() {
+            self.capture_done(io, end, true)?;
+        }
+        self.after_scalar(io, end);
+        Ok(())
+    }
+
+    /// A held value (string with quotes, or number) ends just before `end`:
+    /// transform it and write the result.
+    fn capture_done(&mut self, io: &mut Io<'_>, end: usize, number: bool) -> Result<(), RewriteError> {
+        let mut held = std::mem::take(&mut self.hold);
+        let raw: &[u8] = if held.is_empty() {
+            &io.chunk[io.span..end]
+        } else {
+            held.extend_from_slice(&io.chunk[io.span..end]);
+            &held
+        };
+        let limit = self.spec.limits.max_token_bytes;
+        let result = if raw.len() > limit.saturating_add(2) {
+            Err(RewriteError::TokenTooLarge { limit })
+        } else if number {
+            self.transform_number(raw, io.out);
+            Ok(())
+        } else {
+            let offset = self.consumed + end as u64;
+            self.transform_string(raw, offset, io.out)
+        };
+        held.clear();
+        self.hold = held;
+        io.span = end;
+        self.mode = Mode::Pass;
+        result
+    }
+
+    fn transform_number(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        let ctx = self.cap;
+        let text = std::str::from_utf8(raw).unwrap_or("");
+        match ctx.class {
+            Some(class) => {
+                let action = self.spec.actions.get(class);
+                self.counts.add(class, effective_plain(action));
+                self.text.clear();
+                match effective_plain(action) {
+                    Action::Clear => {
+                        out.extend_from_slice(raw);
+                        return;
+                    }
+                    Action::Redact | Action::Remove => {
+                        self.text.push_str(self.spec.rules.redact_token())
+                    }
+                    Action::Last4 | Action::Decrypt => mask::last4(text, &mut self.text),
+                }
+                write_json_string(&self.text, out);
+            }
+            None => {
+                self.findings.clear();
+                let set = DetectorSet::NONE.with(DetectorKind::Card);
+                self.spec.detectors.scan(raw, set, &mut self.findings);
+                if self.findings.is_empty() {
+                    out.extend_from_slice(raw);
+                    return;
+                }
+                self.text.clear();
+                apply_findings(
+                    text,
+                    &self.findings,
+                    &self.spec.actions,
+                    self.spec.rules.redact_token(),
+                    &mut self.counts,
+                    &mut self.text,
+                );
+                if self.text == text {
+                    out.extend_from_slice(raw);
+                } else {
+                    write_json_string(&self.text, out);
+                }
+            }
+        }
+    }
+
+    fn transform_string(&mut self, raw: &[u8], offset: u64, out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        let ctx = self.cap;
+        let inner = &raw[1..raw.len() - 1];
+        let detectors = self.spec.rules.detector_set();
+        if ctx.class.is_none()
+            && !inner.starts_with(mask::ENVELOPE_PREFIX.as_bytes())
+            && count_digits(inner) < self.spec.detectors.min_digits(detectors)
+        {
+            out.extend_from_slice(raw);
+            return Ok(());
+        }
+        let text = if self.str_has_escape {
+            decode_json_string(inner).map_err(|_| RewriteError::Syntax {
+                offset,
+                kind: SyntaxError::InvalidEscape,
+            })?
+        } else {
+            Cow::Borrowed(std::str::from_utf8(inner).map_err(|_| RewriteError::Syntax {
+                offset,
+                kind: SyntaxError::InvalidUtf8,
+            })?)
+        };
+        self.text.clear();
+        if looks_like_envelope(&text) {
+            let class = ctx.class.unwrap_or(FieldClass::CardNumber);
+            let action = self.spec.actions.get(class);
+            if action == Action::Clear {
+                // Ciphertext: showing it releases nothing.
+                self.counts.add(class, Action::Clear);
+                out.extend_from_slice(raw);
+                return Ok(());
+            }
+            self.envelope(&text, class, action);
+            write_json_string(&self.text, out);
+            return Ok(());
+        }
+        match ctx.class {
+            Some(class) => {
+                let action = effective_plain(self.spec.actions.get(class));
+                self.counts.add(class, action);
+                match action {
+                    Action::Clear => {
+                        out.extend_from_slice(raw);
+                        return Ok(());
+                    }
+                    Action::Redact | Action::Remove => {
+                        self.text.push_str(self.spec.rules.redact_token())
+                    }
+                    Action::Last4 | Action::Decrypt => mask::last4(&text, &mut self.text),
+                }
+                write_json_string(&self.text, out);
+            }
+            None => {
+                self.findings.clear();
+                self.spec
+                    .detectors
+                    .scan(text.as_bytes(), detectors, &mut self.findings);
+                if self.findings.is_empty() {
+                    out.extend_from_slice(raw);
+                    return Ok(());
+                }
+                let changed = apply_findings(
+                    &text,
+                    &self.findings,
+                    &self.spec.actions,
+                    self.spec.rules.redact_token(),
+                    &mut self.counts,
+                    &mut self.text,
+                );
+                if changed {
+                    write_json_string(&self.text, out);
+                } else {
+                    out.extend_from_slice(raw);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the display of an envelope into `self.text`.
+    fn envelope(&mut self, text: &str, class: FieldClass, action: Action) {
+        let Some(view) = envelope_view(text) else {
+            self.counts.integrity_errors += 1;
+            self.counts.add(class, Action::Last4);
+            self.text.push_str(DAMAGED_ENVELOPE_MASK);
+            return;
+        };
+        match action {
+            Action::Decrypt => {
+                let opened = self.spec.opener.as_ref().map(|o| o.open(class, text));
+                match opened {
+                    Some(Ok(plain)) => {
+                        self.counts.add(class, Action::Decrypt);
+                        self.text.push_str(&plain);
+                    }
+                    Some(Err(_)) => {
+                        self.counts.integrity_errors += 1;
+                        self.counts.add(class, Action::Last4);
+                        masked_envelope(&view, &mut self.text);
+                    }
+                    None => {
+                        self.counts.add(class, Action::Last4);
+                        masked_envelope(&view, &mut self.text);
+                    }
+                }
+            }
+            Action::Redact | Action::Remove => {
+                self.counts.add(class, Action::Redact);
+                self.text.push_str(self.spec.rules.redact_token());
+            }
+            Action::Last4 | Action::Clear => {
+                self.counts.add(class, Action::Last4);
+                masked_envelope(&view, &mut self.text);
+            }
+        }
+    }
+
+    fn poison<T>(&mut self, r: Result<T, RewriteError>) -> Result<T, RewriteError> {
+        if r.is_err() {
+            self.poisoned = true;
+            self.hold.clear();
+        }
+        r
+    }
+}
+
+/// The action taken on a clear (not enveloped) value: `decrypt` has nothing
+/// to decrypt there, so it masks.
+fn effective_plain(action: Action) -> Action {
+    match action {
+        Action::Decrypt => Action::Last4,
+        a => a,
+    }
+}
+
+/// Writes `text` into `out` with every finding handled per `actions`.
+/// Returns true when anything was changed.
+fn apply_findings(
+    text: &str,
+    findings: &[Finding],
+    actions: &ActionTable,
+    redact: &str,
+    counts: &mut Counts,
+    out: &mut String,
+) -> bool {
+    let mut last = 0;
+    let mut changed = false;
+    for f in findings {
+        let class = f.class();
+        counts.detected += 1;
+        let action = effective_plain(actions.get(class));
+        counts.add(class, action);
+        if action == Action::Clear {
+            continue;
+        }
+        let (Some(before), Some(value)) = (text.get(last..f.start), text.get(f.start..f.end))
+        else {
+            // A finding off a character boundary: fail closed, hide the whole text.
+            out.clear();
+            out.push_str(redact);
+            return true;
+        };
+        out.push_str(before);
+        match action {
+            Action::Redact | Action::Remove => out.push_str(redact),
+            _ => mask::last4(value, out),
+        }
+        last = f.end;
+        changed = true;
+    }
+    out.push_str(text.get(last..).unwrap_or(""));
+    changed
+}
+
+impl BodyRewriter for JsonRewriter {
+    fn write(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.poisoned {
+            return Err(RewriteError::Poisoned);
+        }
+        let limit = self.spec.limits.max_body_bytes;
+        if self.consumed + input.len() as u64 > limit {
+            self.poisoned = true;
+            return Err(RewriteError::BodyTooLarge { limit });
+        }
+        let mark = out.len();
+        let mut io = Io {
+            chunk: input,
+            span: 0,
+            out,
+        };
+        let r = self.run(&mut io);
+        if r.is_err() {
+            // Nothing of a failed chunk leaves, not even its clean prefix.
+            out.truncate(mark);
+        }
+        self.consumed += input.len() as u64;
+        self.poison(r)
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.poisoned {
+            return Err(RewriteError::Poisoned);
+        }
+        let r = match self.state {
+            State::End => Ok(()),
+            State::Start if self.values_seen == 0 => {
+                if self.allow_empty {
+                    Ok(())
+                } else {
+                    Err(RewriteError::Empty)
+                }
+            }
+            State::Num(n) if n.accepting() && self.stack.is_empty() => {
+                let mut io = Io {
+                    chunk: &[],
+                    span: 0,
+                    out,
+                };
+                self.end_number(&mut io, 0)
+            }
+            _ => Err(RewriteError::UnexpectedEnd),
+        };
+        self.poison(r)
+    }
+
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+}
+
+#[cfg(test)]
+#[path = "json_tests.rs"]
+mod tests;

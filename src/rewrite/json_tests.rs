@@ -1,0 +1,391 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::class::{Action, ActionTable, FieldClass};
+use crate::detect::{DetectorSet, Detectors};
+use crate::rewrite::{rewrite_all, Limits, RewriteSpec, RulesBuilder};
+
+fn spec_with(build: impl FnOnce(&mut RulesBuilder), actions: ActionTable) -> RewriteSpec {
+    let mut b = RulesBuilder::new();
+    build(&mut b);
+    RewriteSpec {
+        rules: Arc::new(b.build()),
+        actions,
+        detectors: Arc::new(Detectors::new()),
+        limits: Limits::default(),
+        opener: None,
+    }
+}
+
+fn city_rules(b: &mut RulesBuilder) {
+    b.class_name("ssn", FieldClass::Ssn).unwrap();
+    b.class_name("card_number", FieldClass::CardNumber).unwrap();
+    b.class_name("tin", FieldClass::Tin).unwrap();
+    b.class_path("/accounts/*/bank/account_number", FieldClass::BankAccount)
+        .unwrap();
+    b.record_path("/accounts/*").unwrap();
+    b.record_path("/").unwrap();
+}
+
+fn masked() -> RewriteSpec {
+    spec_with(city_rules, ActionTable::uniform(Action::Last4))
+}
+
+fn run(spec: &RewriteSpec, input: &[u8]) -> Result<Vec<u8>, RewriteError> {
+    let mut rw = JsonRewriter::new(spec.clone());
+    rewrite_all(&mut rw, input)
+}
+
+fn run_chunks(spec: &RewriteSpec, input: &[u8], sizes: &[usize]) -> Result<Vec<u8>, RewriteError> {
+    let mut rw = JsonRewriter::new(spec.clone());
+    let mut out = Vec::new();
+    let mut rest = input;
+    let mut k = 0;
+    while !rest.is_empty() {
+        let n = sizes[k % sizes.len()].clamp(1, rest.len());
+        k += 1;
+        rw.write(&rest[..n], &mut out)?;
+        rest = &rest[n..];
+    }
+    rw.finish(&mut out)?;
+    Ok(out)
+}
+
+fn s(v: &[u8]) -> &str {
+    std::str::from_utf8(v).unwrap()
+}
+
+#[test]
+fn masks_named_fields_keeping_everything_else() {
+    let input = br#"{"accounts": [ {"id":"A1", "SSN" : "123-45-6789", "card_number":4111111111111111, "bank":{"account_number":"000123456789"}} ], "total" : 1}"#;
+    let out = run(&masked(), input).unwrap();
+    assert_eq!(
+        s(&out),
+        r#"{"accounts": [ {"id":"A1", "SSN" : "***-**-6789", "card_number":"************1111", "bank":{"account_number":"********6789"}} ], "total" : 1}"#
+    );
+}
+
+#[test]
+fn remove_keeps_commas_valid() {
+    let mut actions = ActionTable::uniform(Action::Last4);
+    actions.set(FieldClass::Ssn, Action::Remove);
+    let spec = spec_with(city_rules, actions);
+    for (input, want) in [
+        (r#"{"ssn":"1","a":1}"#, r#"{"a":1}"#),
+        (r#"{"a":1,"ssn":"1"}"#, r#"{"a":1}"#),
+        (r#"{"a":1, "ssn":"1", "b":2}"#, r#"{"a":1, "b":2}"#),
+        (r#"{"ssn":"1"}"#, r#"{}"#),
+        (r#"{"ssn":{"x":[1,2,{"y":"z"}]},"b":[]}"#, r#"{"b":[]}"#),
+        (r#"[{"ssn":1},{"ssn":2,"k":3}]"#, r#"[{},{"k":3}]"#),
+        (r#"{ "ssn" : "1" , "ssn":"2" }"#, r#"{   }"#),
+    ] {
+        let out = run(&spec, input.as_bytes()).unwrap();
+        assert_eq!(s(&out), want, "{input}");
+        serde_json::from_slice::<serde_json::Value>(&out).unwrap();
+    }
+}
+
+#[test]
+fn redact_and_clear() {
+    let mut actions = ActionTable::uniform(Action::Redact);
+    actions.set(FieldClass::Tin, Action::Clear);
+    let spec = spec_with(city_rules, actions);
+    let out = run(&spec, br#"{"ssn":"123-45-6789","tin":"12-3456789","n":[1]}"#).unwrap();
+    assert_eq!(s(&out), r#"{"ssn":"[REDACTED]","tin":"12-3456789","n":[1]}"#);
+    let mut rw = JsonRewriter::new(spec);
+    rewrite_all(&mut rw, br#"{"ssn":"1","tin":"2"}"#).unwrap();
+    assert_eq!(rw.counts().get(FieldClass::Ssn, Action::Redact), 1);
+    assert_eq!(rw.counts().get(FieldClass::Tin, Action::Clear), 1);
+    assert_eq!(rw.counts().clear_released(), 1);
+}
+
+#[test]
+fn escaped_keys_and_values_are_decoded_before_matching() {
+    let input = br#"{"\u0073\u0053n":"123\u002d45-6789","s\u0073n":"12\"34\\56789"}"#;
+    let out = run(&masked(), input).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["sSn"], "***-**-6789");
+    assert_eq!(v["ssn"], "**\"**\\*6789");
+}
+
+#[test]
+fn classed_containers_mask_everything_inside() {
+    let out = run(&masked(), br#"{"ssn":{"value":"123456789","alt":[123456789,null,true]}}"#).unwrap();
+    assert_eq!(
+        s(&out),
+        r#"{"ssn":{"value":"*****6789","alt":["*****6789",null,true]}}"#
+    );
+}
+
+#[test]
+fn allowlist_removes_everything_not_named() {
+    let spec = spec_with(
+        |b| {
+            city_rules(b);
+            for n in ["id", "name", "accounts", "total"] {
+                b.allow_name(n).unwrap();
+            }
+            b.allow_path("/meta/page").unwrap();
+        },
+        ActionTable::uniform(Action::Remove),
+    );
+    let input = br#"{"accounts":[{"id":"A1","name":"Ann","ssn":"123-45-6789","notes":"x","phones":["1","2"],"bank":{"routing":"1"}}],"total":1,"secret":2,"meta":{"page":{"n":1},"other":3}}"#;
+    let out = run(&spec, input).unwrap();
+    assert_eq!(
+        s(&out),
+        r#"{"accounts":[{"id":"A1","name":"Ann","phones":[],"bank":{}}],"total":1,"meta":{"page":{"n":1}}}"#
+    );
+}
+
+#[test]
+fn records_are_counted() {
+    let spec = masked();
+    let mut rw = JsonRewriter::new(spec.clone());
+    rewrite_all(&mut rw, br#"{"accounts":[{"a":1},{"a":2},{"a":3}]}"#).unwrap();
+    assert_eq!(rw.counts().records, 3);
+    let mut rw = JsonRewriter::new(spec.clone());
+    rewrite_all(&mut rw, br#"{"id":"A1"}"#).unwrap();
+    assert_eq!(rw.counts().records, 1);
+    let mut rw = JsonRewriter::ndjson(spec);
+    rewrite_all(&mut rw, b"{\"a\":1}\n{\"ssn\":\"123456789\"}\n\n").unwrap();
+    assert_eq!(rw.counts().records, 2);
+}
+
+#[test]
+fn ndjson_rewrites_each_line() {
+    let mut rw = JsonRewriter::ndjson(masked());
+    let out = rewrite_all(&mut rw, b"{\"ssn\":\"123456789\"}\r\n{\"ssn\":\"987654321\"}\n").unwrap();
+    assert_eq!(s(&out), "{\"ssn\":\"*****6789\"}\r\n{\"ssn\":\"*****4321\"}\n");
+    let mut rw = JsonRewriter::ndjson(masked());
+    assert!(matches!(
+        rewrite_all(&mut rw, b"{} {}"),
+        Err(RewriteError::Syntax {
+            kind: SyntaxError::ValuesOnOneLine,
+            ..
+        })
+    ));
+    let mut rw = JsonRewriter::ndjson(masked());
+    assert_eq!(rewrite_all(&mut rw, b"").unwrap(), b"");
+}
+
+#[test]
+fn limits_are_errors_not_truncations() {
+    let mut spec = masked();
+    spec.limits.max_depth = 3;
+    assert!(run(&spec, b"[[[1]]]").is_ok());
+    assert_eq!(run(&spec, b"[[[[1]]]]"), Err(RewriteError::TooDeep { limit: 3 }));
+    let mut spec = masked();
+    spec.limits.max_body_bytes = 10;
+    assert_eq!(
+        run(&spec, b"[1,2,3,4,5,6]"),
+        Err(RewriteError::BodyTooLarge { limit: 10 })
+    );
+    let mut spec = masked();
+    spec.limits.max_token_bytes = 8;
+    assert!(run(&spec, br#"{"ssn":"1234567"}"#).is_ok());
+    let long = format!(r#"{{"ssn":"{}"}}"#, "1".repeat(100));
+    assert!(matches!(
+        run_chunks(&spec, long.as_bytes(), &[3]),
+        Err(RewriteError::TokenTooLarge { .. })
+    ));
+    // unclaimed strings stream through whatever their size
+    let long = format!(r#"{{"note":"{}"}}"#, "x".repeat(100));
+    assert!(run_chunks(&spec, long.as_bytes(), &[3]).is_ok());
+}
+
+#[test]
+fn a_failed_rewriter_stays_failed_and_emits_nothing_more() {
+    let mut rw = JsonRewriter::new(masked());
+    let mut out = Vec::new();
+    rw.write(br#"{"a":"#, &mut out).unwrap();
+    let before = out.len();
+    assert!(rw.write(br#"x"ssn":"123-45-6789"}"#, &mut out).is_err());
+    assert_eq!(out.len(), before);
+    assert_eq!(rw.write(b"1}", &mut out), Err(RewriteError::Poisoned));
+    assert_eq!(rw.finish(&mut out), Err(RewriteError::Poisoned));
+}
+
+#[test]
+fn truncated_and_empty_bodies_are_errors() {
+    for bad in [&b""[..], b" ", b"{", b"{\"a\"", b"{\"a\":", b"[1,", b"\"abc", b"tru", b"-", b"1."] {
+        assert!(run(&masked(), bad).is_err(), "{:?}", s(bad));
+    }
+    let mut rw = JsonRewriter::new(masked()).allow_empty(true);
+    assert_eq!(rewrite_all(&mut rw, b"").unwrap(), b"");
+}
+
+/// Valid and invalid texts in the manner of JSONTestSuite.
+#[test]
+fn conformance_cases() {
+    let valid: &[&[u8]] = &[
+        b"0", b"-0", b"1.5e+10", b"-1E-2", b"0.0", b"1e5", b"[]", b"{}", b" [ ] ", b"\"\"",
+        b"true", b"false", b"null", b"[1,2,3]", b"{\"a\":{\"b\":[{}]}}",
+        b"\"\\u0000\\ud800\\udc00\\\\\\/\\b\\f\\n\\r\\t\"", b"\"\\ud800\"",
+        "\"é😀\u{7f}\"".as_bytes(), b"\t\n\r [\n1\n]\r\n", b"{\"\":0}", b"[-0.0e-0]",
+        b"[\"\xc2\x80\", \"\xef\xbf\xbf\", \"\xf4\x8f\xbf\xbf\"]",
+    ];
+    let invalid: &[&[u8]] = &[
+        b"01", b"-01", b"1.", b".1", b"+1", b"1e", b"1e+", b"0x1", b"NaN", b"Infinity",
+        b"[1,]", b"{\"a\":1,}", b"[,1]", b"{,}", b"{\"a\" 1}", b"{\"a\":}", b"{1:2}",
+        b"{'a':1}", b"['a']", b"\"a\x01\"", b"\"\t\"", b"\"\\x\"", b"\"\\u12\"",
+        b"\"\\u12g4\"", b"[1] [2]", b"{} x", b"[}", b"{]", b"]", b"}", b"nul", b"truex",
+        b"[true false]", b"\xef\xbb\xbf{}", b"\"\xff\"", b"\"\xc0\xaf\"", b"\"\xed\xa0\x80\"",
+        b"\"\xf4\x90\x80\x80\"", b"\"\xe2\x82\"", b"[\"a\"\"b\"]", b"{\"a\":1\"b\":2}",
+        b"[1 2]", b"[0 1]", b"-", b"[-]", b"[1e1.0]", b"\"abc", b"[\"\\\"]",
+    ];
+    for v in valid {
+        assert!(run(&masked(), v).is_ok(), "should accept {:?}", String::from_utf8_lossy(v));
+        assert_eq!(run(&spec_with(|_| {}, ActionTable::default()), v).unwrap(), *v);
+    }
+    for v in invalid {
+        assert!(run(&masked(), v).is_err(), "should reject {:?}", String::from_utf8_lossy(v));
+    }
+}
+
+#[test]
+fn every_split_gives_the_same_output() {
+    let docs: Vec<&[u8]> = vec![
+        br#"{"accounts": [ {"id":"A1", "SSN" : "123-45-6789", "card_number":4111111111111111, "bank":{"account_number":"000123456789"}} ], "total" : 1}"#,
+        r#"{"s\u0073n":"123\u002d45-6789","n":-1.5e-3,"x":[true,false,null,"\ud83d\ude00é"]}"#.as_bytes(),
+        br#"[{"ssn":{"a":[1,{"b":"987654321"}]}}, "tail"]"#,
+    ];
+    let mut remove = ActionTable::uniform(Action::Remove);
+    remove.set(FieldClass::Tin, Action::Redact);
+    for spec in [masked(), spec_with(city_rules, remove)] {
+        for doc in &docs {
+            let whole = run(&spec, doc).unwrap();
+            for cut in 0..=doc.len() {
+                let mut rw = JsonRewriter::new(spec.clone());
+                let mut out = Vec::new();
+                rw.write(&doc[..cut], &mut out).unwrap();
+                rw.write(&doc[cut..], &mut out).unwrap();
+                rw.finish(&mut out).unwrap();
+                assert_eq!(s(&out), s(&whole), "cut at {cut}");
+            }
+            for size in 1..8 {
+                assert_eq!(run_chunks(&spec, doc, &[size, size + 3]).unwrap(), whole);
+            }
+        }
+    }
+}
+
+#[test]
+fn unselected_bodies_pass_byte_for_byte() {
+    let spec = spec_with(|_| {}, ActionTable::default());
+    let input = b" {\"a\" :\t[1 ,2.50e+3, \"x\\ny\", {}] ,\n\"b\":null }\n";
+    assert_eq!(run(&spec, input).unwrap(), input);
+}
+
+fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| Value::from(n)),
+        (-1e9f64..1e9).prop_map(|f| Value::from(f)),
+        "[ -~é😀\\n\"\\\\]{0,12}".prop_map(Value::String),
+        "[0-9]{3}-[0-9]{2}-[0-9]{4}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(5, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec(
+                (prop_oneof!["[a-z_]{1,8}", Just("ssn".to_owned()), Just("SSN".to_owned()), Just("card_number".to_owned())], inner),
+                0..6
+            )
+            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every value under a selected key, as serde_json sees it.
+fn selected_strings(v: &serde_json::Value, under: bool, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let sel = under || matches!(k.to_ascii_lowercase().as_str(), "ssn" | "card_number");
+                selected_strings(v, sel, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| selected_strings(v, under, out)),
+        Value::String(s) if under => out.push(s.clone()),
+        Value::Number(n) if under => out.push(n.to_string()),
+        _ => {}
+    }
+}
+
+fn strip_selected(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| !matches!(k.to_ascii_lowercase().as_str(), "ssn" | "card_number"))
+                .map(|(k, v)| (k.clone(), strip_selected(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_selected).collect()),
+        other => other.clone(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Random documents, pretty or compact, cut into random chunks: output is
+    /// valid JSON, equal to the input apart from selected values, and the
+    /// same for every split.
+    #[test]
+    fn random_documents(doc in arb_json(), pretty in any::<bool>(), sizes in prop::collection::vec(1usize..64, 1..6)) {
+        let text = if pretty { serde_json::to_vec_pretty(&doc).unwrap() } else { serde_json::to_vec(&doc).unwrap() };
+        let mut remove = ActionTable::uniform(Action::Remove);
+        remove.set(FieldClass::Tin, Action::Last4);
+        for spec in [masked(), spec_with(city_rules, remove)] {
+            let whole = run(&spec, &text).unwrap();
+            let chunked = run_chunks(&spec, &text, &sizes).unwrap();
+            prop_assert_eq!(&whole, &chunked);
+            let out: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+            let reparsed: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            prop_assert_eq!(strip_selected(&out), strip_selected(&reparsed));
+        }
+        // no value under a selected key survives in a masked output unless too short to mask
+        let out = run(&masked(), &text).unwrap();
+        let outv: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let mut before = Vec::new();
+        selected_strings(&doc, false, &mut before);
+        let mut after = Vec::new();
+        selected_strings(&outv, false, &mut after);
+        for v in &before {
+            let alnum = v.chars().filter(|c| c.is_alphanumeric()).count();
+            if alnum > 0 {
+                prop_assert!(!after.contains(v) || v.chars().all(|c| !c.is_alphanumeric()), "survived: {}", v);
+            }
+        }
+    }
+
+    /// Acceptance agrees with serde_json on arbitrary near-JSON bytes
+    /// (serde_json rejects lone surrogate escapes, which RFC 8259's grammar allows).
+    #[test]
+    fn acceptance_matches_serde_json(bytes in prop::collection::vec(prop::sample::select(b"{}[]:,\"\\ u0123456789abcdefEtrnls.-+\n\xc3\xa9\x01".to_vec()), 0..40)) {
+        let ours = run(&masked(), &bytes).is_ok();
+        let theirs = serde_json::from_slice::<serde_json::Value>(&bytes).is_ok();
+        let text = String::from_utf8_lossy(&bytes);
+        let surrogate = text.to_ascii_lowercase().contains("\\ud");
+        if !surrogate {
+            prop_assert_eq!(ours, theirs, "{:?}", text);
+        }
+    }
+}
+
+#[test]
+fn detectors_none_means_unnamed_strings_stream() {
+    let mut spec = masked();
+    let mut b = RulesBuilder::new();
+    city_rules(&mut b);
+    b.detectors(DetectorSet::NONE);
+    spec.rules = Arc::new(b.build());
+    let out = run(&spec, br#"{"note":"123-45-6789"}"#).unwrap();
+    assert_eq!(s(&out), r#"{"note":"123-45-6789"}"#);
+}

@@ -1,0 +1,257 @@
+//! Streaming response rewriters: JSON, NDJSON, CSV and plain text.
+//!
+//! Pure core: no I/O, no async. A rewriter takes the body in chunks of any
+//! size through [`BodyRewriter::write`], appends rewritten bytes to an output
+//! buffer as soon as it may, and is closed with [`BodyRewriter::finish`].
+//! Bytes it does not change come out exactly as they came in.
+//!
+//! Unlike an HTML rewriter that bails out by passing the rest through, a
+//! maskgate rewriter that meets anything it cannot read fails and stays
+//! failed (poisoned): the caller must end the response with an error, never
+//! with raw bytes.
+
+use std::sync::Arc;
+
+use crate::class::{Action, ActionTable, FieldClass};
+use crate::detect::Detectors;
+
+pub mod json;
+pub mod mask;
+pub mod rules;
+
+pub use json::JsonRewriter;
+pub use rules::{Rules, RulesBuilder};
+
+/// Limits every rewriter enforces. Going past one is an error, never a truncation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Deepest nesting of arrays and objects.
+    pub max_depth: usize,
+    /// Most input bytes in one body.
+    pub max_body_bytes: u64,
+    /// Longest single token (a string the rewriter must inspect, a key, a CSV
+    /// cell, a text line) that is held in memory.
+    pub max_token_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_depth: 128,
+            max_body_bytes: 1 << 30,
+            max_token_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What is wrong with a JSON text. Never carries input bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyntaxError {
+    /// A byte that cannot start or continue what is expected here.
+    UnexpectedByte,
+    /// A raw control character inside a string.
+    ControlCharacterInString,
+    /// A backslash escape that JSON does not have.
+    InvalidEscape,
+    /// Bytes that are not UTF-8.
+    InvalidUtf8,
+    /// A number such as `01`, `1.`, `-` or `1e`.
+    InvalidNumber,
+    /// `]` closing an object or `}` closing an array.
+    MismatchedClose,
+    /// A comma followed by a closing bracket.
+    TrailingComma,
+    /// More text after the document ended.
+    TrailingData,
+    /// Two NDJSON values on one line.
+    ValuesOnOneLine,
+}
+
+impl std::fmt::Display for SyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyntaxError::UnexpectedByte => "unexpected byte",
+            SyntaxError::ControlCharacterInString => "control character in string",
+            SyntaxError::InvalidEscape => "invalid escape",
+            SyntaxError::InvalidUtf8 => "invalid UTF-8",
+            SyntaxError::InvalidNumber => "invalid number",
+            SyntaxError::MismatchedClose => "mismatched closing bracket",
+            SyntaxError::TrailingComma => "trailing comma",
+            SyntaxError::TrailingData => "data after the end of the document",
+            SyntaxError::ValuesOnOneLine => "two values on one NDJSON line",
+        })
+    }
+}
+
+/// Why a body could not be rewritten. Messages carry positions and limits,
+/// never body content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RewriteError {
+    /// The body is not valid JSON (or NDJSON).
+    #[error("invalid JSON at byte {offset}: {kind}")]
+    Syntax {
+        /// Offset of the offending byte in the body.
+        offset: u64,
+        /// What is wrong.
+        kind: SyntaxError,
+    },
+    /// The body ended inside a value.
+    #[error("body ends inside a value")]
+    UnexpectedEnd,
+    /// The body was empty where a document was required.
+    #[error("body is empty")]
+    Empty,
+    /// Nesting deeper than the limit.
+    #[error("nesting deeper than {limit} levels")]
+    TooDeep {
+        /// The limit.
+        limit: usize,
+    },
+    /// More input bytes than the limit.
+    #[error("body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// A single token the rewriter must hold is larger than the limit.
+    #[error("a single value is larger than {limit} bytes")]
+    TokenTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The CSV body is malformed.
+    #[error("invalid CSV at line {line}: {reason}")]
+    Csv {
+        /// 1-based line of the record.
+        line: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The body is not UTF-8 text.
+    #[error("body is not UTF-8 text at byte {offset}")]
+    NotText {
+        /// Offset of the first bad byte.
+        offset: u64,
+    },
+    /// A content encoding could not be undone or redone.
+    #[error("content encoding failed: {reason}")]
+    Encoding {
+        /// What failed.
+        reason: &'static str,
+    },
+    /// An earlier error left the rewriter unusable.
+    #[error("rewriter failed earlier")]
+    Poisoned,
+}
+
+/// What one response's rewriting did: the gateway uses it for logs, metrics,
+/// audit records and record budgets. Holds counts only, never values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Values acted on, by class and action.
+    pub acted: [[u64; Action::COUNT]; FieldClass::COUNT],
+    /// Values found by detectors (in fields no selector named).
+    pub detected: u64,
+    /// Customer records seen (see [`RulesBuilder::record_path`]).
+    pub records: u64,
+    /// Envelopes that were damaged, forged, or under an unknown key.
+    pub integrity_errors: u64,
+    /// Fields removed because an allowlist did not name them.
+    pub not_allowed: u64,
+}
+
+impl Counts {
+    /// Counts one value of `class` handled with `action`.
+    pub fn add(&mut self, class: FieldClass, action: Action) {
+        self.acted[class.index()][action.index()] += 1;
+    }
+
+    /// Values of `class` handled with `action`.
+    pub fn get(&self, class: FieldClass, action: Action) -> u64 {
+        self.acted[class.index()][action.index()]
+    }
+
+    /// Clear red-flag values released (actions `clear` and successful `decrypt`).
+    pub fn clear_released(&self) -> u64 {
+        self.acted
+            .iter()
+            .map(|per| per[Action::Clear.index()] + per[Action::Decrypt.index()])
+            .sum()
+    }
+
+    /// Values masked, removed or redacted.
+    pub fn protected(&self) -> u64 {
+        self.acted
+            .iter()
+            .map(|per| {
+                per[Action::Last4.index()] + per[Action::Remove.index()] + per[Action::Redact.index()]
+            })
+            .sum()
+    }
+}
+
+/// Why an envelope could not be opened. Never carries key or plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The envelope is malformed, tampered with, or bound to another class.
+    #[error("envelope failed its integrity check")]
+    Integrity,
+    /// No usable key has the envelope's key id.
+    #[error("envelope key is unknown or retired")]
+    UnknownKey,
+}
+
+/// Opens card envelopes for the `decrypt` action. Implemented by the crypto
+/// core; the rewriter only calls it when the response's action table says
+/// `decrypt` for the class.
+pub trait EnvelopeOpener: Send + Sync {
+    /// Returns the plaintext of `envelope`, which must be of `class`.
+    fn open(&self, class: FieldClass, envelope: &str) -> Result<String, OpenError>;
+}
+
+/// Everything a rewriter needs to rewrite one response.
+#[derive(Clone)]
+pub struct RewriteSpec {
+    /// The role's compiled selectors.
+    pub rules: Arc<Rules>,
+    /// What this response does with each class (the role's actions, possibly
+    /// widened by an audited unmask request).
+    pub actions: ActionTable,
+    /// The compiled detectors.
+    pub detectors: Arc<Detectors>,
+    /// Limits.
+    pub limits: Limits,
+    /// Opens envelopes when an action says `decrypt`.
+    pub opener: Option<Arc<dyn EnvelopeOpener>>,
+}
+
+impl std::fmt::Debug for RewriteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RewriteSpec")
+            .field("actions", &self.actions)
+            .field("limits", &self.limits)
+            .field("opener", &self.opener.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A streaming body rewriter.
+pub trait BodyRewriter: Send {
+    /// Rewrites the next chunk of input, appending output to `out`.
+    fn write(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError>;
+    /// Ends the body: checks that it was complete and flushes what is held.
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), RewriteError>;
+    /// What was done so far.
+    fn counts(&self) -> &Counts;
+}
+
+/// Runs a whole body through a rewriter in one call (tests, tools, small bodies).
+pub fn rewrite_all(rw: &mut dyn BodyRewriter, input: &[u8]) -> Result<Vec<u8>, RewriteError> {
+    let mut out = Vec::with_capacity(input.len());
+    rw.write(input, &mut out)?;
+    rw.finish(&mut out)?;
+    Ok(out)
+}
