@@ -1,9 +1,15 @@
 //! maskgate: a field-masking and encryption gateway.
 //!
-//! The pure cores ([`rewrite`], [`detect`], [`class`]) know nothing of hyper
-//! or tokio; the proxy wires them together.
+//! The pure cores ([`rewrite`], [`detect`], [`class`], [`config`]) know
+//! nothing of hyper or tokio; [`proxy`] wires them together.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod bench;
 pub mod class;
+pub mod config;
+pub mod demo;
 pub mod detect;
+pub mod identity;
+pub mod proxy;
 pub mod rewrite;

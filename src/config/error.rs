@@ -126,6 +126,11 @@ impl Diag {
         self.push(src.error(span, message));
     }
 
+    /// How many errors were recorded.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
     /// True when no error was recorded.
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()

@@ -38,7 +38,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
 
 impl<T> Lenient<T> {
     /// The value, if it deserialized.
-    pub fn ok(&self) -> Option<&T> {
+    pub fn into_option(self) -> Option<T> {
         match self {
             Lenient::Ok(v) => Some(v),
             Lenient::Failed(_) => None,
@@ -47,19 +47,16 @@ impl<T> Lenient<T> {
 }
 
 /// A table of named entries (`[roles.NAME]`), in the order they appear.
-pub(crate) type Named<T> = Vec<(Spanned<String>, Lenient<T>)>;
+#[derive(Debug)]
+pub(crate) struct Named<T>(pub Vec<(Spanned<String>, Lenient<T>)>);
 
-fn named<'de, D, T>(d: D) -> Result<Option<Named<T>>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    let map: Option<BTreeMap<Spanned<String>, Lenient<T>>> = Option::deserialize(d)?;
-    Ok(map.map(|m| {
-        let mut v: Named<T> = m.into_iter().collect();
-        v.sort_by_key(|(k, _)| k.span().start);
-        v
-    }))
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map: BTreeMap<Spanned<String>, Lenient<T>> = BTreeMap::deserialize(d)?;
+        let mut entries: Vec<_> = map.into_iter().collect();
+        entries.sort_by_key(|(k, _)| k.span().start);
+        Ok(Named(entries))
+    }
 }
 
 // ---------------------------------------------------------------- gateway
@@ -142,11 +139,8 @@ pub(crate) struct RawPolicyFiles {
 pub(crate) struct RawPolicyFile {
     pub redact_token: Option<Spanned<String>>,
     pub records: Option<Lenient<Spanned<RawRecords>>>,
-    #[serde(default, deserialize_with = "named")]
     pub classes: Option<Named<RawClass>>,
-    #[serde(default, deserialize_with = "named")]
     pub routes: Option<Named<RawRoute>>,
-    #[serde(default, deserialize_with = "named")]
     pub roles: Option<Named<RawRole>>,
     pub principals: Option<Vec<Lenient<RawPrincipal>>>,
 }
@@ -243,11 +237,26 @@ pub(crate) struct RawPrincipal {
 
 // ---------------------------------------------------------------- parsing
 
-/// Parses the gateway config, reporting every error; `None` when the file
-/// could not be read as a whole (syntax error, unknown section).
-pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<RawGateway> {
-    let raw: RawGateway = parse_root(src, diag)?;
+/// Parses the gateway config, reporting every error. `None` when the file is
+/// not valid TOML; otherwise the sections that could be read, and whether the
+/// root itself had an error (an unknown section).
+pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<(RawGateway, bool)> {
     let text = src.text.as_str();
+    let (raw, root_ok) = match parse_root::<RawGateway>(src, diag)? {
+        Some(raw) => (raw, true),
+        None => {
+            let mut ok = true;
+            let raw = RawGateway {
+                server: extract(src, diag, "server", &mut ok),
+                upstream: extract(src, diag, "upstream", &mut ok),
+                limits: extract(src, diag, "limits", &mut ok),
+                log: extract(src, diag, "log", &mut ok),
+                data: extract(src, diag, "data", &mut ok),
+                policy: extract(src, diag, "policy", &mut ok),
+            };
+            (raw, false)
+        }
+    };
     let mut refocus = |failed: bool, f: Focus<'_>, check: fn(&str, Focus<'_>) -> Option<toml::de::Error>| {
         if failed {
             report_focus(src, diag, check(text, f));
@@ -259,24 +268,35 @@ pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<RawGateway>
     refocus(is_failed(&raw.log), Focus::Section("log"), focus_error::<RawLog>);
     refocus(is_failed(&raw.data), Focus::Section("data"), focus_error::<RawData>);
     refocus(is_failed(&raw.policy), Focus::Section("policy"), focus_error::<RawPolicyFiles>);
-    Some(raw)
+    Some((raw, root_ok))
 }
 
-/// Parses one policy file, reporting every error; `None` when the file could
-/// not be read as a whole (syntax error, unknown top-level key).
-pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<RawPolicyFile> {
-    let raw: RawPolicyFile = parse_root(src, diag)?;
+/// Parses one policy file, reporting every error. `None` when the file is not
+/// valid TOML; otherwise what could be read, and whether all of the file
+/// could be read (false after an unknown top-level key or a wrongly typed
+/// top-level value: definitions may be missing).
+pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<(RawPolicyFile, bool)> {
     let text = src.text.as_str();
+    let (raw, root_ok) = match parse_root::<RawPolicyFile>(src, diag)? {
+        Some(raw) => (raw, true),
+        None => {
+            let mut ok = true;
+            let raw = RawPolicyFile {
+                redact_token: extract(src, diag, "redact_token", &mut ok),
+                records: extract(src, diag, "records", &mut ok),
+                classes: extract(src, diag, "classes", &mut ok),
+                routes: extract(src, diag, "routes", &mut ok),
+                roles: extract(src, diag, "roles", &mut ok),
+                principals: extract(src, diag, "principals", &mut ok),
+            };
+            (raw, false)
+        }
+    };
     if is_failed(&raw.records) {
         report_focus(src, diag, focus_error::<RawRecords>(text, Focus::Section("records")));
     }
-    fn entries<T: DeserializeOwned>(
-        src: &Source,
-        diag: &mut Diag,
-        section: &str,
-        list: &Option<Named<T>>,
-    ) {
-        for (name, value) in list.iter().flatten() {
+    fn entries<T: DeserializeOwned>(src: &Source, diag: &mut Diag, section: &str, list: &Option<Named<T>>) {
+        for (name, value) in list.iter().flat_map(|n| &n.0) {
             if let Lenient::Failed(message) = value {
                 match focus_error::<T>(&src.text, Focus::Entry(section, name.get_ref())) {
                     Some(e) => diag.push(src.toml_error(&e)),
@@ -293,19 +313,74 @@ pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<RawPolicyFil
             report_focus(src, diag, focus_error::<RawPrincipal>(text, Focus::Element("principals", i)));
         }
     }
-    Some(raw)
+    Some((raw, root_ok))
 }
 
-fn parse_root<T: DeserializeOwned>(src: &Source, diag: &mut Diag) -> Option<T> {
+/// Deserializes the whole file as `T`. `None` (after reporting) when the
+/// file is not valid TOML; `Some(None)` (after reporting) when it is valid
+/// TOML but the root does not fit `T`.
+fn parse_root<T: DeserializeOwned>(src: &Source, diag: &mut Diag) -> Option<Option<T>> {
     match toml::from_str::<T>(&src.text) {
-        Ok(raw) => Some(raw),
+        Ok(raw) => Some(Some(raw)),
+        Err(e) => {
+            if toml::from_str::<toml::Table>(&src.text).is_err() {
+                let mut error = src.toml_error(&e);
+                error.message = format!("TOML syntax error: {}", error.message);
+                diag.push(error);
+                return None;
+            }
+            diag.push(src.toml_error(&e));
+            Some(None)
+        }
+    }
+}
+
+/// Deserializes one top-level key of the file as `T`, ignoring the others.
+/// Reports its error and clears `ok` when it does not fit `T`.
+fn extract<T: DeserializeOwned>(src: &Source, diag: &mut Diag, key: &str, ok: &mut bool) -> Option<T> {
+    let seed = ExtractSeed::<T> {
+        key,
+        marker: PhantomData,
+    };
+    match seed.deserialize(toml::de::Deserializer::new(&src.text)) {
+        Ok(v) => v,
         Err(e) => {
             diag.push(src.toml_error(&e));
+            *ok = false;
             None
         }
     }
 }
 
+struct ExtractSeed<'k, T> {
+    key: &'k str,
+    marker: PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for ExtractSeed<'_, T> {
+    type Value = Option<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for ExtractSeed<'_, T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let mut out = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.key {
+                out = Some(map.next_value::<T>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
+    }
+}
 fn is_failed<T>(v: &Option<Lenient<T>>) -> bool {
     matches!(v, Some(Lenient::Failed(_)))
 }

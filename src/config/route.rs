@@ -70,7 +70,7 @@ impl Route {
         for segment in &self.segments {
             let current = parts?;
             if *segment == Segment::Rest {
-                return Some(params);
+                return if current.is_empty() { None } else { Some(params) };
             }
             let (part, tail) = match current.split_once('/') {
                 Some((part, tail)) => (part, Some(tail)),
@@ -206,7 +206,8 @@ mod tests {
             ("/accounts", "accounts", None),
         ];
         for (t, path, want) in table {
-            let got = route(t).params(path);
+            let r = route(t);
+            let got = r.params(path);
             assert_eq!(got.as_deref(), *want, "{t} vs {path}");
         }
     }

@@ -120,9 +120,12 @@ pub fn account_to_string(account: &Value) -> String {
 pub fn is_synthetic_ssn(s: &str) -> bool {
     let b = s.as_bytes();
     let digits: Vec<u8> = match b.len() {
-        11 if b[3] == b'-' && b[6] == b'-' => {
-            b.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 6).map(|(_, d)| *d).collect()
-        }
+        11 if b[3] == b'-' && b[6] == b'-' => b
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 6)
+            .map(|(_, d)| *d)
+            .collect(),
         9 => b.to_vec(),
         _ => return false,
     };
@@ -130,7 +133,9 @@ pub fn is_synthetic_ssn(s: &str) -> bool {
         return false;
     }
     let num = |range: std::ops::Range<usize>| {
-        digits[range].iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
+        digits[range]
+            .iter()
+            .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
     };
     let (area, group, serial) = (num(0..3), num(3..5), num(5..9));
     (700..=728).contains(&area) && group != 0 && serial != 0
@@ -225,11 +230,46 @@ const FIRST_NAMES: &[&str] = &[
 ];
 
 const LAST_NAMES: &[&str] = &[
-    "Garcia", "Nguyen", "Smith", "Chen", "Patel", "Johnson", "Kim", "Martinez", "O'Brien",
-    "Williams", "Tanaka", "Lopez", "Brown", "Singh", "Davis", "Rossi", "Okafor", "Miller",
-    "Hernandez", "Wong", "Cohen", "Anderson", "Ivanova", "Silva", "Taylor", "Haddad", "Moore",
-    "Yamamoto", "Clark", "Ramirez", "Lee", "Walker", "Novak", "Fischer", "Diaz", "Murphy",
-    "Sato", "Young", "Khan", "Reyes",
+    "Garcia",
+    "Nguyen",
+    "Smith",
+    "Chen",
+    "Patel",
+    "Johnson",
+    "Kim",
+    "Martinez",
+    "O'Brien",
+    "Williams",
+    "Tanaka",
+    "Lopez",
+    "Brown",
+    "Singh",
+    "Davis",
+    "Rossi",
+    "Okafor",
+    "Miller",
+    "Hernandez",
+    "Wong",
+    "Cohen",
+    "Anderson",
+    "Ivanova",
+    "Silva",
+    "Taylor",
+    "Haddad",
+    "Moore",
+    "Yamamoto",
+    "Clark",
+    "Ramirez",
+    "Lee",
+    "Walker",
+    "Novak",
+    "Fischer",
+    "Diaz",
+    "Murphy",
+    "Sato",
+    "Young",
+    "Khan",
+    "Reyes",
 ];
 
 const BUSINESS_PREFIXES: &[&str] = &[
@@ -290,7 +330,9 @@ const STREETS: &[&str] = &[
 
 const ZIPS: &[&str] = &["94301", "94303", "94306"];
 
-const DL_STATES: &[&str] = &["CA", "CA", "CA", "CA", "CA", "CA", "CA", "NV", "OR", "WA", "AZ"];
+const DL_STATES: &[&str] = &[
+    "CA", "CA", "CA", "CA", "CA", "CA", "CA", "NV", "OR", "WA", "AZ",
+];
 
 const EIN_PREFIXES: &[u32] = &[94, 77, 20, 26, 27, 68];
 
@@ -335,17 +377,36 @@ fn account(seed: u64, index: u64) -> Value {
     };
     let phone = phone(&mut r);
     let email = if residential {
-        let domain = if r.chance(70) { "example.com" } else { "example.org" };
-        format!("{}.{}{}@{domain}", slug(person_first), slug(person_last), r.range(1, 99))
+        let domain = if r.chance(70) {
+            "example.com"
+        } else {
+            "example.org"
+        };
+        format!(
+            "{}.{}{}@{domain}",
+            slug(person_first),
+            slug(person_last),
+            r.range(1, 99)
+        )
     } else {
         format!("ap.{}@example.org", slug(&name))
     };
 
     let mut m = Map::new();
-    m.insert("id".into(), Value::String(account_id(FIRST_ACCOUNT_NUMBER + index)));
+    m.insert(
+        "id".into(),
+        Value::String(account_id(FIRST_ACCOUNT_NUMBER + index)),
+    );
     m.insert(
         "account_type".into(),
-        Value::String(if residential { "residential" } else { "commercial" }.into()),
+        Value::String(
+            if residential {
+                "residential"
+            } else {
+                "commercial"
+            }
+            .into(),
+        ),
     );
     m.insert("name".into(), Value::String(name.clone()));
     m.insert("service_address".into(), Value::String(service_address));
@@ -370,13 +431,20 @@ fn account(seed: u64, index: u64) -> Value {
     let mut dl = Map::new();
     dl.insert(
         "number".into(),
-        Value::String(format!("{}{}", char::from(b'A' + r.below(26) as u8), r.digits(7))),
+        Value::String(format!(
+            "{}{}",
+            char::from(b'A' + r.below(26) as u8),
+            r.digits(7)
+        )),
     );
     dl.insert("state".into(), Value::String((*r.pick(DL_STATES)).into()));
     m.insert("drivers_license".into(), Value::Object(dl));
 
     if r.chance(20) {
-        m.insert("passport".into(), Value::String(format!("{}{}", r.range(1, 9), r.digits(8))));
+        m.insert(
+            "passport".into(),
+            Value::String(format!("{}{}", r.range(1, 9), r.digits(8))),
+        );
     }
 
     let card_count = match r.below(10) {
@@ -384,7 +452,11 @@ fn account(seed: u64, index: u64) -> Value {
         3..=7 => 1,
         _ => 2,
     };
-    let cardholder = if residential { person.clone() } else { name.clone() };
+    let cardholder = if residential {
+        person.clone()
+    } else {
+        name.clone()
+    };
     let mut cards = Vec::new();
     let mut first_card_digits = None;
     for _ in 0..card_count {
@@ -415,7 +487,10 @@ fn account(seed: u64, index: u64) -> Value {
     );
     m.insert("bank".into(), Value::Object(bank));
 
-    m.insert("notes".into(), Value::String(note(&mut r, &ssn, first_card_digits.as_deref())));
+    m.insert(
+        "notes".into(),
+        Value::String(note(&mut r, &ssn, first_card_digits.as_deref())),
+    );
 
     let status = match r.below(100) {
         0..=84 => "active",
@@ -423,9 +498,18 @@ fn account(seed: u64, index: u64) -> Value {
         _ => "pending",
     };
     m.insert("status".into(), Value::String(status.into()));
-    m.insert("service_start".into(), Value::String(date(&mut r, 1990, 2016)));
-    m.insert("container_size".into(), Value::String((*r.pick(CONTAINER_SIZES)).into()));
-    m.insert("pickup_day".into(), Value::String((*r.pick(PICKUP_DAYS)).into()));
+    m.insert(
+        "service_start".into(),
+        Value::String(date(&mut r, 1990, 2016)),
+    );
+    m.insert(
+        "container_size".into(),
+        Value::String((*r.pick(CONTAINER_SIZES)).into()),
+    );
+    m.insert(
+        "pickup_day".into(),
+        Value::String((*r.pick(PICKUP_DAYS)).into()),
+    );
     Value::Object(m)
 }
 
@@ -456,7 +540,10 @@ fn address(r: &mut Rng) -> String {
     let street = r.pick(STREETS);
     let zip = r.pick(ZIPS);
     if r.chance(15) {
-        format!("{number} {street} Apt {}, Palo Alto, CA {zip}", r.range(1, 40))
+        format!(
+            "{number} {street} Apt {}, Palo Alto, CA {zip}",
+            r.range(1, 40)
+        )
     } else {
         format!("{number} {street}, Palo Alto, CA {zip}")
     }
@@ -484,7 +571,12 @@ fn date(r: &mut Rng, from_year: u64, to_year: u64) -> String {
 }
 
 fn ssn(r: &mut Rng) -> String {
-    format!("{:03}-{:02}-{:04}", r.range(700, 728), r.range(1, 99), r.range(1, 9999))
+    format!(
+        "{:03}-{:02}-{:04}",
+        r.range(700, 728),
+        r.range(1, 99),
+        r.range(1, 9999)
+    )
 }
 
 fn ein(r: &mut Rng) -> String {
@@ -528,7 +620,11 @@ fn card_digits(r: &mut Rng) -> String {
 
 /// 16 digits → `4-4-4-4`, 15 (Amex) → `4-6-5`, separated by spaces.
 fn group_card(digits: &str) -> String {
-    let groups: &[usize] = if digits.len() == 15 { &[4, 6, 5] } else { &[4, 4, 4, 4] };
+    let groups: &[usize] = if digits.len() == 15 {
+        &[4, 6, 5]
+    } else {
+        &[4, 4, 4, 4]
+    };
     let mut out = String::with_capacity(digits.len() + 4);
     let mut at = 0;
     for (i, g) in groups.iter().enumerate() {
@@ -625,7 +721,9 @@ mod tests {
     }
 
     fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-        v[key].as_str().unwrap_or_else(|| panic!("{key} not a string in {v}"))
+        v[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} not a string in {v}"))
     }
 
     #[test]
@@ -644,8 +742,14 @@ mod tests {
     fn default_set_has_both_types_and_unique_ids() {
         let accounts = all();
         assert!(accounts.len() >= 1000);
-        let residential = accounts.iter().filter(|a| a["account_type"] == "residential").count();
-        let commercial = accounts.iter().filter(|a| a["account_type"] == "commercial").count();
+        let residential = accounts
+            .iter()
+            .filter(|a| a["account_type"] == "residential")
+            .count();
+        let commercial = accounts
+            .iter()
+            .filter(|a| a["account_type"] == "commercial")
+            .count();
         assert_eq!(residential + commercial, accounts.len());
         let share = residential as f64 / accounts.len() as f64;
         assert!((0.74..0.86).contains(&share), "residential share {share}");
@@ -659,7 +763,10 @@ mod tests {
     fn field_order_on_the_wire() {
         let a = &generate(1, 1)[0];
         let line = account_to_string(a);
-        assert!(line.starts_with("{\"id\":\"ACC-100001\",\"account_type\":"), "{line}");
+        assert!(
+            line.starts_with("{\"id\":\"ACC-100001\",\"account_type\":"),
+            "{line}"
+        );
         assert!(line.ends_with('}'));
         let back: Value = serde_json::from_str(&line).unwrap();
         assert_eq!(&back, a);
@@ -708,7 +815,10 @@ mod tests {
             let phone = s(&a, "phone");
             assert!(phone.contains(") 555-01"), "{phone}");
             let email = s(&a, "email");
-            assert!(email.ends_with("@example.com") || email.ends_with("@example.org"), "{email}");
+            assert!(
+                email.ends_with("@example.com") || email.ends_with("@example.org"),
+                "{email}"
+            );
             assert!(s(&a, "service_address").contains(", Palo Alto, CA 943"));
             assert!(["active", "closed", "pending"].contains(&s(&a, "status")));
             assert!(CONTAINER_SIZES.contains(&s(&a, "container_size")));
@@ -759,7 +869,9 @@ mod tests {
                 let n = c["card_number"].as_str().unwrap();
                 assert!(luhn_valid(n), "{n}");
                 let digits: String = n.chars().filter(char::is_ascii_digit).collect();
-                assert!(CARD_BINS.iter().any(|(bin, len)| digits.starts_with(bin) && digits.len() == *len));
+                assert!(CARD_BINS
+                    .iter()
+                    .any(|(bin, len)| digits.starts_with(bin) && digits.len() == *len));
                 if n.contains(' ') {
                     grouped += 1;
                 }
@@ -807,7 +919,10 @@ mod tests {
                 ssn_notes += 1;
                 let rest = &note[at + 4..];
                 let rest = rest.strip_prefix("on file ").unwrap_or(rest);
-                let token: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '-').collect();
+                let token: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '-')
+                    .collect();
                 assert!(is_synthetic_ssn(&token), "{note}");
             }
             if let Some(at) = note.find("by card ") {
@@ -823,7 +938,10 @@ mod tests {
         let ssn_share = ssn_notes as f64 / n;
         let card_share = card_notes as f64 / n;
         assert!((0.10..0.20).contains(&ssn_share), "ssn notes {ssn_share}");
-        assert!((0.06..0.14).contains(&card_share), "card notes {card_share}");
+        assert!(
+            (0.06..0.14).contains(&card_share),
+            "card notes {card_share}"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod curl;
 pub mod data;
 pub mod store;
+pub mod run;
 pub mod upstream;
 
 #[cfg(test)]

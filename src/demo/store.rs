@@ -169,7 +169,13 @@ impl Store {
     pub fn page(&self, offset: usize, limit: usize) -> (Vec<Arc<Value>>, usize) {
         let inner = self.lock();
         let total = inner.accounts.len();
-        let page = inner.accounts.iter().skip(offset).take(limit).cloned().collect();
+        let page = inner
+            .accounts
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect();
         (page, total)
     }
 
@@ -188,7 +194,9 @@ impl Store {
     /// Returns the stored object.
     pub fn insert(&self, account: Value) -> Result<Arc<Value>, StoreError> {
         let Value::Object(mut map) = account else {
-            return Err(StoreError::Invalid("an account must be a JSON object".into()));
+            return Err(StoreError::Invalid(
+                "an account must be a JSON object".into(),
+            ));
         };
         let mut inner = self.lock();
         let id = match map.get("id") {
@@ -198,7 +206,11 @@ impl Store {
                 id
             }
             Some(Value::String(id)) if !id.is_empty() => id.clone(),
-            Some(_) => return Err(StoreError::Invalid("\"id\" must be a non-empty string".into())),
+            Some(_) => {
+                return Err(StoreError::Invalid(
+                    "\"id\" must be a non-empty string".into(),
+                ))
+            }
         };
         if inner.index.contains_key(&id) {
             return Err(StoreError::Conflict(id));
@@ -240,7 +252,9 @@ impl Store {
     /// match).
     pub fn replace(&self, id: &str, account: Value) -> Result<Arc<Value>, StoreError> {
         let Value::Object(mut account) = account else {
-            return Err(StoreError::Invalid("an account must be a JSON object".into()));
+            return Err(StoreError::Invalid(
+                "an account must be a JSON object".into(),
+            ));
         };
         check_id(id, &account)?;
         account.insert("id".into(), Value::String(id.to_string()));
@@ -278,7 +292,9 @@ fn check_id(id: &str, body: &Map<String, Value>) -> Result<(), StoreError> {
     match body.get("id") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::String(s)) if s == id => Ok(()),
-        Some(_) => Err(StoreError::Invalid(format!("\"id\" in the body must be {id:?}"))),
+        Some(_) => Err(StoreError::Invalid(format!(
+            "\"id\" in the body must be {id:?}"
+        ))),
     }
 }
 
@@ -289,9 +305,9 @@ fn write_file(path: &Path, accounts: &[Arc<Value>]) -> io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "store path has no file name"))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "store path has no file name")
+    })?;
     let mut tmp_name = file_name.to_os_string();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = dir.join(tmp_name);
@@ -344,26 +360,48 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
 
         // Writes: insert (id assigned), patch (merge + null removes), replace.
-        let added = store.insert(json!({"name": "Test, \"Quoted\" Person", "cards": []})).unwrap();
+        let added = store
+            .insert(json!({"name": "Test, \"Quoted\" Person", "cards": []}))
+            .unwrap();
         assert_eq!(added["id"], "ACC-100026");
         let patched = store
-            .patch("ACC-100001", json!({"status": "closed", "passport": null, "id": "ACC-100001"}))
+            .patch(
+                "ACC-100001",
+                json!({"status": "closed", "passport": null, "id": "ACC-100001"}),
+            )
             .unwrap();
         assert_eq!(patched["status"], "closed");
         assert!(patched.get("passport").is_none());
         assert!(patched.get("ssn").is_some() || patched.get("tin").is_some());
-        let replaced = store.replace("ACC-100002", json!({"name": "Only Name"})).unwrap();
+        let replaced = store
+            .replace("ACC-100002", json!({"name": "Only Name"}))
+            .unwrap();
         assert_eq!(*replaced, json!({"id": "ACC-100002", "name": "Only Name"}));
 
         // Refusals leave the state alone.
-        assert!(matches!(store.insert(json!({"id": "ACC-100003"})), Err(StoreError::Conflict(_))));
-        assert!(matches!(store.insert(json!([1])), Err(StoreError::Invalid(_))));
-        assert!(matches!(store.insert(json!({"id": 5})), Err(StoreError::Invalid(_))));
-        assert!(matches!(store.patch("ACC-999999", json!({})), Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            store.insert(json!({"id": "ACC-100003"})),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            store.insert(json!([1])),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.insert(json!({"id": 5})),
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store.patch("ACC-999999", json!({})),
+            Err(StoreError::NotFound(_))
+        ));
         assert!(matches!(
             store.patch("ACC-100001", json!({"id": "ACC-100002"})),
             Err(StoreError::Invalid(_))
@@ -374,9 +412,15 @@ mod tests {
         // Reload: the seed closure must not run, every write is there.
         let again = Store::open(&path, || panic!("must not reseed")).unwrap();
         assert_eq!(again.len(), 26);
-        assert_eq!(again.get("ACC-100026").unwrap()["name"], "Test, \"Quoted\" Person");
+        assert_eq!(
+            again.get("ACC-100026").unwrap()["name"],
+            "Test, \"Quoted\" Person"
+        );
         assert_eq!(again.get("ACC-100001").unwrap()["status"], "closed");
-        assert_eq!(*again.get("ACC-100002").unwrap(), json!({"id": "ACC-100002", "name": "Only Name"}));
+        assert_eq!(
+            *again.get("ACC-100002").unwrap(),
+            json!({"id": "ACC-100002", "name": "Only Name"})
+        );
         let next = again.insert(json!({})).unwrap();
         assert_eq!(next["id"], "ACC-100027");
         // No temp files are left behind.
@@ -400,7 +444,10 @@ mod tests {
             .insert(json!({"id": "X-1", "cards": [{"card_number": envelope}]}))
             .unwrap();
         let text = fs::read_to_string(&path).unwrap();
-        assert_eq!(text, format!("{{\"id\":\"X-1\",\"cards\":[{{\"card_number\":\"{envelope}\"}}]}}\n"));
+        assert_eq!(
+            text,
+            format!("{{\"id\":\"X-1\",\"cards\":[{{\"card_number\":\"{envelope}\"}}]}}\n")
+        );
         // Custom ids do not disturb id assignment.
         assert_eq!(store.insert(json!({})).unwrap()["id"], "ACC-100001");
         fs::remove_dir_all(&dir).unwrap();

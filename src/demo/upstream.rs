@@ -26,7 +26,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::header::{
+    HeaderValue, ALLOW, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION,
+};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
@@ -132,8 +134,13 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<ResBody>, Infallible> {
-    Ok(route(store, req).await.unwrap_or_else(|e| e.into_response()))
+async fn handle(
+    store: Arc<Store>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    Ok(route(store, req)
+        .await
+        .unwrap_or_else(|e| e.into_response()))
 }
 
 /// An error answer.
@@ -181,7 +188,8 @@ impl ApiError {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut res = json_response(self.status, body.to_string().into_bytes());
         if let Some(allow) = self.allow {
-            res.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+            res.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
         }
         res
     }
@@ -191,8 +199,12 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
-            StoreError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
-            StoreError::Invalid(_) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()),
+            StoreError::Conflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            StoreError::Invalid(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string())
+            }
             StoreError::Io(_) => {
                 tracing::error!(error = %e, "demo upstream could not persist a write");
                 ApiError::internal("the account could not be stored")
@@ -215,7 +227,8 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<ResBody> {
 
 fn account_response(status: StatusCode, account: &Value) -> Result<Response<ResBody>, ApiError> {
     let mut body = Vec::with_capacity(2048);
-    data::write_account(&mut body, account).map_err(|_| ApiError::internal("could not serialize the account"))?;
+    data::write_account(&mut body, account)
+        .map_err(|_| ApiError::internal("could not serialize the account"))?;
     let mut res = json_response(status, body);
     if status == StatusCode::CREATED {
         if let Some(id) = account.get("id").and_then(Value::as_str) {
@@ -268,9 +281,14 @@ async fn route(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Res
             _ => Err(ApiError::method_not_allowed("GET")),
         },
         _ => {
-            let Some(raw_id) = path.strip_prefix("/accounts/").filter(|s| !s.is_empty() && !s.contains('/'))
+            let Some(raw_id) = path
+                .strip_prefix("/accounts/")
+                .filter(|s| !s.is_empty() && !s.contains('/'))
             else {
-                return Err(ApiError::not_found(format!("no route for {}", path_for_message(&path))));
+                return Err(ApiError::not_found(format!(
+                    "no route for {}",
+                    path_for_message(&path)
+                )));
             };
             let id = percent_encoding::percent_decode_str(raw_id)
                 .decode_utf8()
@@ -279,7 +297,10 @@ async fn route(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Res
             match method {
                 Method::GET => match store.get(&id) {
                     Some(account) => account_response(StatusCode::OK, &account),
-                    None => Err(ApiError::not_found(format!("no account {}", path_for_message(&id)))),
+                    None => Err(ApiError::not_found(format!(
+                        "no account {}",
+                        path_for_message(&id)
+                    ))),
                 },
                 Method::PATCH => {
                     let body = read_json(req).await?;
@@ -334,7 +355,9 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, ApiError> {
             return Err(too_large());
         }
     }
-    let collected = Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await;
+    let collected = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await;
     let bytes = match collected {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
@@ -345,7 +368,11 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, ApiError> {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_json",
-            format!("malformed JSON body at line {} column {}", e.line(), e.column()),
+            format!(
+                "malformed JSON body at line {} column {}",
+                e.line(),
+                e.column()
+            ),
         )
     })
 }
@@ -361,7 +388,11 @@ fn list_accounts(store: &Store, query: Option<&str>) -> Result<Response<ResBody>
                     .parse::<usize>()
                     .ok()
                     .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| ApiError::bad_request(format!("limit must be an integer from 1 to {MAX_LIMIT}")))?;
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "limit must be an integer from 1 to {MAX_LIMIT}"
+                        ))
+                    })?;
             }
             "offset" => {
                 offset = value
@@ -378,9 +409,12 @@ fn list_accounts(store: &Store, query: Option<&str>) -> Result<Response<ResBody>
         if i > 0 {
             body.push(b',');
         }
-        data::write_account(&mut body, account).map_err(|_| ApiError::internal("could not serialize an account"))?;
+        data::write_account(&mut body, account)
+            .map_err(|_| ApiError::internal("could not serialize an account"))?;
     }
-    body.extend_from_slice(format!("],\"total\":{total},\"limit\":{limit},\"offset\":{offset}}}").as_bytes());
+    body.extend_from_slice(
+        format!("],\"total\":{total},\"limit\":{limit},\"offset\":{offset}}}").as_bytes(),
+    );
     Ok(json_response(StatusCode::OK, body))
 }
 
@@ -392,7 +426,10 @@ enum ExportFormat {
 
 fn export(store: &Store, format: ExportFormat) -> Response<ResBody> {
     let (content_type, file) = match format {
-        ExportFormat::Ndjson => ("application/x-ndjson", "attachment; filename=\"accounts.ndjson\""),
+        ExportFormat::Ndjson => (
+            "application/x-ndjson",
+            "attachment; filename=\"accounts.ndjson\"",
+        ),
         ExportFormat::Csv => ("text/csv", "attachment; filename=\"accounts.csv\""),
     };
     let body = ExportBody {
@@ -534,7 +571,9 @@ mod tests {
 
     async fn start(count: usize) -> Running {
         let dir = temp_dir("upstream");
-        let store = Arc::new(Store::open(&dir.join("accounts.jsonl"), || data::generate(2016, count)).unwrap());
+        let store = Arc::new(
+            Store::open(&dir.join("accounts.jsonl"), || data::generate(2016, count)).unwrap(),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -553,7 +592,12 @@ mod tests {
     }
 
     impl Running {
-        async fn send(&self, method: Method, path: &str, body: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+        async fn send(
+            &self,
+            method: Method,
+            path: &str,
+            body: &str,
+        ) -> (StatusCode, http::HeaderMap, Bytes) {
             let req = Request::builder()
                 .method(method)
                 .uri(format!("http://{}{}", self.addr, path))
@@ -616,7 +660,14 @@ mod tests {
         let (_, v) = up.get_json("/accounts?offset=500").await;
         assert!(v["accounts"].as_array().unwrap().is_empty());
 
-        for bad in ["limit=0", "limit=501", "limit=abc", "offset=-1", "limit=", "offset=1.5"] {
+        for bad in [
+            "limit=0",
+            "limit=501",
+            "limit=abc",
+            "offset=-1",
+            "limit=",
+            "offset=1.5",
+        ] {
             let (status, v) = up.get_json(&format!("/accounts?{bad}")).await;
             assert_eq!(status, 400, "{bad}");
             assert_eq!(v["error"]["code"], "bad_request", "{bad}");
@@ -639,7 +690,10 @@ mod tests {
 
         let (status, v) = up.get_json("/accounts/ACC-999999").await;
         assert_eq!(status, 404);
-        assert_eq!(v, json!({"error": {"code": "not_found", "message": "no account ACC-999999"}}));
+        assert_eq!(
+            v,
+            json!({"error": {"code": "not_found", "message": "no account ACC-999999"}})
+        );
 
         let (status, v) = up.get_json("/nope").await;
         assert_eq!(status, 404);
@@ -671,7 +725,11 @@ mod tests {
         assert!(file.contains(r#"{"id":"ACC-100006","account_type":"commercial","name":"Smith, \"Jr.\" Bakery","notes":"new"}"#));
 
         let (status, _, res) = up
-            .send(Method::PATCH, "/accounts/ACC-100006", r#"{"status":"active","notes":null}"#)
+            .send(
+                Method::PATCH,
+                "/accounts/ACC-100006",
+                r#"{"status":"active","notes":null}"#,
+            )
             .await;
         assert_eq!(status, 200);
         let patched: Value = serde_json::from_slice(&res).unwrap();
@@ -679,9 +737,18 @@ mod tests {
         assert!(patched.get("notes").is_none());
         assert_eq!(patched["name"], "Smith, \"Jr.\" Bakery");
 
-        let (status, _, res) = up.send(Method::PUT, "/accounts/ACC-100006", r#"{"name":"Replaced"}"#).await;
+        let (status, _, res) = up
+            .send(
+                Method::PUT,
+                "/accounts/ACC-100006",
+                r#"{"name":"Replaced"}"#,
+            )
+            .await;
         assert_eq!(status, 200);
-        assert_eq!(serde_json::from_slice::<Value>(&res).unwrap(), json!({"id": "ACC-100006", "name": "Replaced"}));
+        assert_eq!(
+            serde_json::from_slice::<Value>(&res).unwrap(),
+            json!({"id": "ACC-100006", "name": "Replaced"})
+        );
         let (_, fetched) = up.get_json("/accounts/ACC-100006").await;
         assert_eq!(fetched, json!({"id": "ACC-100006", "name": "Replaced"}));
 
@@ -692,12 +759,23 @@ mod tests {
         assert_eq!(err["error"]["code"], "malformed_json");
         let (status, _, res) = up.send(Method::POST, "/accounts", "[1,2]").await;
         assert_eq!(status, 400);
-        assert_eq!(serde_json::from_slice::<Value>(&res).unwrap()["error"]["code"], "invalid_body");
-        let (status, _, _) = up.send(Method::POST, "/accounts", r#"{"id":"ACC-100001"}"#).await;
+        assert_eq!(
+            serde_json::from_slice::<Value>(&res).unwrap()["error"]["code"],
+            "invalid_body"
+        );
+        let (status, _, _) = up
+            .send(Method::POST, "/accounts", r#"{"id":"ACC-100001"}"#)
+            .await;
         assert_eq!(status, 409);
         let (status, _, _) = up.send(Method::PATCH, "/accounts/ACC-424242", "{}").await;
         assert_eq!(status, 404);
-        let (status, _, _) = up.send(Method::PUT, "/accounts/ACC-100001", r#"{"id":"ACC-100002"}"#).await;
+        let (status, _, _) = up
+            .send(
+                Method::PUT,
+                "/accounts/ACC-100001",
+                r#"{"id":"ACC-100002"}"#,
+            )
+            .await;
         assert_eq!(status, 400);
         let (status, _, _) = up.send(Method::PATCH, "/accounts/ACC-100001", "nope").await;
         assert_eq!(status, 400);
@@ -706,7 +784,10 @@ mod tests {
         let huge = format!("{{\"notes\":\"{}\"}}", "x".repeat(MAX_BODY_BYTES));
         let (status, _, res) = up.send(Method::POST, "/accounts", &huge).await;
         assert_eq!(status, 413);
-        assert_eq!(serde_json::from_slice::<Value>(&res).unwrap()["error"]["code"], "payload_too_large");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&res).unwrap()["error"]["code"],
+            "payload_too_large"
+        );
         assert_eq!(up.store.len(), 6);
         up.stop().await;
     }
@@ -720,7 +801,10 @@ mod tests {
         let res = up.client.request(req).await.unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()[CONTENT_TYPE], "application/x-ndjson");
-        assert!(res.headers().get(CONTENT_LENGTH).is_none(), "must be streamed");
+        assert!(
+            res.headers().get(CONTENT_LENGTH).is_none(),
+            "must be streamed"
+        );
         let mut body = res.into_body();
         let mut frames = 0;
         let mut all = Vec::new();
@@ -736,7 +820,10 @@ mod tests {
         assert_eq!(lines.len(), 300);
         for (i, line) in lines.iter().enumerate() {
             let v: Value = serde_json::from_str(line).unwrap();
-            assert_eq!(v["id"], data::account_id(data::FIRST_ACCOUNT_NUMBER + i as u64));
+            assert_eq!(
+                v["id"],
+                data::account_id(data::FIRST_ACCOUNT_NUMBER + i as u64)
+            );
         }
         up.stop().await;
     }
@@ -762,8 +849,14 @@ mod tests {
             "id,account_type,name,service_address,phone,email,dob,ssn,tin,drivers_license,passport,card_number,card_expiry,routing_number,bank_account_number,notes"
         );
         assert!(text.contains("ACC-100002,"));
-        assert!(text.contains(",\"Doe, \"\"Jane\"\"\","), "quoted name missing");
-        assert!(text.contains(",\"line one\nline two\"\r\n"), "quoted multi-line note missing");
+        assert!(
+            text.contains(",\"Doe, \"\"Jane\"\"\","),
+            "quoted name missing"
+        );
+        assert!(
+            text.contains(",\"line one\nline two\"\r\n"),
+            "quoted multi-line note missing"
+        );
         // Addresses contain commas, so they are quoted too.
         let row1 = text.split("\r\n").nth(1).unwrap();
         assert!(row1.starts_with("ACC-100001,"));
@@ -828,6 +921,42 @@ mod tests {
         assert_eq!(status, 200);
         let addr = up.addr;
         up.stop().await;
-        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting");
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "still accepting"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_a_request_in_flight() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut up = start(3).await;
+        let mut tcp = tokio::net::TcpStream::connect(up.addr).await.unwrap();
+        let body = br#"{"name":"Late Arrival"}"#;
+        let head = format!(
+            "POST /accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(&body[..5]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        // Shut down while the body is still arriving.
+        let _ = up.stop.take().unwrap().send(());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !up.task.is_finished(),
+            "serve returned with a request in flight"
+        );
+        tcp.write_all(&body[5..]).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut response))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(response.starts_with("HTTP/1.1 201 "), "{response}");
+        assert!(response.contains("Late Arrival"));
+        assert_eq!(up.store.get("ACC-100004").unwrap()["name"], "Late Arrival");
+        up.stop().await;
     }
 }

@@ -191,15 +191,16 @@ struct Cand {
 // Ranks break ties between candidates covering the same bytes: a keyword
 // that names the number beats a shape, a validated card beats a keyword guess
 // at a bank account, and a bare checksum-only routing number loses to all.
-const RANK_ABA_KEYWORD: u8 = 10;
-const RANK_PASSPORT: u8 = 9;
-const RANK_DL: u8 = 8;
-const RANK_CARD: u8 = 7;
-const RANK_BANK: u8 = 6;
-const RANK_SSN: u8 = 5;
-const RANK_ITIN: u8 = 4;
-const RANK_EIN: u8 = 3;
-const RANK_ABA_ALONE: u8 = 1;
+const RANK_ABA_KEYWORD: u8 = 20;
+const RANK_PASSPORT: u8 = 18;
+const RANK_DL: u8 = 16;
+const RANK_EIN_KEYWORD: u8 = 15;
+const RANK_CARD: u8 = 14;
+const RANK_BANK: u8 = 12;
+const RANK_SSN: u8 = 10;
+const RANK_ITIN: u8 = 8;
+const RANK_EIN: u8 = 6;
+const RANK_ABA_ALONE: u8 = 2;
 
 impl Cand {
     fn new(start: usize, end: usize, kind: DetectorKind, rank: u8) -> Cand {
@@ -302,7 +303,7 @@ fn bare_nine(text: &[u8], s: usize, e: usize, best: &mut Option<Cand>) {
     let (area, group, serial) = split_ssn(&d[..3], &d[3..5], &d[5..9]);
     let ssn = ssn_valid(area, group, serial);
     let itin = !ssn && itin_valid(area, group, serial);
-    if (ssn || itin) && !unlikely_bare_ssn(text, s) {
+    if (ssn || itin) && !unlikely_bare_ssn(text, s, e) {
         let (kind, rank) = if ssn {
             (DetectorKind::Ssn, RANK_SSN)
         } else {
@@ -439,6 +440,17 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
         Keyword::Routing => {
             // Routing numbers are handled with their checksum in bare_nine;
             // nothing else to do here.
+        }
+        Keyword::Ein => {
+            // `EIN 123456789`: the dash-less form, only right after the keyword.
+            if alnum_shape
+                && letters == 0
+                && run == 9
+                && ein_prefix_valid(num(&text[s..s + 2]) as u8)
+                && num(&text[s + 2..e]) != 0
+            {
+                keep_best(best, Cand::new(t, e, DetectorKind::Ein, RANK_EIN_KEYWORD));
+            }
         }
         Keyword::BankAccount => {
             if bank_shape {

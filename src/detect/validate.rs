@@ -61,11 +61,14 @@ pub fn ssn_valid(area: u16, group: u8, serial: u16) -> bool {
 /// two digits) in one of the IRS ranges 50–65, 70–88, 90–92 or 94–99.
 ///
 /// The serial (last four digits) is not constrained by the IRS; it only has
-/// to fit in four digits.
+/// to fit in four digits. The SSA's advertising block 987-65-4320 to
+/// 987-65-4329 (used in samples and forms) is rejected although its group
+/// would fit.
 pub fn itin_valid(area: u16, group: u8, serial: u16) -> bool {
     (900..=999).contains(&area)
         && matches!(group, 50..=65 | 70..=88 | 90..=92 | 94..=99)
         && serial <= 9999
+        && !(area == 987 && group == 65 && (4320..=4329).contains(&serial))
 }
 
 /// True when `prefix` (the first two digits of an EIN) is one the IRS assigns.
@@ -248,6 +251,11 @@ mod tests {
         assert!(!itin_valid(899, 70, 1234));
         assert!(!itin_valid(1000, 70, 1234));
         assert!(!itin_valid(912, 70, 10000));
+        // SSA advertising block.
+        assert!(!itin_valid(987, 65, 4320));
+        assert!(!itin_valid(987, 65, 4329));
+        assert!(itin_valid(987, 65, 4330));
+        assert!(itin_valid(987, 65, 4319));
         // ITINs and SSNs are disjoint.
         for area in 900..=999 {
             for g in 0..=99 {

@@ -996,7 +996,7 @@ impl JsonRewriter {
 
 /// The action taken on a clear (not enveloped) value: `decrypt` has nothing
 /// to decrypt there, so it masks.
-fn effective_plain(action: Action) -> Action {
+pub(crate) fn effective_plain(action: Action) -> Action {
     match action {
         Action::Decrypt => Action::Last4,
         a => a,
@@ -1005,7 +1005,7 @@ fn effective_plain(action: Action) -> Action {
 
 /// Writes `text` into `out` with every finding handled per `actions`.
 /// Returns true when anything was changed.
-fn apply_findings(
+pub(crate) fn apply_findings(
     text: &str,
     findings: &[Finding],
     actions: &ActionTable,

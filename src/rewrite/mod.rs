@@ -15,9 +15,13 @@ use std::sync::Arc;
 use crate::class::{Action, ActionTable, FieldClass};
 use crate::detect::Detectors;
 
+pub mod content;
+pub mod csv;
+pub mod encoding;
 pub mod json;
 pub mod mask;
 pub mod rules;
+pub mod text;
 
 pub use json::JsonRewriter;
 pub use rules::{Rules, RulesBuilder};

@@ -1,0 +1,161 @@
+//! Prometheus metrics: counts and latencies by role, route template and
+//! status, values acted on by class and action. Labels are policy names
+//! only, never values or raw paths.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::class::{Action, FieldClass};
+use crate::rewrite::Counts;
+
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// The gateway's metrics registry.
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+    acted: [[AtomicU64; Action::COUNT]; FieldClass::COUNT],
+    detected: AtomicU64,
+    records: AtomicU64,
+    integrity_errors: AtomicU64,
+    rewrite_failures: AtomicU64,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Records one finished request.
+    pub fn request(&self, role: &str, route: &str, status: u16, elapsed: Duration) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((role.to_owned(), route.to_owned(), status))
+                .or_default() += 1;
+        }
+        if let Ok(mut m) = self.latency.lock() {
+            let h = m.entry(route.to_owned()).or_default();
+            let secs = elapsed.as_secs_f64();
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if secs <= *le {
+                    h.buckets[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += secs;
+        }
+    }
+
+    /// Adds one response's rewrite counts.
+    pub fn rewritten(&self, counts: &Counts) {
+        for class in FieldClass::ALL {
+            for action in Action::ALL {
+                let n = counts.get(class, action);
+                if n > 0 {
+                    self.acted[class.index()][action.index()].fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }
+        self.detected.fetch_add(counts.detected, Ordering::Relaxed);
+        self.records.fetch_add(counts.records, Ordering::Relaxed);
+        self.integrity_errors
+            .fetch_add(counts.integrity_errors, Ordering::Relaxed);
+    }
+
+    /// Counts a body that could not be rewritten (the response was refused or aborted).
+    pub fn rewrite_failed(&self) {
+        self.rewrite_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal by its error code.
+    pub fn refused(&self, code: &'static str) {
+        if let Ok(mut m) = self.refusals.lock() {
+            *m.entry(code).or_default() += 1;
+        }
+    }
+
+    /// Renders the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP maskgate_requests_total Requests by role, route template and status.\n# TYPE maskgate_requests_total counter\n");
+        if let Ok(m) = self.requests.lock() {
+            for ((role, route, status), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "maskgate_requests_total{{role=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                    esc(role),
+                    esc(route)
+                );
+            }
+        }
+        out.push_str("# HELP maskgate_request_duration_seconds Time to the end of the response, by route template.\n# TYPE maskgate_request_duration_seconds histogram\n");
+        if let Ok(m) = self.latency.lock() {
+            for (route, h) in m.iter() {
+                let route = esc(route);
+                for (i, le) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "maskgate_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {}",
+                        h.buckets[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "maskgate_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}\nmaskgate_request_duration_seconds_sum{{route=\"{route}\"}} {}\nmaskgate_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    h.count, h.sum, h.count
+                );
+            }
+        }
+        out.push_str("# HELP maskgate_values_total Red-flag values handled, by class and action.\n# TYPE maskgate_values_total counter\n");
+        for class in FieldClass::ALL {
+            for action in Action::ALL {
+                let n = self.acted[class.index()][action.index()].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "maskgate_values_total{{class=\"{}\",action=\"{}\"}} {n}",
+                        class.name(),
+                        action.name()
+                    );
+                }
+            }
+        }
+        for (name, help, v) in [
+            ("maskgate_detected_total", "Values found by detectors in unnamed fields.", &self.detected),
+            ("maskgate_records_total", "Customer records returned.", &self.records),
+            ("maskgate_envelope_integrity_errors_total", "Damaged, forged or unknown-key envelopes masked.", &self.integrity_errors),
+            ("maskgate_rewrite_failures_total", "Response bodies that could not be rewritten (refused or aborted).", &self.rewrite_failures),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP maskgate_refusals_total Requests refused, by error code.\n# TYPE maskgate_refusals_total counter\n");
+        if let Ok(m) = self.refusals.lock() {
+            for (code, n) in m.iter() {
+                let _ = writeln!(out, "maskgate_refusals_total{{code=\"{code}\"}} {n}");
+            }
+        }
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

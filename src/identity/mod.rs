@@ -1,0 +1,171 @@
+//! Who is calling: client certificates and API keys mapped to principals.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use rustls_pki_types::CertificateDer;
+
+use crate::config::{Policy, Principal};
+
+/// Names a verified client certificate presents (its subject CN and DNS/email
+/// SANs) and its serial. Extracted once per connection, after rustls has
+/// verified the chain against the configured client CA.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// Subject common name and DNS SANs, in that order.
+    pub names: Vec<String>,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+}
+
+impl PeerCertificate {
+    /// Reads the end-entity certificate. `None` when it cannot be parsed
+    /// (rustls accepted it, so this should not happen; the caller then has no
+    /// certificate identity).
+    pub fn from_der(cert: &CertificateDer<'_>) -> Option<PeerCertificate> {
+        let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+        let mut names = Vec::new();
+        for cn in parsed.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_owned());
+            }
+        }
+        if let Ok(Some(san)) = parsed.subject_alternative_name() {
+            for gn in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::DNSName(d) = gn {
+                    names.push((*d).to_owned());
+                }
+            }
+        }
+        Some(PeerCertificate {
+            names,
+            serial: parsed.raw_serial_as_string().replace(':', ""),
+        })
+    }
+}
+
+/// Why a caller could not be identified. Kept apart from the wire error so
+/// logs can say which way it failed without telling the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentifyError {
+    /// Neither a client certificate nor an API key.
+    #[error("no credentials")]
+    NoCredentials,
+    /// The Authorization header is not `Bearer <key>`.
+    #[error("malformed authorization header")]
+    MalformedAuthorization,
+    /// The API key matches no principal.
+    #[error("unknown API key")]
+    UnknownKey,
+    /// The certificate's names match no principal.
+    #[error("unknown certificate")]
+    UnknownCertificate,
+    /// Certificate and API key name different principals.
+    #[error("certificate and API key disagree")]
+    ConflictingCredentials,
+    /// The principal is revoked.
+    #[error("principal revoked")]
+    Revoked,
+}
+
+/// How the caller proved who it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// A verified client certificate.
+    Certificate,
+    /// An API key.
+    ApiKey,
+}
+
+/// An identified caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The principal, as the policy defines it.
+    pub principal: Arc<Principal>,
+    /// How it proved it.
+    pub credential: Credential,
+    /// The person an application is calling for, if the principal may delegate.
+    pub on_behalf_of: Option<String>,
+}
+
+/// SHA-256 of an API key, as the policy stores it.
+pub fn api_key_hash(key: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// The header an application uses to name the person it is calling for.
+pub const ON_BEHALF_OF: &str = "x-on-behalf-of";
+
+fn valid_on_behalf_of(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"@._-+ ".contains(&b))
+}
+
+/// Identifies the caller from its certificate (if any) and headers.
+pub fn identify(
+    policy: &Policy,
+    cert: Option<&PeerCertificate>,
+    headers: &HeaderMap,
+) -> Result<Caller, IdentifyError> {
+    let by_cert = match cert {
+        Some(cert) => Some(
+            cert.names
+                .iter()
+                .find_map(|n| policy.principal_by_cert_name(n))
+                .ok_or(IdentifyError::UnknownCertificate)?,
+        ),
+        None => None,
+    };
+    let by_key = match headers.get(http::header::AUTHORIZATION) {
+        Some(value) => {
+            let value = value
+                .to_str()
+                .map_err(|_| IdentifyError::MalformedAuthorization)?;
+            let (scheme, key) = value
+                .split_once(' ')
+                .ok_or(IdentifyError::MalformedAuthorization)?;
+            let key = key.trim();
+            if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
+                return Err(IdentifyError::MalformedAuthorization);
+            }
+            Some(
+                policy
+                    .principal_by_key_hash(&api_key_hash(key.as_bytes()))
+                    .ok_or(IdentifyError::UnknownKey)?,
+            )
+        }
+        None => None,
+    };
+    let (principal, credential) = match (by_cert, by_key) {
+        (Some(c), Some(k)) if c.name != k.name => {
+            return Err(IdentifyError::ConflictingCredentials)
+        }
+        (Some(c), _) => (c, Credential::Certificate),
+        (None, Some(k)) => (k, Credential::ApiKey),
+        (None, None) => return Err(IdentifyError::NoCredentials),
+    };
+    if principal.revoked {
+        return Err(IdentifyError::Revoked);
+    }
+    let on_behalf_of = if principal.may_delegate {
+        headers
+            .get(ON_BEHALF_OF)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| valid_on_behalf_of(v))
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    Ok(Caller {
+        principal: Arc::new(principal.clone()),
+        credential,
+        on_behalf_of,
+    })
+}

@@ -1,0 +1,130 @@
+//! The gateway's refusals, and the one function that maps them to the wire.
+//!
+//! Every refusal is a JSON body `{"error":{"code":…,"message":…,"request_id":…}}`
+//! with a stable code. Messages are fixed strings: nothing from the request or
+//! the upstream response is ever echoed.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+/// Why the gateway refused or failed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// No identity, or one the gateway does not accept.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// The caller may not use this method on this route (or no route matched).
+    #[error("not allowed")]
+    Forbidden,
+    /// The request is malformed.
+    #[error("bad request")]
+    BadRequest(&'static str),
+    /// The request body is over the limit.
+    #[error("request body too large")]
+    PayloadTooLarge,
+    /// The request's content type cannot be inspected.
+    #[error("unsupported request content type")]
+    UnsupportedMediaType,
+    /// The upstream could not be reached.
+    #[error("upstream unavailable")]
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The upstream's response could not be rewritten safely.
+    #[error("upstream response could not be rewritten")]
+    UpstreamResponseInvalid(&'static str),
+    /// Something inside the gateway failed.
+    #[error("internal error")]
+    Internal,
+}
+
+impl GatewayError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden => StatusCode::FORBIDDEN,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::UpstreamUnavailable | GatewayError::UpstreamResponseInvalid(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::Unauthenticated => "unauthenticated",
+            GatewayError::Forbidden => "forbidden",
+            GatewayError::BadRequest(code) => code,
+            GatewayError::PayloadTooLarge => "payload_too_large",
+            GatewayError::UnsupportedMediaType => "unsupported_media_type",
+            GatewayError::UpstreamUnavailable => "upstream_unavailable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamResponseInvalid(code) => code,
+            GatewayError::Internal => "internal_error",
+        }
+    }
+
+    /// A human-readable message (fixed text, never request data).
+    pub fn message(&self) -> &'static str {
+        match self {
+            GatewayError::Unauthenticated => {
+                "a valid client certificate or API key is required"
+            }
+            GatewayError::Forbidden => "this caller may not use this method on this route",
+            GatewayError::BadRequest(_) => "the request is malformed",
+            GatewayError::PayloadTooLarge => "the request body is larger than the gateway allows",
+            GatewayError::UnsupportedMediaType => {
+                "the request body's content type cannot be inspected by the gateway"
+            }
+            GatewayError::UpstreamUnavailable => "the customer database could not be reached",
+            GatewayError::UpstreamTimeout => "the customer database did not answer in time",
+            GatewayError::UpstreamResponseInvalid(_) => {
+                "the customer database's response could not be checked, so none of it was sent"
+            }
+            GatewayError::Internal => "the gateway failed; nothing was sent",
+        }
+    }
+
+    /// The response for this error.
+    pub fn to_response<B: From<Bytes>>(&self, request_id: &str) -> Response<B> {
+        error_response(self.status(), self.code(), self.message(), request_id)
+    }
+}
+
+/// A JSON error response with the gateway's standard headers.
+pub fn error_response<B: From<Bytes>>(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<B> {
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "request_id": request_id }
+    });
+    let bytes = Bytes::from(body.to_string());
+    let len = bytes.len();
+    let mut resp = Response::new(B::from(bytes));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"maskgate\""),
+        );
+    }
+    resp
+}

@@ -1,0 +1,312 @@
+//! The request path as one chain of named steps:
+//! identify → authorize → protect request → upstream → rewrite response.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::identity::{identify, Caller};
+use self::interim::{body_kind, parse_content_encoding, rewriter_for, BodyKind, DecodeLimits};
+use crate::rewrite::{Limits as RewriteLimits, RewriteSpec};
+
+use super::authorize::{authorize, Authorized};
+use super::error::{error_response, GatewayError};
+use super::headers::{protect_request_headers, protect_response_headers, request_id};
+use super::rewrite_response::{BodyOutcome, RewriteBody, PREBUFFER_BYTES};
+use super::upstream::UpstreamBody;
+use super::{ConnInfo, GatewayBody, Shared};
+
+/// Serves one request. Never fails: every refusal is a JSON response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<GatewayBody>, Infallible> {
+    let started = Instant::now();
+    let id = request_id(req.headers());
+    if req.uri().path().starts_with(crate::admin::PREFIX) {
+        return Ok(crate::admin::handle(&shared, &conn, req, &id).await);
+    }
+    let mut log = AccessLog {
+        id: id.clone(),
+        method: req.method().clone(),
+        principal: None,
+        role: None,
+        route: None,
+        on_behalf_of: None,
+    };
+    match proxy(&shared, &conn, req, &mut log, started).await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            shared.metrics.refused(e.code());
+            let status = e.status();
+            log.finish(&shared, status, started, None);
+            Ok(refuse_error(&e, &id))
+        }
+    }
+}
+
+/// What the access log line says about a request: names only, never values,
+/// never the raw path or query.
+#[derive(Clone, Debug)]
+struct AccessLog {
+    id: String,
+    method: Method,
+    principal: Option<Arc<str>>,
+    role: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    on_behalf_of: Option<String>,
+}
+
+impl AccessLog {
+    fn finish(&self, shared: &Shared, status: StatusCode, started: Instant, outcome: Option<&BodyOutcome>) {
+        let elapsed = started.elapsed();
+        let role = self.role.as_deref().unwrap_or("-");
+        let route = self.route.as_deref().unwrap_or("-");
+        shared.metrics.request(role, route, status.as_u16(), elapsed);
+        let (masked, clear, records, detected, body) = match outcome {
+            Some(BodyOutcome::Complete(c)) => {
+                shared.metrics.rewritten(c);
+                (c.protected(), c.clear_released(), c.records, c.detected, "complete")
+            }
+            Some(BodyOutcome::Failed(_)) => {
+                shared.metrics.rewrite_failed();
+                (0, 0, 0, 0, "aborted")
+            }
+            Some(BodyOutcome::Dropped) => (0, 0, 0, 0, "client_gone"),
+            None => (0, 0, 0, 0, "none"),
+        };
+        let error = match outcome {
+            Some(BodyOutcome::Failed(e)) => e.to_string(),
+            _ => String::new(),
+        };
+        tracing::info!(
+            target: "maskgate::access",
+            request_id = %self.id,
+            method = %self.method,
+            principal = self.principal.as_deref().unwrap_or("-"),
+            on_behalf_of = self.on_behalf_of.as_deref().unwrap_or("-"),
+            role,
+            route,
+            status = status.as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            masked,
+            clear_released = clear,
+            records,
+            detected,
+            body,
+            error = %error,
+            "request"
+        );
+    }
+}
+
+async fn proxy(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    log: &mut AccessLog,
+    started: Instant,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let config = shared.config();
+    let policy = &config.policy;
+
+    // identify
+    let caller: Caller = identify(policy, conn.cert.as_ref(), req.headers()).map_err(|e| {
+        tracing::info!(target: "maskgate::auth", request_id = %log.id, reason = %e, "authentication failed");
+        GatewayError::Unauthenticated
+    })?;
+    log.principal = Some(Arc::from(caller.principal.name.as_str()));
+    log.on_behalf_of.clone_from(&caller.on_behalf_of);
+
+    // authorize
+    let auth: Authorized = authorize(policy, &caller, req.method(), req.uri().path())?;
+    log.role = Some(Arc::from(auth.role.name.as_str()));
+    log.route = Some(Arc::clone(&auth.route_name));
+
+    // protect request
+    let (parts, body) = req.into_parts();
+    let limit = config.limits.max_request_body_bytes;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::PayloadTooLarge);
+    }
+    let mut headers = parts.headers;
+    protect_request_headers(&mut headers, auth.red_flag);
+    if let Ok(v) = HeaderValue::from_str(&log.id) {
+        headers.insert("x-request-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&caller.principal.name) {
+        headers.insert("x-maskgate-principal", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&auth.role.name) {
+        headers.insert("x-maskgate-role", v);
+    }
+    if let Some(obo) = caller.on_behalf_of.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert("x-maskgate-on-behalf-of", obo);
+    }
+    if let Ok(v) = HeaderValue::from_str(&conn.remote.ip().to_string()) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    let uri = shared.upstream.uri(&auth.path, parts.uri.query())?;
+    let upstream_body: UpstreamBody = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
+        .boxed();
+    let mut upstream_req = Request::new(upstream_body);
+    *upstream_req.method_mut() = parts.method.clone();
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers;
+
+    // upstream
+    let resp = shared.upstream.send(upstream_req).await?;
+
+    // rewrite response
+    let (mut parts_out, upstream_body) = resp.into_parts();
+    let no_body = parts.method == Method::HEAD
+        || parts_out.status == StatusCode::NO_CONTENT
+        || parts_out.status == StatusCode::NOT_MODIFIED
+        || parts_out.status.is_informational();
+    if no_body {
+        protect_response_headers(&mut parts_out.headers, true);
+        set_request_id(&mut parts_out.headers, &log.id);
+        log.finish(shared, parts_out.status, started, None);
+        return Ok(Response::from_parts(parts_out, Full::new(Bytes::new()).map_err(never).boxed_unsync()));
+    }
+    let route = policy.routes.get(auth.route_index).ok_or(GatewayError::Internal)?;
+    let content_type = parts_out
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().map_err(|_| GatewayError::UpstreamResponseInvalid("upstream_content_type")))
+        .transpose()?;
+    let kind = body_kind(content_type, &route.passthrough_types)
+        .map_err(|_| GatewayError::UpstreamResponseInvalid("upstream_content_type"))?;
+    if parts_out.status == StatusCode::PARTIAL_CONTENT && kind != BodyKind::Passthrough {
+        return Err(GatewayError::UpstreamResponseInvalid("upstream_partial_content"));
+    }
+    let codings = match parts_out.headers.get(header::CONTENT_ENCODING) {
+        None => Vec::new(),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| parse_content_encoding(v).ok())
+            .ok_or(GatewayError::UpstreamResponseInvalid("upstream_content_encoding"))?,
+    };
+    let spec = RewriteSpec {
+        rules: Arc::clone(&auth.role.rules),
+        actions: auth.role.actions,
+        detectors: Arc::clone(&shared.detectors),
+        limits: RewriteLimits {
+            max_depth: config.limits.max_json_depth,
+            max_body_bytes: config.limits.max_response_body_bytes,
+            max_token_bytes: config.limits.max_token_bytes,
+        },
+        opener: None,
+    };
+    let decode_limits = DecodeLimits {
+        max_decompressed_bytes: config.limits.max_decompressed_bytes,
+        max_ratio: u64::from(config.limits.max_decompression_ratio),
+    };
+    let rewriter = rewriter_for(kind, spec, &codings, decode_limits);
+    let rewritten = rewriter.is_some();
+    let status = parts_out.status;
+    let end_log = log.clone();
+    let end_shared = Arc::clone(shared);
+    let mut body = RewriteBody::new(
+        upstream_body,
+        rewriter,
+        config.limits.max_response_body_bytes,
+        Box::new(move |outcome| end_log.finish(&end_shared, status, started, Some(&outcome))),
+    );
+    let complete = match body.fill(PREBUFFER_BYTES).await {
+        Ok(complete) => complete,
+        Err(e) => {
+            tracing::warn!(target: "maskgate::rewrite", request_id = %log.id, error = %e, "response refused");
+            // The body's end hook already logged and counted this request.
+            drop(body);
+            return Ok(refuse_error(&GatewayError::UpstreamResponseInvalid("upstream_body_invalid"), &log.id));
+        }
+    };
+    protect_response_headers(&mut parts_out.headers, rewritten);
+    set_request_id(&mut parts_out.headers, &log.id);
+    if complete {
+        let bytes = body.take_buffered();
+        parts_out.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        drop(body);
+        return Ok(Response::from_parts(parts_out, Full::new(bytes).map_err(never).boxed_unsync()));
+    }
+    Ok(Response::from_parts(parts_out, body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync()))
+}
+
+fn set_request_id(headers: &mut http::HeaderMap, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        headers.insert("x-request-id", v);
+    }
+}
+
+fn never(e: Infallible) -> Box<dyn std::error::Error + Send + Sync> {
+    match e {}
+}
+
+/// The JSON response for a gateway error.
+pub fn refuse_error(e: &GatewayError, id: &str) -> Response<GatewayBody> {
+    refuse(e.status(), e.code(), e.message(), id)
+}
+
+/// A JSON error response as a gateway body.
+pub fn refuse(status: StatusCode, code: &str, message: &str, id: &str) -> Response<GatewayBody> {
+    let resp: Response<Full<Bytes>> = error_response(status, code, message, id);
+    resp.map(|b| b.map_err(never).boxed_unsync())
+}
+
+// Interim dispatch until rewrite::content lands (JSON and NDJSON, identity only).
+mod interim {
+    use crate::rewrite::{BodyRewriter, JsonRewriter, RewriteSpec};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum BodyKind {
+        Json,
+        Ndjson,
+        Passthrough,
+    }
+    pub struct DecodeLimits {
+        pub max_decompressed_bytes: u64,
+        pub max_ratio: u64,
+    }
+    pub struct Unsupported;
+    pub fn body_kind(ct: Option<&str>, pass: &[String]) -> Result<BodyKind, Unsupported> {
+        let ct = ct.ok_or(Unsupported)?;
+        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if pass.iter().any(|p| p.eq_ignore_ascii_case(&media)) {
+            return Ok(BodyKind::Passthrough);
+        }
+        match media.as_str() {
+            "application/json" => Ok(BodyKind::Json),
+            "application/x-ndjson" => Ok(BodyKind::Ndjson),
+            _ => Err(Unsupported),
+        }
+    }
+    pub fn parse_content_encoding(v: &str) -> Result<Vec<()>, Unsupported> {
+        if v.trim().eq_ignore_ascii_case("identity") {
+            Ok(Vec::new())
+        } else {
+            Err(Unsupported)
+        }
+    }
+    pub fn rewriter_for(kind: BodyKind, spec: RewriteSpec, _c: &[()], _l: DecodeLimits) -> Option<Box<dyn BodyRewriter>> {
+        match kind {
+            BodyKind::Json => Some(Box::new(JsonRewriter::new(spec).allow_empty(true))),
+            BodyKind::Ndjson => Some(Box::new(JsonRewriter::ndjson(spec))),
+            BodyKind::Passthrough => None,
+        }
+    }
+}

@@ -1,0 +1,612 @@
+//! Streaming CSV rewriter (RFC 4180).
+//!
+//! Records end with CRLF or LF, fields are separated by commas, and a quoted
+//! field may hold commas, line breaks and `""` (one quote). The first record
+//! is the header: each name is matched like a JSON key at the document root,
+//! which gives the column its class (or, in allowlist mode, removes it).
+//!
+//! - A cell of a named class gets the class's action: `last4` masks it keeping
+//!   its shape, `redact` writes the token, `remove` removes the whole column
+//!   (from the header and every row), `clear` keeps it. A card envelope is
+//!   shown as the JSON rewriter shows it.
+//! - Every other cell (and every header name) runs the role's detectors, and
+//!   what they find is masked per the action table, as in JSON strings.
+//! - Unchanged cells are copied byte for byte, original quoting kept; a
+//!   changed cell is quoted only when its new content needs it.
+//! - A line with no bytes at all (an empty line) is copied as it is and is
+//!   not a record.
+//! - A UTF-8 byte order mark at the very start is copied and is not part of
+//!   the first name.
+//!
+//! Streaming: one record is held at a time (at most
+//! [`Limits::max_token_bytes`](super::Limits) bytes; more is an error) and is
+//! written out as soon as its terminator arrives, so the output does not
+//! depend on how the body was chunked. Errors ([`RewriteError::Csv`]): a quote
+//! inside an unquoted field, bytes after a closing quote, a carriage return
+//! not followed by a line feed outside quotes, an unterminated quoted field at
+//! the end, a record whose field count differs from the header's, and bytes
+//! that are not UTF-8.
+
+use std::borrow::Cow;
+
+use memchr::memchr2;
+
+use super::json::effective_plain;
+use super::mask::looks_like_envelope;
+use super::text::{envelope_display, mask_detected, mask_named};
+use super::{BodyRewriter, Counts, RewriteError, RewriteSpec};
+use crate::class::{Action, FieldClass};
+use crate::detect::Finding;
+
+/// The UTF-8 byte order mark.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// Before the first byte of a record.
+    RecordStart,
+    /// Just after a comma.
+    FieldStart,
+    /// Inside an unquoted field.
+    Unquoted,
+    /// Inside a quoted field.
+    Quoted,
+    /// A quote inside a quoted field: it closes the field or starts `""`.
+    QuoteInQuoted,
+    /// A carriage return outside quotes: a line feed must follow.
+    Cr,
+}
+
+/// One field of the held record, in record coordinates (offsets into the
+/// record's bytes); a quoted field's span includes its quotes.
+#[derive(Clone, Copy, Debug)]
+struct Field {
+    start: usize,
+    end: usize,
+    quoted: bool,
+}
+
+/// What the header says about one column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Column {
+    /// Kept; cells of a named class get its action, others run detectors.
+    Keep(Option<FieldClass>),
+    /// Removed: by a `remove` action (with its class) or by the allowlist.
+    Removed(Option<FieldClass>),
+}
+
+/// Streaming CSV rewriter; see the module docs.
+pub struct CsvRewriter {
+    spec: RewriteSpec,
+    state: State,
+    /// Bytes of the current record carried over from earlier chunks.
+    rec: Vec<u8>,
+    /// Fields of the current record completed so far.
+    fields: Vec<Field>,
+    /// Record coordinate where the current field starts.
+    field_start: usize,
+    /// Record coordinate where the current record's terminator starts.
+    content_end: usize,
+    /// The header's columns, once the header has been read.
+    columns: Option<Vec<Column>>,
+    /// Current physical line, 1-based.
+    line: u64,
+    /// Physical line where the current record starts.
+    record_line: u64,
+    /// Input bytes consumed so far.
+    consumed: u64,
+    /// Leading bytes held while they may still be a byte order mark.
+    bom: Vec<u8>,
+    /// The byte order mark question is settled.
+    bom_done: bool,
+    counts: Counts,
+    poisoned: bool,
+    norm: Vec<u8>,
+    findings: Vec<Finding>,
+    text: String,
+}
+
+/// True when a cell's content must be quoted to stay one field.
+fn needs_quotes(s: &str) -> bool {
+    s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+}
+
+/// Appends `s` as one CSV field, quoted only when needed.
+fn write_cell(s: &str, out: &mut Vec<u8>) {
+    if !needs_quotes(s) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    let mut rest = s;
+    while let Some(i) = rest.find('"') {
+        out.extend_from_slice(rest[..=i].as_bytes());
+        out.push(b'"');
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    out.push(b'"');
+}
+
+/// The content of a raw field: quotes stripped and `""` undone.
+fn unquote(raw: &str, quoted: bool) -> Cow<'_, str> {
+    if !quoted {
+        return Cow::Borrowed(raw);
+    }
+    let inner = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    if inner.contains('"') {
+        Cow::Owned(inner.replace("\"\"", "\""))
+    } else {
+        Cow::Borrowed(inner)
+    }
+}
+
+impl CsvRewriter {
+    /// A rewriter for one CSV body whose first record is the header.
+    pub fn new(spec: RewriteSpec) -> CsvRewriter {
+        CsvRewriter {
+            spec,
+            state: State::RecordStart,
+            rec: Vec::new(),
+            fields: Vec::new(),
+            field_start: 0,
+            content_end: 0,
+            columns: None,
+            line: 1,
+            record_line: 1,
+            consumed: 0,
+            bom: Vec::new(),
+            bom_done: false,
+            counts: Counts::default(),
+            poisoned: false,
+            norm: Vec::new(),
+            findings: Vec::new(),
+            text: String::new(),
+        }
+    }
+
+    fn error(&self, reason: &'static str) -> RewriteError {
+        RewriteError::Csv {
+            line: self.record_line,
+            reason,
+        }
+    }
+
+    /// Parses one chunk, writing every record it completes.
+    fn run(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        // Start of the current record's bytes in this chunk.
+        let mut seg = 0;
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            let at = self.rec.len() + (i - seg);
+            match self.state {
+                State::RecordStart | State::FieldStart => {
+                    if self.state == State::RecordStart {
+                        self.record_line = self.line;
+                    }
+                    let after_comma = self.state == State::FieldStart;
+                    match b {
+                        b'"' => {
+                            self.field_start = at;
+                            self.state = State::Quoted;
+                        }
+                        b',' => {
+                            self.fields.push(Field {
+                                start: at,
+                                end: at,
+                                quoted: false,
+                            });
+                            self.state = State::FieldStart;
+                        }
+                        b'\n' | b'\r' => {
+                            if after_comma {
+                                self.fields.push(Field {
+                                    start: at,
+                                    end: at,
+                                    quoted: false,
+                                });
+                            }
+                            self.content_end = at;
+                            if b == b'\r' {
+                                self.state = State::Cr;
+                            } else {
+                                self.end_record(chunk, seg, i, out)?;
+                                seg = i + 1;
+                            }
+                        }
+                        _ => {
+                            self.field_start = at;
+                            self.state = State::Unquoted;
+                        }
+                    }
+                    i += 1;
+                }
+                State::Unquoted => {
+                    let rest = &chunk[i..];
+                    let n = rest
+                        .iter()
+                        .position(|&c| matches!(c, b',' | b'\n' | b'\r' | b'"'))
+                        .unwrap_or(rest.len());
+                    i += n;
+                    let Some(&c) = chunk.get(i) else { break };
+                    let at = self.rec.len() + (i - seg);
+                    if c == b'"' {
+                        return Err(self.error("quote in an unquoted field"));
+                    }
+                    self.fields.push(Field {
+                        start: self.field_start,
+                        end: at,
+                        quoted: false,
+                    });
+                    seg = self.delimiter(chunk, seg, i, c, out)?;
+                    i += 1;
+                }
+                State::Quoted => {
+                    let rest = &chunk[i..];
+                    match memchr2(b'"', b'\n', rest) {
+                        Some(n) => {
+                            i += n;
+                            if chunk[i] == b'\n' {
+                                self.line += 1;
+                            } else {
+                                self.state = State::QuoteInQuoted;
+                            }
+                            i += 1;
+                        }
+                        None => i = chunk.len(),
+                    }
+                }
+                State::QuoteInQuoted => {
+                    if b == b'"' {
+                        self.state = State::Quoted;
+                    } else if matches!(b, b',' | b'\n' | b'\r') {
+                        self.fields.push(Field {
+                            start: self.field_start,
+                            end: at,
+                            quoted: true,
+                        });
+                        seg = self.delimiter(chunk, seg, i, b, out)?;
+                    } else {
+                        return Err(self.error("data after a closing quote"));
+                    }
+                    i += 1;
+                }
+                State::Cr => {
+                    if b != b'\n' {
+                        return Err(self.error("carriage return without line feed"));
+                    }
+                    self.end_record(chunk, seg, i, out)?;
+                    seg = i + 1;
+                    i += 1;
+                }
+            }
+        }
+        self.rec.extend_from_slice(&chunk[seg..]);
+        let limit = self.spec.limits.max_token_bytes;
+        // One more byte than the limit may be a held carriage return.
+        if self.rec.len() > limit.saturating_add(1) {
+            return Err(RewriteError::TokenTooLarge { limit });
+        }
+        Ok(())
+    }
+
+    /// A field just ended at chunk position `i` with delimiter `c` (`,`, `\n`
+    /// or `\r`). Returns the new start of the record's bytes in the chunk.
+    fn delimiter(
+        &mut self,
+        chunk: &[u8],
+        seg: usize,
+        i: usize,
+        c: u8,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, RewriteError> {
+        match c {
+            b',' => {
+                self.state = State::FieldStart;
+                Ok(seg)
+            }
+            b'\r' => {
+                self.content_end = self.rec.len() + (i - seg);
+                self.state = State::Cr;
+                Ok(seg)
+            }
+            _ => {
+                self.content_end = self.rec.len() + (i - seg);
+                self.end_record(chunk, seg, i, out)?;
+                Ok(i + 1)
+            }
+        }
+    }
+
+    /// The line feed ending the current record is at chunk position `lf`.
+    fn end_record(
+        &mut self,
+        chunk: &[u8],
+        seg: usize,
+        lf: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
+        let term: &[u8] = if self.state == State::Cr {
+            b"\r\n"
+        } else {
+            b"\n"
+        };
+        self.line += 1;
+        let mut rec = std::mem::take(&mut self.rec);
+        let r = if rec.is_empty() {
+            let bytes = chunk.get(seg..seg + self.content_end).unwrap_or_default();
+            self.record(bytes, term, out)
+        } else {
+            rec.extend_from_slice(&chunk[seg..lf]);
+            let bytes = rec.get(..self.content_end).unwrap_or_default();
+            self.record(bytes, term, out)
+        };
+        rec.clear();
+        self.rec = rec;
+        self.fields.clear();
+        self.state = State::RecordStart;
+        r
+    }
+
+    /// Rewrites one complete record (without its terminator `term`).
+    fn record(&mut self, bytes: &[u8], term: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.fields.is_empty() {
+            // An empty line: no field, no record.
+            out.extend_from_slice(term);
+            return Ok(());
+        }
+        let limit = self.spec.limits.max_token_bytes;
+        if bytes.len() > limit {
+            return Err(RewriteError::TokenTooLarge { limit });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|_| self.error("invalid UTF-8"))?;
+        let fields = std::mem::take(&mut self.fields);
+        let r = match self.columns.take() {
+            None => self.header(text, &fields, out),
+            Some(columns) => {
+                let r = self.row(text, &fields, &columns, out);
+                self.columns = Some(columns);
+                r
+            }
+        };
+        self.fields = fields;
+        r?;
+        out.extend_from_slice(term);
+        Ok(())
+    }
+
+    fn raw<'t>(&self, text: &'t str, f: &Field) -> Result<&'t str, RewriteError> {
+        text.get(f.start..f.end)
+            .ok_or_else(|| self.error("invalid UTF-8"))
+    }
+
+    fn header(&mut self, text: &str, fields: &[Field], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        let rules = self.spec.rules.clone();
+        let mut columns = Vec::with_capacity(fields.len());
+        let mut first = true;
+        for f in fields {
+            let raw = self.raw(text, f)?;
+            let name = unquote(raw, f.quoted);
+            let m = rules.match_key(name.as_bytes(), rules.root_nodes(), &mut self.norm);
+            let action = m.class.map(|c| self.spec.actions.get(c));
+            let column = if action == Some(Action::Remove) {
+                Column::Removed(m.class)
+            } else if rules.is_allowlist() && !m.allowed_value {
+                Column::Removed(None)
+            } else {
+                Column::Keep(m.class)
+            };
+            columns.push(column);
+            if column != Column::Keep(m.class) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // A name is not a value, but a red-flag value in it is masked too.
+            if mask_detected(
+                &self.spec,
+                &name,
+                &mut self.findings,
+                &mut self.counts,
+                &mut self.text,
+            ) {
+                write_cell(&self.text, out);
+            } else {
+                out.extend_from_slice(raw.as_bytes());
+            }
+        }
+        self.columns = Some(columns);
+        Ok(())
+    }
+
+    fn row(
+        &mut self,
+        text: &str,
+        fields: &[Field],
+        columns: &[Column],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
+        if fields.len() != columns.len() {
+            return Err(self.error("record has a different number of fields than the header"));
+        }
+        self.counts.records += 1;
+        let mut first = true;
+        for (column, f) in columns.iter().zip(fields) {
+            match *column {
+                Column::Removed(Some(class)) => self.counts.add(class, Action::Remove),
+                Column::Removed(None) => self.counts.not_allowed += 1,
+                Column::Keep(class) => {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    let raw = self.raw(text, f)?;
+                    self.cell(raw, f.quoted, class, out);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one kept cell.
+    fn cell(&mut self, raw: &str, quoted: bool, class: Option<FieldClass>, out: &mut Vec<u8>) {
+        let value = unquote(raw, quoted);
+        self.text.clear();
+        if looks_like_envelope(&value) {
+            let class = class.unwrap_or(FieldClass::CardNumber);
+            let action = self.spec.actions.get(class);
+            if action == Action::Clear {
+                // Ciphertext: showing it releases nothing.
+                self.counts.add(class, Action::Clear);
+                out.extend_from_slice(raw.as_bytes());
+                return;
+            }
+            envelope_display(
+                &self.spec,
+                &value,
+                class,
+                action,
+                &mut self.counts,
+                &mut self.text,
+            );
+            write_cell(&self.text, out);
+            return;
+        }
+        match class {
+            Some(class) => {
+                let action = self.spec.actions.get(class);
+                if effective_plain(action) == Action::Clear {
+                    self.counts.add(class, Action::Clear);
+                    out.extend_from_slice(raw.as_bytes());
+                    return;
+                }
+                mask_named(
+                    &self.spec,
+                    &value,
+                    class,
+                    action,
+                    &mut self.counts,
+                    &mut self.text,
+                );
+                write_cell(&self.text, out);
+            }
+            None => {
+                if mask_detected(
+                    &self.spec,
+                    &value,
+                    &mut self.findings,
+                    &mut self.counts,
+                    &mut self.text,
+                ) {
+                    write_cell(&self.text, out);
+                } else {
+                    out.extend_from_slice(raw.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// Settles a leading byte order mark; returns the input left to parse.
+    fn strip_bom<'i>(&mut self, input: &'i [u8], out: &mut Vec<u8>) -> Result<&'i [u8], RewriteError> {
+        if self.bom_done {
+            return Ok(input);
+        }
+        let held = self.bom.len();
+        let take = (BOM.len() - held).min(input.len());
+        self.bom.extend_from_slice(&input[..take]);
+        if self.bom == BOM {
+            self.bom_done = true;
+            out.extend_from_slice(BOM);
+            return Ok(&input[take..]);
+        }
+        if BOM.starts_with(&self.bom) {
+            // Still a prefix of the mark, and the input is used up.
+            return Ok(&[]);
+        }
+        self.bom_done = true;
+        let earlier = std::mem::take(&mut self.bom);
+        self.run(&earlier[..held], out)?;
+        Ok(input)
+    }
+
+    fn fail(&mut self, e: RewriteError) -> RewriteError {
+        self.poisoned = true;
+        self.rec = Vec::new();
+        self.fields = Vec::new();
+        e
+    }
+
+    fn finish_inner(&mut self, out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if !self.bom_done {
+            self.bom_done = true;
+            let held = std::mem::take(&mut self.bom);
+            self.run(&held, out)?;
+        }
+        let end = self.rec.len();
+        match self.state {
+            State::RecordStart => return Ok(()),
+            State::Quoted => return Err(self.error("unterminated quoted field")),
+            State::Cr => return Err(self.error("carriage return without line feed")),
+            State::FieldStart => self.fields.push(Field {
+                start: end,
+                end,
+                quoted: false,
+            }),
+            State::Unquoted | State::QuoteInQuoted => self.fields.push(Field {
+                start: self.field_start,
+                end,
+                quoted: self.state == State::QuoteInQuoted,
+            }),
+        }
+        let rec = std::mem::take(&mut self.rec);
+        self.state = State::RecordStart;
+        self.record(&rec, b"", out)
+    }
+}
+
+impl BodyRewriter for CsvRewriter {
+    fn write(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.poisoned {
+            return Err(RewriteError::Poisoned);
+        }
+        let limit = self.spec.limits.max_body_bytes;
+        if self.consumed + input.len() as u64 > limit {
+            return Err(self.fail(RewriteError::BodyTooLarge { limit }));
+        }
+        self.consumed += input.len() as u64;
+        let mark = out.len();
+        let r = self
+            .strip_bom(input, out)
+            .and_then(|rest| self.run(rest, out));
+        r.map_err(|e| {
+            // Nothing of a failed chunk leaves, not even its clean prefix.
+            out.truncate(mark);
+            self.fail(e)
+        })
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.poisoned {
+            return Err(RewriteError::Poisoned);
+        }
+        let mark = out.len();
+        self.finish_inner(out).map_err(|e| {
+            out.truncate(mark);
+            self.fail(e)
+        })
+    }
+
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+}
+
+#[cfg(test)]
+#[path = "csv_tests.rs"]
+mod tests;

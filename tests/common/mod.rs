@@ -1,0 +1,297 @@
+//! Shared harness for whole-gateway tests: real TLS on loopback, generated
+//! certificates, the demo customer database (or a scripted upstream), and
+//! the shipped default policy plus a few test principals.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use maskgate::config::Config;
+use maskgate::demo;
+use maskgate::proxy::GatewayHandle;
+
+/// Roles of the default policy.
+pub const ROLES: [&str; 9] = demo::run::ROLES;
+
+/// The API key of the test principal `report-app` (customer-service role).
+pub const TEST_API_KEY: &str = "test-key-4f1d8a2c9b7e6d5f";
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "maskgate-it-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Copies the shipped policy and adds test principals: an API-key app, a
+/// revoked principal, and a certificate name no principal has.
+fn write_test_policy(dir: &Path) -> PathBuf {
+    let policy_dir = dir.join("policies");
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    for f in demo::config::POLICY_FILES {
+        std::fs::copy(src.join(f), policy_dir.join(f)).unwrap();
+    }
+    let hash = hex::encode(maskgate::identity::api_key_hash(TEST_API_KEY.as_bytes()));
+    let mut principals = std::fs::read_to_string(policy_dir.join("principals.toml")).unwrap();
+    principals.push_str(&format!(
+        "\n[[principals]]\nname = \"report-app\"\nroles = [\"customer-service\"]\ncert_names = []\napi_key_sha256 = \"{hash}\"\n\n[[principals]]\nname = \"revoked-app\"\nroles = [\"billing\"]\ncert_names = [\"revoked-app\"]\nrevoked = true\n"
+    ));
+    std::fs::write(policy_dir.join("principals.toml"), principals).unwrap();
+    policy_dir
+}
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// The demo customer database with `accounts` synthetic accounts.
+pub async fn demo_upstream(dir: &Path, accounts: usize) -> Upstream {
+    let store = Arc::new(
+        demo::store::Store::open(&dir.join("accounts.jsonl"), || {
+            demo::data::generate(demo::run::DEMO_SEED, accounts)
+        })
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(demo::upstream::serve(listener, store, async move {
+        let _ = rx.await;
+    }));
+    Upstream { addr, stop: Some(tx) }
+}
+
+/// What a scripted upstream saw.
+#[derive(Clone, Default)]
+pub struct Seen(pub Arc<Mutex<Vec<(Method, String, HeaderMap)>>>);
+
+impl Seen {
+    pub fn last(&self) -> (Method, String, HeaderMap) {
+        self.0.lock().unwrap().last().cloned().expect("upstream saw no request")
+    }
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// A scripted upstream: `respond` builds each response; every request is recorded.
+pub async fn scripted_upstream<F, Fut>(respond: F) -> (Upstream, Seen)
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Seen::default();
+    let seen2 = seen.clone();
+    let respond = Arc::new(respond);
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                _ = &mut rx => break,
+            };
+            let seen = seen2.clone();
+            let respond = Arc::clone(&respond);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let seen = seen.clone();
+                    let respond = Arc::clone(&respond);
+                    async move {
+                        seen.0.lock().unwrap().push((
+                            req.method().clone(),
+                            req.uri().to_string(),
+                            req.headers().clone(),
+                        ));
+                        Ok::<_, Infallible>(respond(req).await)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (Upstream { addr, stop: Some(tx) }, seen)
+}
+
+pub fn json_response(status: u16, body: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+pub struct Env {
+    pub dir: PathBuf,
+    pub gateway: Option<GatewayHandle>,
+    pub addr: SocketAddr,
+    pub upstream: Upstream,
+}
+
+impl Env {
+    /// Gateway in front of the demo database.
+    pub async fn demo(tag: &str) -> Env {
+        let dir = temp_dir(tag);
+        let upstream = demo_upstream(&dir, 60).await;
+        Env::start(dir, upstream, |_| {}).await
+    }
+
+    /// Gateway in front of `upstream`, with the loaded config adjusted by `tune`.
+    pub async fn start(dir: PathBuf, upstream: Upstream, tune: impl FnOnce(&mut Config)) -> Env {
+        let mut names: Vec<&str> = ROLES.to_vec();
+        names.extend(["revoked-app", "nobody"]);
+        demo::certs::generate(&dir.join("certs"), &names).unwrap();
+        let policy_dir = write_test_policy(&dir);
+        let path = demo::config::write_config(
+            &dir,
+            "127.0.0.1:0".parse().unwrap(),
+            upstream.addr,
+            &policy_dir,
+        )
+        .unwrap();
+        let mut cfg = maskgate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        tune(&mut cfg);
+        let gateway = maskgate::proxy::start(cfg).await.unwrap();
+        let addr = gateway.local_addr;
+        Env {
+            dir,
+            gateway: Some(gateway),
+            addr,
+            upstream,
+        }
+    }
+
+    pub fn certs(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
+    /// A client presenting `identity`'s certificate (None: no certificate).
+    pub fn client(&self, identity: Option<&str>, h2: bool) -> TestClient {
+        let certs = self.certs();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile::certs(&mut std::fs::read(certs.join("ca.pem")).unwrap().as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        tls_client(roots, identity.map(|n| (certs.join(format!("{n}.pem")), certs.join(format!("{n}.key")))), self.addr, h2)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.shutdown().await;
+        }
+    }
+}
+
+pub fn tls_client(roots: rustls::RootCertStore, identity: Option<(PathBuf, PathBuf)>, addr: SocketAddr, h2: bool) -> TestClient {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let tls = match identity {
+        Some((cert, key)) => {
+            let certs = rustls_pemfile::certs(&mut std::fs::read(cert).unwrap().as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            let key = rustls_pemfile::private_key(&mut std::fs::read(key).unwrap().as_slice())
+                .unwrap()
+                .unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only();
+    let https = if h2 { https.enable_http2().build() } else { https.enable_http1().build() };
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(h2)
+        .build(https);
+    TestClient {
+        client,
+        base: format!("https://127.0.0.1:{}", addr.port()),
+    }
+}
+
+pub struct TestClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    pub base: String,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn error_code(&self) -> String {
+        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+impl TestClient {
+    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, String> {
+        let mut req = Request::builder().method(method).uri(format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::copy_from_slice(body))).map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| format!("body: {e:?}"))?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            version: parts.version,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[], b"").await.unwrap()
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        self.send(Method::GET, path, headers, b"").await.unwrap()
+    }
+}
