@@ -102,8 +102,8 @@ fn describe_toml_error(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("missing field ") {
         return format!("missing key {rest}; add it");
     }
-    if message.starts_with("invalid type: ") {
-        return format!("wrong type: {}", &message["invalid type: ".len()..]);
+    if let Some(rest) = message.strip_prefix("invalid type: ") {
+        return format!("wrong type: {rest}");
     }
     message
 }
@@ -140,8 +140,7 @@ impl Diag {
     /// last), then line and column; exact duplicates are dropped.
     pub fn finish(mut self, order: &[&Path]) -> ConfigErrors {
         let rank = |p: &Path| order.iter().position(|o| *o == p).unwrap_or(order.len());
-        self.errors
-            .sort_by(|a, b| (rank(&a.file), a.line, a.col).cmp(&(rank(&b.file), b.line, b.col)));
+        self.errors.sort_by_key(|e| (rank(&e.file), e.line, e.col));
         self.errors.dedup();
         ConfigErrors(self.errors)
     }

@@ -130,7 +130,13 @@ pub(crate) struct PolicyFiles {
 /// from. `root_ok` is false when the file's root had an error (an unknown
 /// section, perhaps a misspelt required one): missing sections are then not
 /// reported again.
-pub(crate) fn check(raw: RawGateway, root_ok: bool, src: &Source, base: &Path, diag: &mut Diag) -> GatewayParts {
+pub(crate) fn check(
+    raw: RawGateway,
+    root_ok: bool,
+    src: &Source,
+    base: &Path,
+    diag: &mut Diag,
+) -> GatewayParts {
     let mut c = Checker {
         src,
         base,
@@ -189,15 +195,20 @@ impl Checker<'_> {
         self.diag.at(
             self.src,
             &(0..0),
-            format!("missing {table} table; add it with at least {keys} (see docs/config-schema.md)"),
+            format!(
+                "missing {table} table; add it with at least {keys} (see docs/config-schema.md)"
+            ),
         );
         None
     }
 
     fn path(&mut self, value: &Spanned<String>, key: &str) -> Option<PathBuf> {
         if value.get_ref().trim().is_empty() {
-            self.diag
-                .at(self.src, &value.span(), format!("{key} is empty; give a file path"));
+            self.diag.at(
+                self.src,
+                &value.span(),
+                format!("{key} is empty; give a file path"),
+            );
             return None;
         }
         Some(self.base.join(value.get_ref()))
@@ -218,14 +229,22 @@ impl Checker<'_> {
         }
     }
 
-    fn bounded<T: TryFrom<u64>>(&mut self, value: &Option<Spanned<u64>>, key: &str, default: u64) -> Option<T> {
+    fn bounded<T: TryFrom<u64>>(
+        &mut self,
+        value: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+    ) -> Option<T> {
         let v = self.positive(value, key, default)?;
         match T::try_from(v) {
             Ok(v) => Some(v),
             Err(_) => {
                 let span = value.as_ref().map_or(0..0, Spanned::span);
-                self.diag
-                    .at(self.src, &span, format!("{key} is too large for this machine; use a smaller value"));
+                self.diag.at(
+                    self.src,
+                    &span,
+                    format!("{key} is too large for this machine; use a smaller value"),
+                );
                 None
             }
         }
@@ -256,7 +275,11 @@ impl Checker<'_> {
         let mut names_ok = true;
         for name in s.server_names.iter().flatten() {
             let n = name.get_ref();
-            if n.is_empty() || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+            if n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            {
                 self.diag.at(
                     self.src,
                     &name.span(),
@@ -283,7 +306,9 @@ impl Checker<'_> {
         let ca = match &u.ca {
             None => Some(None),
             Some(ca) => {
-                let https = url.as_ref().map_or(true, |(uri, _)| uri.scheme_str() == Some("https"));
+                let https = url
+                    .as_ref()
+                    .map_or(true, |(uri, _)| uri.scheme_str() == Some("https"));
                 if https {
                     self.path(ca, "upstream.ca").map(Some)
                 } else {
@@ -303,7 +328,8 @@ impl Checker<'_> {
             Some(v) => match usize::try_from(*v.get_ref()) {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    self.diag.at(self.src, &v.span(), "pool_max_idle_per_host is too large");
+                    self.diag
+                        .at(self.src, &v.span(), "pool_max_idle_per_host is too large");
                     None
                 }
             },
@@ -344,14 +370,19 @@ impl Checker<'_> {
                 self.diag.at(
                     self.src,
                     &span,
-                    format!("upstream url `{text}` has no scheme; start it with http:// or https://"),
+                    format!(
+                        "upstream url `{text}` has no scheme; start it with http:// or https://"
+                    ),
                 );
                 return None;
             }
         }
         if uri.authority().map_or(true, |a| a.host().is_empty()) {
-            self.diag
-                .at(self.src, &span, "upstream url has no host; write it like \"http://127.0.0.1:9000\"");
+            self.diag.at(
+                self.src,
+                &span,
+                "upstream url has no host; write it like \"http://127.0.0.1:9000\"",
+            );
             return None;
         }
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
@@ -363,8 +394,11 @@ impl Checker<'_> {
             return None;
         }
         if uri.query().is_some() {
-            self.diag
-                .at(self.src, &span, "upstream url must not have a query ('?...'); remove it");
+            self.diag.at(
+                self.src,
+                &span,
+                "upstream url must not have a query ('?...'); remove it",
+            );
             return None;
         }
         let base_path = uri.path().trim_end_matches('/').to_owned();
@@ -373,11 +407,28 @@ impl Checker<'_> {
 
     fn limits(&mut self, l: RawLimits) -> Option<Limits> {
         let d = Limits::default();
-        let req = self.positive(&l.max_request_body_bytes, "max_request_body_bytes", d.max_request_body_bytes);
-        let resp = self.positive(&l.max_response_body_bytes, "max_response_body_bytes", d.max_response_body_bytes);
-        let depth = self.bounded::<usize>(&l.max_json_depth, "max_json_depth", d.max_json_depth as u64);
-        let token = self.bounded::<usize>(&l.max_token_bytes, "max_token_bytes", d.max_token_bytes as u64);
-        let dec = self.positive(&l.max_decompressed_bytes, "max_decompressed_bytes", d.max_decompressed_bytes);
+        let req = self.positive(
+            &l.max_request_body_bytes,
+            "max_request_body_bytes",
+            d.max_request_body_bytes,
+        );
+        let resp = self.positive(
+            &l.max_response_body_bytes,
+            "max_response_body_bytes",
+            d.max_response_body_bytes,
+        );
+        let depth =
+            self.bounded::<usize>(&l.max_json_depth, "max_json_depth", d.max_json_depth as u64);
+        let token = self.bounded::<usize>(
+            &l.max_token_bytes,
+            "max_token_bytes",
+            d.max_token_bytes as u64,
+        );
+        let dec = self.positive(
+            &l.max_decompressed_bytes,
+            "max_decompressed_bytes",
+            d.max_decompressed_bytes,
+        );
         let ratio = self.bounded::<u32>(
             &l.max_decompression_ratio,
             "max_decompression_ratio",
@@ -436,8 +487,11 @@ impl Checker<'_> {
         let span = files.span();
         let files = files.into_inner();
         if files.is_empty() {
-            self.diag
-                .at(self.src, &span, "policy.files is empty; name at least one policy file");
+            self.diag.at(
+                self.src,
+                &span,
+                "policy.files is empty; name at least one policy file",
+            );
             return None;
         }
         let mut out: Vec<(PathBuf, Range<usize>)> = Vec::new();
@@ -452,7 +506,10 @@ impl Checker<'_> {
                 self.diag.at(
                     self.src,
                     &f.span(),
-                    format!("policy file `{}` is listed twice (first at {first}); remove one", f.get_ref()),
+                    format!(
+                        "policy file `{}` is listed twice (first at {first}); remove one",
+                        f.get_ref()
+                    ),
                 );
                 ok = false;
                 continue;
@@ -461,7 +518,10 @@ impl Checker<'_> {
         }
         // The files that could be named are still loaded and checked when
         // another entry is bad, so that their errors are reported too.
-        Some(PolicyFiles { files: out, complete: ok })
+        Some(PolicyFiles {
+            files: out,
+            complete: ok,
+        })
     }
 }
 
@@ -470,7 +530,10 @@ fn valid_level(s: &str) -> bool {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     !s.is_empty()
         && s.split(',').all(|directive| {
-            let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l).trim();
+            let level = directive
+                .rsplit_once('=')
+                .map_or(directive, |(_, l)| l)
+                .trim();
             directive.contains('[') || LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level))
         })
 }

@@ -7,6 +7,7 @@
 //! not read certificate or key files (it only checks that they are named);
 //! it reads the policy files.
 
+mod compile;
 mod error;
 mod gateway;
 mod policy;
@@ -112,14 +113,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             None => complete = false,
         }
     }
-    let policy = policy::compile(inputs, complete, &mut diag);
+    let policy = compile::compile(inputs, complete, &mut diag);
 
     let mut order = vec![gateway_src.path.as_path()];
     order.extend(sources.iter().map(|s| s.path.as_path()));
     if !diag.is_empty() {
         return Err(diag.finish(&order));
     }
-    match (parts.server, parts.upstream, parts.limits, parts.log, parts.data_dir) {
+    match (
+        parts.server,
+        parts.upstream,
+        parts.limits,
+        parts.log,
+        parts.data_dir,
+    ) {
         (Some(server), Some(upstream), Some(limits), Some(log), Some(data_dir)) => Ok(Config {
             source: absolute,
             server,

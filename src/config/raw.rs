@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
@@ -257,17 +259,42 @@ pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<(RawGateway
             (raw, false)
         }
     };
-    let mut refocus = |failed: bool, f: Focus<'_>, check: fn(&str, Focus<'_>) -> Option<toml::de::Error>| {
-        if failed {
-            report_focus(src, diag, check(text, f));
-        }
-    };
-    refocus(is_failed(&raw.server), Focus::Section("server"), focus_error::<RawServer>);
-    refocus(is_failed(&raw.upstream), Focus::Section("upstream"), focus_error::<RawUpstream>);
-    refocus(is_failed(&raw.limits), Focus::Section("limits"), focus_error::<RawLimits>);
-    refocus(is_failed(&raw.log), Focus::Section("log"), focus_error::<RawLog>);
-    refocus(is_failed(&raw.data), Focus::Section("data"), focus_error::<RawData>);
-    refocus(is_failed(&raw.policy), Focus::Section("policy"), focus_error::<RawPolicyFiles>);
+    let mut refocus =
+        |failed: bool, f: Focus<'_>, check: fn(&str, Focus<'_>) -> Option<toml::de::Error>| {
+            if failed {
+                report_focus(src, diag, check(text, f));
+            }
+        };
+    refocus(
+        is_failed(&raw.server),
+        Focus::Section("server"),
+        focus_error::<RawServer>,
+    );
+    refocus(
+        is_failed(&raw.upstream),
+        Focus::Section("upstream"),
+        focus_error::<RawUpstream>,
+    );
+    refocus(
+        is_failed(&raw.limits),
+        Focus::Section("limits"),
+        focus_error::<RawLimits>,
+    );
+    refocus(
+        is_failed(&raw.log),
+        Focus::Section("log"),
+        focus_error::<RawLog>,
+    );
+    refocus(
+        is_failed(&raw.data),
+        Focus::Section("data"),
+        focus_error::<RawData>,
+    );
+    refocus(
+        is_failed(&raw.policy),
+        Focus::Section("policy"),
+        focus_error::<RawPolicyFiles>,
+    );
     Some((raw, root_ok))
 }
 
@@ -293,9 +320,18 @@ pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<(RawPolicyFi
         }
     };
     if is_failed(&raw.records) {
-        report_focus(src, diag, focus_error::<RawRecords>(text, Focus::Section("records")));
+        report_focus(
+            src,
+            diag,
+            focus_error::<RawRecords>(text, Focus::Section("records")),
+        );
     }
-    fn entries<T: DeserializeOwned>(src: &Source, diag: &mut Diag, section: &str, list: &Option<Named<T>>) {
+    fn entries<T: DeserializeOwned>(
+        src: &Source,
+        diag: &mut Diag,
+        section: &str,
+        list: &Option<Named<T>>,
+    ) {
         for (name, value) in list.iter().flat_map(|n| &n.0) {
             if let Lenient::Failed(message) = value {
                 match focus_error::<T>(&src.text, Focus::Entry(section, name.get_ref())) {
@@ -310,7 +346,11 @@ pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<(RawPolicyFi
     entries(src, diag, "roles", &raw.roles);
     for (i, p) in raw.principals.iter().flatten().enumerate() {
         if let Lenient::Failed(_) = p {
-            report_focus(src, diag, focus_error::<RawPrincipal>(text, Focus::Element("principals", i)));
+            report_focus(
+                src,
+                diag,
+                focus_error::<RawPrincipal>(text, Focus::Element("principals", i)),
+            );
         }
     }
     Some((raw, root_ok))
@@ -325,7 +365,10 @@ fn parse_root<T: DeserializeOwned>(src: &Source, diag: &mut Diag) -> Option<Opti
         Err(e) => {
             if toml::from_str::<toml::Table>(&src.text).is_err() {
                 let mut error = src.toml_error(&e);
-                error.message = format!("TOML syntax error: {}", error.message);
+                error.message = format!(
+                    "TOML syntax error: {}; fix the TOML at this position (quotes, brackets, `key = value`)",
+                    error.message
+                );
                 diag.push(error);
                 return None;
             }
@@ -337,7 +380,12 @@ fn parse_root<T: DeserializeOwned>(src: &Source, diag: &mut Diag) -> Option<Opti
 
 /// Deserializes one top-level key of the file as `T`, ignoring the others.
 /// Reports its error and clears `ok` when it does not fit `T`.
-fn extract<T: DeserializeOwned>(src: &Source, diag: &mut Diag, key: &str, ok: &mut bool) -> Option<T> {
+fn extract<T: DeserializeOwned>(
+    src: &Source,
+    diag: &mut Diag,
+    key: &str,
+    ok: &mut bool,
+) -> Option<T> {
     let seed = ExtractSeed::<T> {
         key,
         marker: PhantomData,
@@ -389,7 +437,11 @@ fn report_focus(src: &Source, diag: &mut Diag, error: Option<toml::de::Error>) {
     match error {
         Some(e) => diag.push(src.toml_error(&e)),
         // Cannot happen: the entry failed in the full pass. Still report it.
-        None => diag.at(src, &(0..0), "this file has an error that could not be located"),
+        None => diag.at(
+            src,
+            &(0..0),
+            "this file has an error that could not be located",
+        ),
     }
 }
 
@@ -406,7 +458,10 @@ pub(crate) enum Focus<'a> {
 
 /// Deserializes only the focused part of `text` as `T`, skipping the rest;
 /// returns its error, with the span of the problem.
-pub(crate) fn focus_error<T: DeserializeOwned>(text: &str, focus: Focus<'_>) -> Option<toml::de::Error> {
+pub(crate) fn focus_error<T: DeserializeOwned>(
+    text: &str,
+    focus: Focus<'_>,
+) -> Option<toml::de::Error> {
     let seed = RootSeed::<T> {
         focus,
         marker: PhantomData,

@@ -70,7 +70,11 @@ impl Route {
         for segment in &self.segments {
             let current = parts?;
             if *segment == Segment::Rest {
-                return if current.is_empty() { None } else { Some(params) };
+                return if current.is_empty() {
+                    None
+                } else {
+                    Some(params)
+                };
             }
             let (part, tail) = match current.split_once('/') {
                 Some((part, tail)) => (part, Some(tail)),
@@ -148,7 +152,10 @@ fn parse_template(template: &str) -> Result<Vec<Segment>, String> {
             }
             segments.push(Segment::Rest);
         } else if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!(
@@ -186,7 +193,8 @@ mod tests {
 
     #[test]
     fn literal_param_and_rest_segments_match() {
-        let table: &[(&str, &str, Option<&[(&str, &str)]>)] = &[
+        type Params = Option<&'static [(&'static str, &'static str)]>;
+        let table: &[(&str, &str, Params)] = &[
             ("/accounts", "/accounts", Some(&[])),
             ("/accounts", "/accounts/1", None),
             ("/accounts", "/account", None),
@@ -234,7 +242,13 @@ mod tests {
 
     #[test]
     fn specificity_orders_literal_param_rest() {
-        let mut routes = [route("/*"), route("/a/*"), route("/a/{x}"), route("/a/b"), route("/{x}/b")];
+        let mut routes = [
+            route("/*"),
+            route("/a/*"),
+            route("/a/{x}"),
+            route("/a/b"),
+            route("/{x}/b"),
+        ];
         routes.sort_by(Route::specificity_cmp);
         let order: Vec<&str> = routes.iter().map(|r| r.template.as_str()).collect();
         assert_eq!(order, ["/a/b", "/a/{x}", "/a/*", "/{x}/b", "/*"]);

@@ -29,7 +29,10 @@ impl Expected {
         e.file.ends_with(&self.file)
             && e.line == self.line
             && e.col == self.col
-            && self.contains.as_ref().map_or(true, |c| e.message.contains(c.as_str()))
+            && self
+                .contains
+                .as_ref()
+                .map_or(true, |c| e.message.contains(c.as_str()))
     }
 }
 
@@ -38,7 +41,11 @@ impl Expected {
 fn parse_expected(text: &str) -> (Vec<Expected>, Vec<String>) {
     let mut expected = Vec::new();
     let mut secrets = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         if let Some(secret) = line.strip_prefix("!secret ") {
             secrets.push(secret.trim().to_owned());
             continue;
@@ -102,6 +109,9 @@ fn broken_fixtures_report_exactly_the_expected_errors() {
             problems.push(format!("  unexpected: {e}"));
         }
         for e in &errors {
+            if e.line == 0 || e.col == 0 || e.message.is_empty() {
+                problems.push(format!("  no position or message: {e}"));
+            }
             for s in &secrets {
                 if e.to_string().contains(s.as_str()) {
                     problems.push(format!("  echoes a secret: {e}"));
@@ -110,8 +120,697 @@ fn broken_fixtures_report_exactly_the_expected_errors() {
         }
         if !problems.is_empty() {
             let all: Vec<String> = errors.iter().map(|e| format!("  reported: {e}")).collect();
-            failures.push(format!("{name}:\n{}\n{}", problems.join("\n"), all.join("\n")));
+            failures.push(format!(
+                "{name}:\n{}\n{}",
+                problems.join("\n"),
+                all.join("\n")
+            ));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+// ------------------------------------------------------------ default policy
+
+fn good() -> Config {
+    let path = data_dir().join("good/maskgate.toml");
+    match load(&path) {
+        Ok(c) => c,
+        Err(e) => panic!("the good config does not load:\n{e}"),
+    }
+}
+
+/// What DESIGN.md gives each role of the default policy.
+struct Rights {
+    role: &'static str,
+    read_only: bool,
+    allowlist: bool,
+    action: Action,
+    may_delegate: bool,
+    /// (route, methods as granted); HEAD is implied by GET.
+    grants: &'static [(&'static str, &'static [&'static str])],
+}
+
+const READ: &[(&str, &[&str])] = &[("accounts", &["GET"]), ("account", &["GET"])];
+
+const RIGHTS: &[Rights] = &[
+    Rights {
+        role: "customer-service",
+        read_only: true,
+        allowlist: false,
+        action: Action::Last4,
+        may_delegate: true,
+        grants: READ,
+    },
+    Rights {
+        role: "billing",
+        read_only: false,
+        allowlist: false,
+        action: Action::Last4,
+        may_delegate: true,
+        grants: &[
+            ("accounts", &["GET", "POST"]),
+            ("account", &["GET", "PUT", "PATCH"]),
+            ("export-ndjson", &["GET"]),
+            ("export-csv", &["GET"]),
+        ],
+    },
+    Rights {
+        role: "collections",
+        read_only: true,
+        allowlist: false,
+        action: Action::Last4,
+        may_delegate: false,
+        grants: READ,
+    },
+    Rights {
+        role: "it-data-management",
+        read_only: true,
+        allowlist: false,
+        action: Action::Last4,
+        may_delegate: false,
+        grants: READ,
+    },
+    Rights {
+        role: "pmo-approver",
+        read_only: true,
+        allowlist: false,
+        action: Action::Last4,
+        may_delegate: false,
+        grants: &[],
+    },
+    Rights {
+        role: "non-utilities",
+        read_only: true,
+        allowlist: true,
+        action: Action::Remove,
+        may_delegate: false,
+        grants: READ,
+    },
+    Rights {
+        role: "greenwaste",
+        read_only: true,
+        allowlist: true,
+        action: Action::Remove,
+        may_delegate: false,
+        grants: READ,
+    },
+    Rights {
+        role: "security-auditor",
+        read_only: true,
+        allowlist: false,
+        action: Action::Last4,
+        may_delegate: false,
+        grants: &[],
+    },
+    Rights {
+        role: "privacy-officer",
+        read_only: true,
+        allowlist: false,
+        action: Action::Last4,
+        may_delegate: false,
+        grants: READ,
+    },
+];
+
+const ALL_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+#[test]
+fn default_policy_gives_each_role_its_designed_rights() {
+    let config = good();
+    let policy = &config.policy;
+    let names: Vec<&str> = policy.roles.keys().map(String::as_str).collect();
+    let mut want_names: Vec<&str> = RIGHTS.iter().map(|r| r.role).collect();
+    want_names.sort_unstable();
+    assert_eq!(names, want_names);
+    assert_eq!(policy.roles.len(), 9);
+    for want in RIGHTS {
+        let role = policy.role(want.role).unwrap();
+        let r = want.role;
+        assert_eq!(role.name, r);
+        assert!(!role.description.is_empty(), "{r}: description");
+        assert_eq!(role.read_only, want.read_only, "{r}: read_only");
+        assert_eq!(role.is_allowlist(), want.allowlist, "{r}: allowlist");
+        assert_eq!(
+            role.rules.is_allowlist(),
+            want.allowlist,
+            "{r}: rules allowlist"
+        );
+        assert_eq!(
+            role.rules.detector_set(),
+            DetectorSet::ALL,
+            "{r}: detectors"
+        );
+        assert_eq!(role.rules.redact_token(), "[REDACTED]", "{r}: redact token");
+        for class in FieldClass::ALL {
+            assert_eq!(
+                role.actions.get(class),
+                want.action,
+                "{r}: action for {class}"
+            );
+            assert!(
+                !role.actions.get(class).releases_clear_value(),
+                "{r}: {class} released by role alone"
+            );
+        }
+        for (index, route) in policy.routes.iter().enumerate() {
+            let granted: &[&str] = want
+                .grants
+                .iter()
+                .find(|(name, _)| *name == route.name)
+                .map_or(&[], |(_, m)| *m);
+            for method in &ALL_METHODS {
+                let expect = granted.contains(&method.as_str())
+                    || (*method == Method::HEAD && granted.contains(&"GET"));
+                assert_eq!(
+                    role.allows(index, method),
+                    expect,
+                    "{r}: {method} {} ({})",
+                    route.name,
+                    route.template
+                );
+            }
+        }
+        // grants() reports what was granted, by route index.
+        let mut listed: Vec<(String, Vec<String>)> = role
+            .grants()
+            .map(|(i, ms)| {
+                (
+                    policy.routes[i].name.clone(),
+                    ms.iter().map(|m| m.to_string()).collect(),
+                )
+            })
+            .collect();
+        listed.sort();
+        let mut expected: Vec<(String, Vec<String>)> = want
+            .grants
+            .iter()
+            .map(|(n, ms)| {
+                let mut ms: Vec<String> = ms.iter().map(|m| (*m).to_owned()).collect();
+                ms.sort_by_key(|m| ALL_METHODS.iter().position(|x| x.as_str() == m));
+                ((*n).to_owned(), ms)
+            })
+            .collect();
+        expected.sort();
+        assert_eq!(listed, expected, "{r}: grants");
+        assert!(
+            !role.allows(policy.routes.len(), &Method::GET),
+            "{r}: out-of-range route index"
+        );
+    }
+}
+
+#[test]
+fn default_policy_has_one_principal_per_role() {
+    let config = good();
+    let policy = &config.policy;
+    assert_eq!(policy.principals.len(), 9);
+    for want in RIGHTS {
+        let p = policy.principal(want.role).unwrap();
+        assert_eq!(p.roles, [want.role]);
+        assert_eq!(p.cert_names, [want.role]);
+        assert_eq!(p.may_delegate, want.may_delegate, "{}", want.role);
+        assert!(!p.revoked);
+        assert_eq!(p.api_key_sha256, None);
+        assert_eq!(
+            policy
+                .principal_by_cert_name(want.role)
+                .map(|p| p.name.as_str()),
+            Some(want.role)
+        );
+    }
+    assert!(policy.principal("nobody").is_none());
+    assert!(policy.principal_by_cert_name("Customer-Service").is_none());
+    assert!(policy.principal_by_key_hash(&[0; 32]).is_none());
+}
+
+#[test]
+fn default_policy_routes_match_the_demo_api() {
+    let config = good();
+    let policy = &config.policy;
+    let table: &[(&str, Option<&str>)] = &[
+        ("/accounts", Some("accounts")),
+        ("/accounts/42", Some("account")),
+        ("/accounts/AC-0001", Some("account")),
+        ("/exports/accounts.ndjson", Some("export-ndjson")),
+        ("/exports/accounts.csv", Some("export-csv")),
+        ("/accounts/42/cards", None),
+        ("/accounts/", None),
+        ("/exports/accounts.json", None),
+        ("/exports", None),
+        ("/", None),
+        ("", None),
+    ];
+    for (path, want) in table {
+        let got = policy.match_route(path).map(|(i, r)| {
+            assert_eq!(policy.routes[i].name, r.name);
+            r.name.as_str()
+        });
+        assert_eq!(got, *want, "{path}");
+    }
+    for r in &policy.routes {
+        assert!(r.red_flag, "{}", r.name);
+        assert!(r.passthrough_types.is_empty());
+        assert_eq!(r.export, r.name.starts_with("export-"), "{}", r.name);
+    }
+    let (_, account) = policy.match_route("/accounts/42").unwrap();
+    assert_eq!(account.params("/accounts/42"), Some(vec![("id", "42")]));
+}
+
+/// Walks `path` (object keys; `#` for an array index) through `rules`.
+fn walk(rules: &crate::rewrite::rules::Rules, path: &[&str]) -> crate::rewrite::rules::MemberMatch {
+    let mut scratch = Vec::new();
+    let mut nodes = rules.root_nodes();
+    let mut m = crate::rewrite::rules::MemberMatch::default();
+    for step in path {
+        m = if *step == "#" {
+            rules.match_index(nodes)
+        } else {
+            rules.match_key(step.as_bytes(), nodes, &mut scratch)
+        };
+        nodes = m.nodes;
+    }
+    m
+}
+
+/// True when an allowlist keeps the scalar at `path`: an ancestor (or the
+/// member itself) is an allowed subtree, or the member's value is allowed.
+fn kept(rules: &crate::rewrite::rules::Rules, path: &[&str]) -> bool {
+    (1..=path.len()).any(|n| walk(rules, &path[..n]).allowed_subtree)
+        || walk(rules, path).allowed_value
+}
+
+#[test]
+fn default_policy_selects_the_demo_fields() {
+    let config = good();
+    let rules = &config.policy.role("customer-service").unwrap().rules;
+    let class = |path: &[&str]| walk(rules, path).class;
+    let table: &[(&[&str], Option<FieldClass>)] = &[
+        (&["ssn"], Some(FieldClass::Ssn)),
+        (
+            &["accounts", "#", "SocialSecurityNumber"],
+            Some(FieldClass::Ssn),
+        ),
+        (&["accounts", "#", "tin"], Some(FieldClass::Tin)),
+        (&["accounts", "#", "dob"], Some(FieldClass::Dob)),
+        (&["passport"], Some(FieldClass::Passport)),
+        (&["drivers_license"], Some(FieldClass::Dln)),
+        (&["drivers_license", "number"], Some(FieldClass::Dln)),
+        (
+            &["accounts", "#", "drivers_license", "number"],
+            Some(FieldClass::Dln),
+        ),
+        (&["drivers_license", "state"], None),
+        (&["cards", "#", "card_number"], Some(FieldClass::CardNumber)),
+        (&["cards", "#", "card_expiry"], Some(FieldClass::CardExpiry)),
+        (&["cards", "#", "cardholder"], None),
+        (&["bank", "routing_number"], Some(FieldClass::BankRouting)),
+        (&["bank", "account_number"], Some(FieldClass::BankAccount)),
+        (
+            &["accounts", "#", "bank", "account_number"],
+            Some(FieldClass::BankAccount),
+        ),
+        (&["account_number"], None),
+        (&["accounts", "#", "account_number"], None),
+        (&["bank_account_number"], Some(FieldClass::BankAccount)),
+        (&["notes"], None),
+        (&["phone"], None),
+        (&["id"], None),
+    ];
+    for (path, want) in table {
+        assert_eq!(class(path), *want, "{path:?}");
+    }
+    assert!(rules.root_is_record());
+    assert!(walk(rules, &["accounts", "#"]).record);
+    assert!(!walk(rules, &["accounts"]).record);
+}
+
+#[test]
+fn allowlist_roles_keep_only_their_fields() {
+    let config = good();
+    let nu = &config.policy.role("non-utilities").unwrap().rules;
+    let gw = &config.policy.role("greenwaste").unwrap().rules;
+    let allowed = |rules, path: &[&str]| kept(rules, path);
+    for path in [
+        &["accounts", "#", "id"][..],
+        &["accounts", "#", "name"],
+        &["accounts", "#", "service_address"],
+        &["accounts", "#", "service_address", "street"],
+        &["service_address", "zip"],
+        &["accounts", "#", "phone"],
+        &["accounts", "#", "city"],
+        &["city"],
+        &["zip"],
+        &["total"],
+        &["status"],
+    ] {
+        assert!(allowed(nu, path), "non-utilities {path:?}");
+    }
+    for path in [
+        &["accounts", "#", "email"][..],
+        &["accounts", "#", "mailing_address"],
+        &["accounts", "#", "mailing_address", "city"],
+        &["mailing_address", "zip"],
+        &["notes"],
+        &["container_size"],
+        &["ssn"],
+        &["accounts"],
+    ] {
+        assert!(!allowed(nu, path), "non-utilities {path:?}");
+    }
+    for path in [
+        &["accounts", "#", "container_size"][..],
+        &["pickup_day"],
+        &["service_address", "city"],
+        &["id"],
+    ] {
+        assert!(allowed(gw, path), "greenwaste {path:?}");
+    }
+    for path in [
+        &["accounts", "#", "phone"][..],
+        &["email"],
+        &["service_start"],
+        &["bank", "routing_number"],
+    ] {
+        assert!(!allowed(gw, path), "greenwaste {path:?}");
+    }
+    // red-flag fields are still classified, and their action is remove
+    assert_eq!(
+        walk(gw, &["accounts", "#", "ssn"]).class,
+        Some(FieldClass::Ssn)
+    );
+}
+
+#[test]
+fn good_gateway_config_is_resolved() {
+    let config = good();
+    let dir = std::path::absolute(data_dir().join("good")).unwrap();
+    assert!(config.source.is_absolute());
+    assert_eq!(config.source, dir.join("maskgate.toml"));
+    assert_eq!(config.server.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(config.server.cert, dir.join("certs/server.pem"));
+    assert_eq!(config.server.key, dir.join("certs/server.key"));
+    assert_eq!(config.server.client_ca, Some(dir.join("certs/ca.pem")));
+    assert_eq!(config.server.server_names, ["localhost", "127.0.0.1"]);
+    assert_eq!(
+        config.server.shutdown_grace,
+        std::time::Duration::from_secs(10)
+    );
+    assert_eq!(config.upstream.url.scheme_str(), Some("http"));
+    assert_eq!(
+        config.upstream.url.authority().unwrap().as_str(),
+        "127.0.0.1:9000"
+    );
+    assert_eq!(config.upstream.base_path, "/api");
+    assert_eq!(config.upstream.ca, None);
+    assert_eq!(
+        config.upstream.connect_timeout,
+        std::time::Duration::from_millis(2000)
+    );
+    assert_eq!(
+        config.upstream.response_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    assert_eq!(config.upstream.pool_max_idle_per_host, 32);
+    assert_eq!(
+        config.limits,
+        Limits {
+            max_json_depth: 64,
+            ..Limits::default()
+        }
+    );
+    assert_eq!(config.log.format, LogFormat::Json);
+    assert_eq!(config.log.level, "info,maskgate=debug");
+    assert_eq!(config.data_dir, dir.join("data"));
+}
+
+// ------------------------------------------------------------ small configs
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A scratch directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("maskgate-config-test-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const MINIMAL_GATEWAY: &str = r#"
+[server]
+listen = "[::1]:8443"
+cert = "/etc/maskgate/server.pem"
+key = "tls/server.key"
+
+[upstream]
+url = "https://db.internal"
+
+[policy]
+files = ["policy/p.toml"]
+"#;
+
+/// Loads MINIMAL_GATEWAY with `policy` as its only policy file.
+fn load_policy(policy: &str) -> Result<Config, ConfigErrors> {
+    let dir = TempDir::new();
+    dir.write("policy/p.toml", policy);
+    load(&dir.write("maskgate.toml", MINIMAL_GATEWAY))
+}
+
+#[test]
+fn optional_sections_take_their_defaults() {
+    let dir = TempDir::new();
+    dir.write("policy/p.toml", "");
+    let config = load(&dir.write("maskgate.toml", MINIMAL_GATEWAY)).unwrap();
+    let base = std::path::absolute(&dir.0).unwrap();
+    assert_eq!(config.server.listen, "[::1]:8443".parse().unwrap());
+    assert_eq!(
+        config.server.cert,
+        PathBuf::from("/etc/maskgate/server.pem")
+    );
+    assert_eq!(config.server.key, base.join("tls/server.key"));
+    assert_eq!(config.server.client_ca, None);
+    assert!(config.server.server_names.is_empty());
+    assert_eq!(config.upstream.base_path, "");
+    assert_eq!(config.limits, Limits::default());
+    assert_eq!(config.limits.max_request_body_bytes, 10 * 1024 * 1024);
+    assert_eq!(
+        config.limits.request_timeout,
+        std::time::Duration::from_secs(60)
+    );
+    assert_eq!(config.log, LogConfig::default());
+    assert_eq!(config.log.format, LogFormat::Text);
+    assert_eq!(config.data_dir, base.join("data"));
+    // an empty policy is valid: no role, no route, default deny
+    assert!(config.policy.roles.is_empty());
+    assert!(config.policy.match_route("/accounts").is_none());
+}
+
+#[test]
+fn most_specific_route_wins() {
+    let config = load_policy(
+        r#"
+[routes.rest]
+path = "/accounts/*"
+[routes.one]
+path = "/accounts/{id}"
+[routes.special]
+path = "/accounts/special"
+[routes.cards]
+path = "/accounts/{id}/cards"
+[routes.catch-all]
+path = "/*"
+[routes.root]
+path = "/"
+"#,
+    )
+    .unwrap();
+    let p = &config.policy;
+    let table = [
+        ("/accounts/special", "special"),
+        ("/accounts/7", "one"),
+        ("/accounts/7/cards", "cards"),
+        ("/accounts/7/notes", "rest"),
+        ("/accounts/special/cards", "cards"),
+        ("/accounts", "catch-all"),
+        ("/other/x", "catch-all"),
+        ("/", "root"),
+    ];
+    for (path, want) in table {
+        let (i, r) = p.match_route(path).unwrap();
+        assert_eq!(r.name, want, "{path}");
+        assert_eq!(p.routes[i].name, want);
+    }
+    // indexes follow definition order
+    assert_eq!(p.match_route("/accounts/7/x").unwrap().0, 0);
+}
+
+#[test]
+fn principals_are_found_by_cert_name_and_key_hash() {
+    let config = load_policy(
+        r#"
+[routes.accounts]
+path = "/accounts"
+
+[roles.reader]
+routes = [{ route = "accounts", methods = ["GET"] }]
+detectors = ["ssn", "card"]
+
+[roles.writer]
+routes = [{ route = "accounts", methods = ["POST", "OPTIONS"] }]
+detectors = "none"
+
+[[principals]]
+name = "app@city.gov"
+roles = ["reader", "writer", "reader"]
+cert_names = ["app.city.internal", "app"]
+api_key_sha256 = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
+may_delegate = true
+
+[[principals]]
+name = "gone"
+roles = ["reader"]
+revoked = true
+"#,
+    )
+    .unwrap();
+    let p = &config.policy;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        &mut hash,
+    )
+    .unwrap();
+    let app = p.principal_by_key_hash(&hash).unwrap();
+    assert_eq!(app.name, "app@city.gov");
+    assert_eq!(app.roles, ["reader", "writer"]);
+    assert!(app.may_delegate);
+    assert_eq!(
+        p.principal_by_cert_name("app").unwrap().name,
+        "app@city.gov"
+    );
+    assert_eq!(
+        p.principal_by_cert_name("app.city.internal").unwrap().name,
+        "app@city.gov"
+    );
+    assert!(p.principal("gone").unwrap().revoked);
+    assert!(
+        !format!("{app:?}").contains("9f86"),
+        "Debug shows the key hash"
+    );
+    let reader = p.role("reader").unwrap();
+    let writer = p.role("writer").unwrap();
+    assert!(reader.read_only);
+    assert!(!writer.read_only);
+    assert!(reader.allows(0, &Method::HEAD));
+    assert!(!writer.allows(0, &Method::GET));
+    assert!(!writer.allows(0, &Method::HEAD));
+    assert!(writer.allows(0, &Method::OPTIONS));
+    assert!(!writer.allows(0, &Method::CONNECT));
+    use crate::detect::DetectorKind;
+    let set = reader.rules.detector_set();
+    assert!(set.contains(DetectorKind::Ssn) && set.contains(DetectorKind::Card));
+    assert!(!set.contains(DetectorKind::Ein));
+    assert!(writer.rules.detector_set().is_empty());
+}
+
+#[test]
+fn actions_and_redact_token_reach_the_rules() {
+    let config = load_policy(
+        r#"
+redact_token = "<hidden>"
+
+[records]
+paths = ["/items/*"]
+
+[routes.items]
+path = "/items"
+
+[roles.r]
+routes = [{ route = "items", methods = ["GET"] }]
+actions = { ssn = "redact", default = "remove", card_number = "decrypt", tin = "clear" }
+"#,
+    )
+    .unwrap();
+    let role = config.policy.role("r").unwrap();
+    assert_eq!(role.actions.get(FieldClass::Ssn), Action::Redact);
+    assert_eq!(role.actions.get(FieldClass::CardNumber), Action::Decrypt);
+    assert_eq!(role.actions.get(FieldClass::Tin), Action::Clear);
+    assert_eq!(role.actions.get(FieldClass::Dob), Action::Remove);
+    assert_eq!(role.rules.redact_token(), "<hidden>");
+    assert!(!role.rules.root_is_record());
+    assert!(walk(&role.rules, &["items", "#"]).record);
+    assert!(!role.is_allowlist());
+}
+
+#[test]
+fn an_unreadable_gateway_file_is_one_error() {
+    let dir = TempDir::new();
+    let path = dir.0.join("missing.toml");
+    let errors = load(&path).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    assert_eq!((errors.0[0].line, errors.0[0].col), (1, 1));
+    assert_eq!(errors.0[0].file, path);
+    assert!(errors.0[0].message.contains("cannot read"));
+}
+
+#[test]
+fn errors_are_sorted_by_file_order_then_position() {
+    let dir = TempDir::new();
+    dir.write(
+        "b.toml",
+        "[roles.x]\nroutes = [{ route = \"nope\", methods = [\"GET\"] }]\n",
+    );
+    dir.write("a.toml", "[routes.r]\npath = \"r\"\n");
+    let gateway = MINIMAL_GATEWAY
+        .replace("[\"policy/p.toml\"]", "[\"b.toml\", \"a.toml\"]")
+        .replace("[::1]:8443", "nowhere");
+    let errors = load(&dir.write("maskgate.toml", &gateway)).unwrap_err();
+    let files: Vec<String> = errors
+        .0
+        .iter()
+        .map(|e| e.file.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, ["maskgate.toml", "b.toml", "a.toml"], "{errors}");
+    assert_eq!(errors.to_string().lines().count(), 3);
+    // `nope` is unknown; the broken route `r` is listed as defined
+    assert!(errors.0[1].message.contains("unknown route `nope`"));
+    assert!(errors.0[1].message.contains("use one of: r"));
+}
+
+#[test]
+fn syntax_errors_in_the_gateway_file_stop_there() {
+    let dir = TempDir::new();
+    let errors = load(&dir.write("maskgate.toml", "[server\nlisten = 1\n")).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].line, 1);
+    assert!(errors.0[0].message.starts_with("TOML syntax error"));
 }

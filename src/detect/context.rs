@@ -137,13 +137,8 @@ pub(super) const DL_WORDS: &[u128] = words![b"dl", b"dln", b"dlno", b"dlnum"];
 /// with a label.
 pub(super) const LICENSE_WORDS: &[u128] = words![b"lic", b"licence", b"license"];
 /// Words before `license` that make it a driver's license.
-pub(super) const DRIVER_WORDS: &[u128] = words![
-    b"driver",
-    b"drivers",
-    b"driving",
-    b"operator",
-    b"operators",
-];
+pub(super) const DRIVER_WORDS: &[u128] =
+    words![b"driver", b"drivers", b"driving", b"operator", b"operators",];
 /// Words before `license` that make it some other license.
 pub(super) const OTHER_LICENSE_WORDS: &[u128] = words![
     b"building",
@@ -356,7 +351,16 @@ pub(super) const OTHER_ID_WORDS: &[u128] = words![
 /// Words that name a taxpayer number: a bare number after them is kept even
 /// after an id word or a `#`.
 pub(super) const TAX_ID_WORDS: &[u128] = words![
-    b"ein", b"fein", b"itin", b"security", b"social", b"ss", b"ssan", b"ssn", b"tax", b"taxpayer",
+    b"ein",
+    b"fein",
+    b"itin",
+    b"security",
+    b"social",
+    b"ss",
+    b"ssan",
+    b"ssn",
+    b"tax",
+    b"taxpayer",
     b"tin",
 ];
 /// Words after a number that make it a quantity.
@@ -565,8 +569,9 @@ fn word_within(text: &[u8], end: usize, table: &[u128]) -> bool {
             continue;
         }
         let ws = letters_start(text, p);
-        let bounded =
-            !(ws > 0 && is_word(text[ws - 1])) && !text.get(p).is_some_and(|&b| is_word(b));
+        let glued_before = ws > 0 && is_word(text[ws - 1]);
+        let glued_after = text.get(p).is_some_and(|&b| is_word(b));
+        let bounded = !glued_before && !glued_after;
         if bounded && word_in(&text[ws..p], table) {
             return true;
         }
@@ -637,9 +642,12 @@ pub(super) fn unlikely_bare_ssn(text: &[u8], s: usize, e: usize) -> bool {
             return false;
         }
         if w.is_in(OTHER_ID_WORDS) {
-            // `Tax ID 123456789` names a taxpayer number after all.
-            let tax = (w.is(b"id") || w.is(b"no") || w.is(b"number"))
-                && prev_word(text, ws).is_some_and(|(a, b)| word_in(&text[a..b], TAX_ID_WORDS));
+            // `Tax ID 123456789` names a taxpayer number after all, and so
+            // does `ssn on file 123456789`: a tax-id word shortly before wins
+            // (a missed SSN costs more than a masked order number).
+            let tax = (w.is(b"id")
+                && prev_word(text, ws).is_some_and(|(a, b)| word_in(&text[a..b], TAX_ID_WORDS)))
+                || word_within(text, ws, TAX_ID_WORDS);
             return !tax;
         }
         if only_spaces && raw.len() == 2 && STATE_CODES.binary_search(&pack(raw)).is_ok() {
@@ -654,7 +662,10 @@ mod tests {
     use super::*;
 
     fn unpack(x: u128) -> Vec<u8> {
-        x.to_le_bytes().into_iter().take_while(|&b| b != 0).collect()
+        x.to_le_bytes()
+            .into_iter()
+            .take_while(|&b| b != 0)
+            .collect()
     }
 
     #[test]
@@ -677,7 +688,11 @@ mod tests {
         ] {
             // Strictly increasing: sorted for binary search, no duplicate.
             for pair in table.windows(2) {
-                assert!(pair[0] < pair[1], "{:?}", String::from_utf8_lossy(&unpack(pair[1])));
+                assert!(
+                    pair[0] < pair[1],
+                    "{:?}",
+                    String::from_utf8_lossy(&unpack(pair[1]))
+                );
             }
             for &w in table {
                 let bytes = unpack(w);
@@ -690,7 +705,9 @@ mod tests {
             assert!(pair[0] < pair[1]);
         }
         assert_eq!(STATE_CODES.len(), 56);
-        assert!(STATE_CODES.iter().all(|&c| unpack(c).iter().all(u8::is_ascii_uppercase)));
+        assert!(STATE_CODES
+            .iter()
+            .all(|&c| unpack(c).iter().all(u8::is_ascii_uppercase)));
     }
 
     #[test]

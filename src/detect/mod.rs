@@ -10,6 +10,53 @@
 //!   digits than this cannot produce a finding for `set` (a cheap prefilter).
 //! - `Detectors::scan(text, set, out)`: appends findings, sorted by `start`,
 //!   non-overlapping, to `out` (does not clear it).
+//!
+//! # Detection rules
+//!
+//! Every value is a whole token: not preceded or followed by an ASCII letter,
+//! digit or `_`; not glued by `-` to another letter or digit, nor by `.`, `,`
+//! or `:` to another digit (decimals, IP addresses, times), nor after `+`, `$`,
+//! `@`, `/`, `\` (phone numbers, amounts, handles, paths). The pure checks
+//! live in [`validate`].
+//!
+//! - **SSN**: `123-45-6789`, `123 45 6789` or `123456789` (one separator, used
+//!   twice, or none) passing [`ssn_valid`]. A dash-less 9-digit run is not an
+//!   SSN after a word naming another id (`order`, `invoice`, `meter`,
+//!   `account`, `id`, `tracking`, `zip` …), after a lone `#`, after an
+//!   upper-case state code (a ZIP+4), or before a unit (`bytes`, `kWh` …);
+//!   tax words (`SSN`, `SS#`, `tax id`, `social security`) override that.
+//! - **ITIN**: the same shapes passing [`itin_valid`].
+//! - **EIN**: `NN-NNNNNNN` with [`ein_prefix_valid`] (dash form), or nine bare
+//!   digits right after `EIN`/`FEIN`.
+//! - **Card**: 13–19 digits bare, or in 3–5 groups (first 4–6 digits, others
+//!   3–6) joined by single spaces or single dashes (not mixed), passing
+//!   [`card_valid`] (Luhn, IIN and length). With spaces the longest valid
+//!   prefix of the groups is taken, so an expiry or CVV may follow.
+//! - **ABA routing**: nine bare digits passing [`aba_valid`], with `routing`,
+//!   `ABA`, `RTN` or `transit` in the 40 bytes before, or as the whole
+//!   (trimmed) text.
+//! - **Driver's license**: after `DL`, `DLN`, `driver's/drivers/driver/driving
+//!   license` (or `lic`), or `license`/`lic` with a label (`#`, `no`,
+//!   `number`) but not after `business`, `software` and other license kinds: 1–2
+//!   letters then 4–14 digits, or 7–14 digits.
+//! - **Passport**: after `passport`: optional 1–2 letters then 6–9 digits.
+//! - **Bank account**: 4–17 digits, possibly in dash-joined groups, after
+//!   `checking`/`savings` with a label (`checking #`, `savings no.`), or after
+//!   `account`/`acct`/`acc` with a bank word (`bank`, `checking`, `savings`,
+//!   `ACH`, `draft`, `routing`, `ABA`, `EFT`, `deposit`, `IBAN`) in the 40
+//!   bytes before the keyword. A plain `Account number 1000234` is a
+//!   customer account id and is left alone.
+//!
+//! Keywords match whole words, case-insensitively (`Driver’s` with a curly
+//! apostrophe too); between a keyword and its number at most 24 bytes of
+//! separators (`:`, `#`, `-`, `.`, `=`, spaces, brackets, quotes) and the
+//! words `no`, `nr`, `num`, `nbr`, `number`, `is`, `was`. Only the number is
+//! the finding, not the keyword.
+//!
+//! When candidates overlap the longer wins; on equal spans the first of:
+//! routing (keyword), passport, driver's license, EIN (keyword), card, bank
+//! account, SSN, ITIN, EIN, routing (whole text). Overlaps are resolved among
+//! all detectors before the enabled set is applied.
 
 use crate::class::FieldClass;
 

@@ -127,8 +127,11 @@ fn end_ok(text: &[u8], e: usize) -> bool {
 
 /// True when the text around `[s, e)` is only ASCII white space.
 fn whole_text(text: &[u8], s: usize, e: usize) -> bool {
-    text.get(..s).is_some_and(|t| t.iter().all(u8::is_ascii_whitespace))
-        && text.get(e..).is_some_and(|t| t.iter().all(u8::is_ascii_whitespace))
+    text.get(..s)
+        .is_some_and(|t| t.iter().all(u8::is_ascii_whitespace))
+        && text
+            .get(e..)
+            .is_some_and(|t| t.iter().all(u8::is_ascii_whitespace))
 }
 
 /// Value of ASCII digits (at most 9; callers slice digit runs).
@@ -230,8 +233,7 @@ fn keep_best(best: &mut Option<Cand>, c: Cand) {
 /// length only. No digit-count prefilter: see [`has_min_digits`].
 pub(super) fn scan_runs(text: &[u8], set: DetectorSet, out: &mut Vec<Finding>) {
     let base = out.len();
-    // Start and end of the last candidate merged and its rank; the finding
-    // itself sits at out[last_at].
+    // The last candidate merged and the index of its finding in `out`.
     let mut last: Option<(Cand, usize)> = None;
     let mut i = 0;
     while let Some(s) = next_digit(text, i) {
@@ -338,8 +340,7 @@ fn split_ssn(area: &[u8], group: &[u8], serial: &[u8]) -> (u16, u8, u16) {
 fn separated(text: &[u8], chain: &Chain, best: &mut Option<Cand>) {
     let (s, _) = chain.runs[0];
     // SSN / ITIN: the first three runs are 3, 2 and 4 digits.
-    if chain.len >= 3 && chain.run_len(0) == 3 && chain.run_len(1) == 2 && chain.run_len(2) == 4
-    {
+    if chain.len >= 3 && chain.run_len(0) == 3 && chain.run_len(1) == 2 && chain.run_len(2) == 4 {
         let end = chain.runs[2].1;
         if end_ok(text, end) {
             let r = |i: usize| &text[chain.runs[i].0..chain.runs[i].1];
@@ -393,8 +394,7 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
     if run < 4 {
         // A bank account may be dashed groups of any size; others need 4+
         // digits in this run.
-        if !(chain.sep == b'-' && chain.len >= 2 && !before(text, s).is_some_and(is_word))
-        {
+        if !(chain.sep == b'-' && chain.len >= 2 && !before(text, s).is_some_and(is_word)) {
             return;
         }
     }
@@ -418,9 +418,8 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
     } else {
         run
     };
-    let bank_shape =
-        letters == 0 && (4..=17).contains(&bank_digits) && end_ok(text, bank_end);
-    let alnum_shape = end_ok(text, e) && run >= 4 && run <= 14;
+    let bank_shape = letters == 0 && (4..=17).contains(&bank_digits) && end_ok(text, bank_end);
+    let alnum_shape = end_ok(text, e) && (4..=14).contains(&run);
     if !bank_shape && !alnum_shape {
         return;
     }
@@ -454,12 +453,18 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
         }
         Keyword::BankAccount => {
             if bank_shape {
-                keep_best(best, Cand::new(t, bank_end, DetectorKind::BankAccount, RANK_BANK));
+                keep_best(
+                    best,
+                    Cand::new(t, bank_end, DetectorKind::BankAccount, RANK_BANK),
+                );
             }
         }
         Keyword::AccountNeedsContext(kw_start) => {
             if bank_shape && bank_context_before(text, kw_start) {
-                keep_best(best, Cand::new(t, bank_end, DetectorKind::BankAccount, RANK_BANK));
+                keep_best(
+                    best,
+                    Cand::new(t, bank_end, DetectorKind::BankAccount, RANK_BANK),
+                );
             }
         }
     }

@@ -88,6 +88,9 @@ fn ssn_boundaries_and_punctuation() {
     none("$123456789");
     none("123456789@example.com");
     none("_123456789");
+    none("123456789_");
+    none("SSN 123-45-6789_2");
+    none("card 4111 1111 1111 1111_");
     // Inside longer digit runs.
     none("1234567890123");
     none("1234567890");
@@ -142,7 +145,10 @@ fn ein_detection() {
     check("FEIN 98-7654321", &[(Ein, "98-7654321")]);
     check("EIN 123456789", &[(Ein, "123456789")]);
     check("fein: 471234567", &[(Ein, "471234567")]);
-    for p in ["00", "07", "08", "09", "17", "18", "19", "28", "29", "49", "69", "70", "78", "79", "89", "96", "97"] {
+    for p in [
+        "00", "07", "08", "09", "17", "18", "19", "28", "29", "49", "69", "70", "78", "79", "89",
+        "96", "97",
+    ] {
         none(&format!("EIN {p}-1234567"));
     }
     // Dash form only (without the keyword), and no zero serial.
@@ -180,8 +186,14 @@ fn card_test_pans_detected() {
 
 #[test]
 fn card_grouping_variants() {
-    check("Card 4111 1111 1111 1111 exp", &[(Card, "4111 1111 1111 1111")]);
-    check("Card 4111-1111-1111-1111.", &[(Card, "4111-1111-1111-1111")]);
+    check(
+        "Card 4111 1111 1111 1111 exp",
+        &[(Card, "4111 1111 1111 1111")],
+    );
+    check(
+        "Card 4111-1111-1111-1111.",
+        &[(Card, "4111-1111-1111-1111")],
+    );
     check("amex 3782-822463-10005", &[(Card, "3782-822463-10005")]);
     check("amex 3782 822463 10005", &[(Card, "3782 822463 10005")]);
     check("diners 3056 930902 5904", &[(Card, "3056 930902 5904")]);
@@ -190,9 +202,15 @@ fn card_grouping_variants() {
         &[(Card, "6200 0000 0000 0000 000")],
     );
     // Card followed by its expiry or a CVV.
-    check("4111 1111 1111 1111 12/25", &[(Card, "4111 1111 1111 1111")]);
+    check(
+        "4111 1111 1111 1111 12/25",
+        &[(Card, "4111 1111 1111 1111")],
+    );
     check("4111 1111 1111 1111 123", &[(Card, "4111 1111 1111 1111")]);
-    check("pan=4111111111111111&exp=1225", &[(Card, "4111111111111111")]);
+    check(
+        "pan=4111111111111111&exp=1225",
+        &[(Card, "4111111111111111")],
+    );
     // Mixed separators, double separators, bad groups.
     none("4111 1111-1111 1111");
     none("4111  1111  1111  1111");
@@ -203,6 +221,20 @@ fn card_grouping_variants() {
     none("4111111111111112");
     none("41111111111111111");
     check("4111-1111-1111-1111-", &[(Card, "4111-1111-1111-1111")]);
+}
+
+#[test]
+fn later_longer_candidate_replaces_earlier() {
+    // `123 45 4111` is SSN-shaped, but its last group starts a longer card.
+    check(
+        "ref 123 45 4111 1111 1111 1111",
+        &[(Card, "4111 1111 1111 1111")],
+    );
+    // A shorter later candidate does not replace the earlier one.
+    check(
+        "4111 1111 1111 1111 45 6789",
+        &[(Card, "4111 1111 1111 1111")],
+    );
 }
 
 #[test]
@@ -303,13 +335,19 @@ fn bank_account() {
     check("checking # 1234-5678-90", &[(Bank, "1234-5678-90")]);
     check("Savings no. 987654321", &[(Bank, "987654321")]);
     check("Savings acct 9876543", &[(Bank, "9876543")]);
-    check("ACH draft from account 000123456789", &[(Bank, "000123456789")]);
+    check(
+        "ACH draft from account 000123456789",
+        &[(Bank, "000123456789")],
+    );
     check(
         "routing 021000021 account 12345678",
         &[(Aba, "021000021"), (Bank, "12345678")],
     );
     check("checking account: 1234", &[(Bank, "1234")]);
-    check("Bank account 12345678901234567", &[(Bank, "12345678901234567")]);
+    check(
+        "Bank account 12345678901234567",
+        &[(Bank, "12345678901234567")],
+    );
     // Customer account ids are no bank accounts.
     none("Account number 1000234");
     none("account id 12");
@@ -330,10 +368,7 @@ fn keyword_specific_beats_shape() {
     check("bank account 123-45-6789", &[(Bank, "123-45-6789")]);
     // The set is applied after overlaps are resolved.
     assert!(scan_set("passport 123456789", set_of(&[Ssn])).is_empty());
-    assert_eq!(
-        scan_set("passport 123456789", set_of(&[Passport])).len(),
-        1
-    );
+    assert_eq!(scan_set("passport 123456789", set_of(&[Passport])).len(), 1);
 }
 
 #[test]
@@ -516,7 +551,10 @@ fn assert_contract(text: &[u8], set: DetectorSet, got: &[Finding]) -> Result<(),
         if let Some(s) = s {
             prop_assert!(s.is_char_boundary(f.start) && s.is_char_boundary(f.end));
         }
-        let digits = text[f.start..f.end].iter().filter(|b| b.is_ascii_digit()).count();
+        let digits = text[f.start..f.end]
+            .iter()
+            .filter(|b| b.is_ascii_digit())
+            .count();
         prop_assert!(digits >= f.kind.min_digits(), "{f:?} has {digits} digits");
         prev_end = f.end;
     }
@@ -539,6 +577,10 @@ fn tricky_text() -> impl Strategy<Value = String> {
         Just("4111".to_string()),
         Just("021000021".to_string()),
         Just("123-45-6789".to_string()),
+        Just("912-70-1234".to_string()),
+        Just("4111 1111 1111 1111".to_string()),
+        Just("378282246310005".to_string()),
+        Just("12-3456789".to_string()),
         "[0-9]{1,19}",
         "[A-Za-z]{1,3}",
         "[ \\-#:./,()]{1,2}",
@@ -592,17 +634,19 @@ fn valid_ssn() -> impl Strategy<Value = (u16, u8, u16)> {
 
 /// A Luhn-valid card number of a known network.
 fn valid_card() -> impl Strategy<Value = String> {
-    let brand = prop::sample::select(&[
-        ("4", 16usize),
-        ("4", 13),
-        ("51", 16),
-        ("2221", 16),
-        ("37", 15),
-        ("6011", 16),
-        ("3530", 16),
-        ("36", 14),
-        ("62", 19),
-    ][..]);
+    let brand = prop::sample::select(
+        &[
+            ("4", 16usize),
+            ("4", 13),
+            ("51", 16),
+            ("2221", 16),
+            ("37", 15),
+            ("6011", 16),
+            ("3530", 16),
+            ("36", 14),
+            ("62", 19),
+        ][..],
+    );
     (brand, prop::collection::vec(0u8..10, 19)).prop_map(|((prefix, len), fill)| {
         let mut d: Vec<u8> = prefix.bytes().collect();
         d.extend(fill.iter().map(|x| b'0' + x).take(len - 1 - prefix.len()));
@@ -787,4 +831,33 @@ fn throughput() {
             secs * 1e9 / (200_000 * values.len()) as f64
         );
     }
+    // The false-positive corpus as JSON string values: numbers everywhere.
+    let values: Vec<&str> = corpus_lines().collect();
+    let mut out = Vec::new();
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    let reps = 20_000;
+    for _ in 0..reps {
+        for v in &values {
+            out.clear();
+            d.scan(v.as_bytes(), DetectorSet::ALL, &mut out);
+            bytes += v.len();
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "corpus values: {:.0} MB/s ({:.1} ns/value, {} values)",
+        bytes as f64 / secs / 1e6,
+        secs * 1e9 / (reps * values.len()) as f64,
+        values.len()
+    );
+}
+
+#[test]
+fn regression_ssn_on_file_bare_digits() {
+    let d = Detectors::new();
+    let mut out = Vec::new();
+    d.scan(b"Deposit waived, ssn on file 717596476", DetectorSet::ALL, &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].kind, DetectorKind::Ssn);
 }

@@ -169,7 +169,11 @@ mod tests {
                 }
                 let mut v = bytes.to_vec();
                 v[i] = d;
-                assert!(!luhn_valid(&v), "{} passes Luhn", String::from_utf8_lossy(&v));
+                assert!(
+                    !luhn_valid(&v),
+                    "{} passes Luhn",
+                    String::from_utf8_lossy(&v)
+                );
             }
         }
     }
@@ -287,7 +291,9 @@ mod tests {
         ] {
             assert!(!ein_prefix_valid(p), "{p}");
         }
-        for p in [1, 6, 10, 16, 20, 27, 30, 31, 47, 48, 50, 68, 71, 77, 80, 88, 90, 95, 98, 99] {
+        for p in [
+            1, 6, 10, 16, 20, 27, 30, 31, 47, 48, 50, 68, 71, 77, 80, 88, 90, 95, 98, 99,
+        ] {
             assert!(ein_prefix_valid(p), "{p}");
         }
     }

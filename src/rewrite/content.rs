@@ -201,10 +201,9 @@ pub fn body_kind(
         ("application", sub) if sub.len() > "+json".len() && sub.ends_with("+json") => {
             BodyKind::Json
         }
-        (
-            "application",
-            "x-ndjson" | "ndjson" | "jsonl" | "jsonlines" | "x-jsonlines",
-        ) => BodyKind::Ndjson,
+        ("application", "x-ndjson" | "ndjson" | "jsonl" | "jsonlines" | "x-jsonlines") => {
+            BodyKind::Ndjson
+        }
         ("text", "csv") => BodyKind::Csv,
         ("text", "plain") => BodyKind::Text,
         _ => {

@@ -14,7 +14,8 @@
 //! - Unchanged cells are copied byte for byte, original quoting kept; a
 //!   changed cell is quoted only when its new content needs it.
 //! - A line with no bytes at all (an empty line) is copied as it is and is
-//!   not a record.
+//!   not a record. A record whose output would be an empty line (one kept
+//!   column, empty) is written as `""` so that it stays a record.
 //! - A UTF-8 byte order mark at the very start is copied and is not part of
 //!   the first name.
 //!
@@ -120,12 +121,21 @@ fn write_cell(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let mut rest = s;
     while let Some(i) = rest.find('"') {
-        out.extend_from_slice(rest[..=i].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..=i]);
         out.push(b'"');
         rest = &rest[i + 1..];
     }
     out.extend_from_slice(rest.as_bytes());
     out.push(b'"');
+}
+
+/// A record with kept columns (`first` false) whose output is empty would
+/// read as an empty line, which is no record at all: write it as one empty
+/// quoted field instead.
+fn keep_nonblank(first: bool, start: usize, out: &mut Vec<u8>) {
+    if !first && out.len() == start {
+        out.extend_from_slice(b"\"\"");
+    }
 }
 
 /// The content of a raw field: quotes stripped and `""` undone.
@@ -384,9 +394,15 @@ impl CsvRewriter {
             .ok_or_else(|| self.error("invalid UTF-8"))
     }
 
-    fn header(&mut self, text: &str, fields: &[Field], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+    fn header(
+        &mut self,
+        text: &str,
+        fields: &[Field],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
         let rules = self.spec.rules.clone();
         let mut columns = Vec::with_capacity(fields.len());
+        let start = out.len();
         let mut first = true;
         for f in fields {
             let raw = self.raw(text, f)?;
@@ -421,6 +437,7 @@ impl CsvRewriter {
                 out.extend_from_slice(raw.as_bytes());
             }
         }
+        keep_nonblank(first, start, out);
         self.columns = Some(columns);
         Ok(())
     }
@@ -436,6 +453,7 @@ impl CsvRewriter {
             return Err(self.error("record has a different number of fields than the header"));
         }
         self.counts.records += 1;
+        let start = out.len();
         let mut first = true;
         for (column, f) in columns.iter().zip(fields) {
             match *column {
@@ -451,6 +469,7 @@ impl CsvRewriter {
                 }
             }
         }
+        keep_nonblank(first, start, out);
         Ok(())
     }
 
@@ -513,7 +532,11 @@ impl CsvRewriter {
     }
 
     /// Settles a leading byte order mark; returns the input left to parse.
-    fn strip_bom<'i>(&mut self, input: &'i [u8], out: &mut Vec<u8>) -> Result<&'i [u8], RewriteError> {
+    fn strip_bom<'i>(
+        &mut self,
+        input: &'i [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<&'i [u8], RewriteError> {
         if self.bom_done {
             return Ok(input);
         }

@@ -85,7 +85,7 @@ pub fn parse_content_encoding(header: &str) -> Result<Vec<Coding>, Unsupported> 
 /// Limits on decoding one body (per coding layer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeLimits {
-    /// Most decoded bytes one body may have.
+    /// Most decoded bytes one body may have (and most encoded bytes too).
     pub max_decompressed_bytes: u64,
     /// Largest decoded/encoded size ratio, checked once more than
     /// [`RATIO_CHECK_AFTER`] bytes have been decoded.
@@ -112,9 +112,10 @@ const INPUT_STEP: usize = 8 * 1024;
 const OUTPUT_STEP: usize = 32 * 1024;
 /// Longest gzip header (with its optional name, comment and extra field).
 const MAX_GZIP_HEADER: usize = 1 << 17;
-/// Brotli encoder quality and window: fast enough for a proxy.
+/// Brotli encoder quality and window (256 KiB): fast, and small enough to
+/// hold one per response.
 const BROTLI_QUALITY: u32 = 5;
-const BROTLI_LGWIN: u32 = 22;
+const BROTLI_LGWIN: u32 = 18;
 
 const fn encoding(reason: &'static str) -> RewriteError {
     RewriteError::Encoding { reason }
@@ -253,7 +254,12 @@ impl Inflate {
         b0 & 0x0f == 8 && b0 >> 4 <= 7 && (u16::from(b0) << 8 | u16::from(b1)) % 31 == 0
     }
 
-    fn decode(&mut self, mut input: &[u8], buf: &mut [u8], feed: &mut Feed) -> Result<(), RewriteError> {
+    fn decode(
+        &mut self,
+        mut input: &[u8],
+        buf: &mut [u8],
+        feed: &mut Feed,
+    ) -> Result<(), RewriteError> {
         if self.d.is_none() {
             let take = (2 - self.sniff.len()).min(input.len());
             self.sniff.extend_from_slice(&input[..take]);
@@ -268,9 +274,18 @@ impl Inflate {
         self.inflate(input, buf, feed)
     }
 
-    fn inflate(&mut self, mut input: &[u8], buf: &mut [u8], feed: &mut Feed) -> Result<(), RewriteError> {
+    fn inflate(
+        &mut self,
+        mut input: &[u8],
+        buf: &mut [u8],
+        feed: &mut Feed,
+    ) -> Result<(), RewriteError> {
         if self.done {
-            return if input.is_empty() { Ok(()) } else { Err(TRAILING) };
+            return if input.is_empty() {
+                Ok(())
+            } else {
+                Err(TRAILING)
+            };
         }
         let Some(d) = self.d.as_mut() else {
             return Err(CORRUPT);
@@ -404,7 +419,10 @@ impl Gunzip {
             HeaderStep::HeaderCrc => 4,
         };
         self.count = 0;
-        match ORDER[next..].iter().find(|(_, flag)| self.flags & flag != 0) {
+        match ORDER[next..]
+            .iter()
+            .find(|(_, flag)| self.flags & flag != 0)
+        {
             Some(&(step, _)) => {
                 self.step = step;
                 false
@@ -483,7 +501,12 @@ impl Gunzip {
         self.crc.reset();
     }
 
-    fn decode(&mut self, mut input: &[u8], buf: &mut [u8], feed: &mut Feed) -> Result<(), RewriteError> {
+    fn decode(
+        &mut self,
+        mut input: &[u8],
+        buf: &mut [u8],
+        feed: &mut Feed,
+    ) -> Result<(), RewriteError> {
         while let Some((&b, rest)) = input.split_first() {
             match self.phase {
                 GzPhase::Between => {
@@ -499,7 +522,8 @@ impl Gunzip {
                     input = rest;
                 }
                 GzPhase::Body => {
-                    let (end, left) = inflate_into(&mut self.d, input, buf, feed, Some(&mut self.crc))?;
+                    let (end, left) =
+                        inflate_into(&mut self.d, input, buf, feed, Some(&mut self.crc))?;
                     input = left;
                     if end {
                         self.phase = GzPhase::Trailer;
@@ -556,9 +580,18 @@ impl Unbrotli {
         }
     }
 
-    fn decode(&mut self, input: &[u8], buf: &mut [u8], feed: &mut Feed) -> Result<(), RewriteError> {
+    fn decode(
+        &mut self,
+        input: &[u8],
+        buf: &mut [u8],
+        feed: &mut Feed,
+    ) -> Result<(), RewriteError> {
         if self.done {
-            return if input.is_empty() { Ok(()) } else { Err(TRAILING) };
+            return if input.is_empty() {
+                Ok(())
+            } else {
+                Err(TRAILING)
+            };
         }
         let mut available_in = input.len();
         let mut input_offset = 0;
@@ -585,7 +618,11 @@ impl Unbrotli {
                 BrotliResult::NeedsMoreInput => return Ok(()),
                 BrotliResult::ResultSuccess => {
                     self.done = true;
-                    return if available_in == 0 { Ok(()) } else { Err(TRAILING) };
+                    return if available_in == 0 {
+                        Ok(())
+                    } else {
+                        Err(TRAILING)
+                    };
                 }
             }
         }
@@ -607,7 +644,12 @@ enum Decoder {
 }
 
 impl Decoder {
-    fn decode(&mut self, input: &[u8], buf: &mut [u8], feed: &mut Feed) -> Result<(), RewriteError> {
+    fn decode(
+        &mut self,
+        input: &[u8],
+        buf: &mut [u8],
+        feed: &mut Feed,
+    ) -> Result<(), RewriteError> {
         match self {
             Decoder::Gzip(d) => d.decode(input, buf, feed),
             Decoder::Deflate(d) => d.decode(input, buf, feed),
@@ -639,7 +681,11 @@ pub struct DecodingRewriter {
 
 impl DecodingRewriter {
     /// Wraps `inner` (which sees and writes the decoded body) in `coding`.
-    pub fn new(coding: Coding, inner: Box<dyn BodyRewriter>, limits: DecodeLimits) -> DecodingRewriter {
+    pub fn new(
+        coding: Coding,
+        inner: Box<dyn BodyRewriter>,
+        limits: DecodeLimits,
+    ) -> DecodingRewriter {
         let decoder = match coding {
             Coding::Gzip => Decoder::Gzip(Box::new(Gunzip::new())),
             Coding::Deflate => Decoder::Deflate(Inflate::new()),
@@ -665,6 +711,10 @@ impl DecodingRewriter {
     fn write_inner(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
         for step in input.chunks(INPUT_STEP) {
             self.feed.compressed += step.len() as u64;
+            if self.feed.compressed > self.feed.limits.max_decompressed_bytes {
+                // Endless empty gzip members decode to nothing at all.
+                return Err(encoding("compressed body is larger than the limit"));
+            }
             self.decoder.decode(step, &mut self.buf, &mut self.feed)?;
         }
         if let Some(encoder) = self.feed.encoder.as_mut() {
@@ -704,10 +754,9 @@ impl BodyRewriter for DecodingRewriter {
         }
         self.seen_input = true;
         let mark = out.len();
-        self.write_inner(input, out).map_err(|e| {
+        self.write_inner(input, out).inspect_err(|_| {
             out.truncate(mark);
             self.poisoned = true;
-            e
         })
     }
 
@@ -716,10 +765,9 @@ impl BodyRewriter for DecodingRewriter {
             return Err(RewriteError::Poisoned);
         }
         let mark = out.len();
-        self.finish_inner(out).map_err(|e| {
+        self.finish_inner(out).inspect_err(|_| {
             out.truncate(mark);
             self.poisoned = true;
-            e
         })
     }
 

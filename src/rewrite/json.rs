@@ -719,31 +719,30 @@ impl JsonRewriter {
         if raw.len() > limit {
             return Err(RewriteError::TokenTooLarge { limit });
         }
-        let key = if self.str_has_escape {
-            decode_json_string(raw).map_err(|_| RewriteError::Syntax {
-                offset: self.consumed + q as u64,
-                kind: SyntaxError::InvalidEscape,
-            })?
+        // Content was validated while scanning; only escapes need decoding.
+        let key: Cow<'_, [u8]> = if self.str_has_escape {
+            match decode_json_string(raw) {
+                Ok(k) => Cow::Owned(k.into_owned().into_bytes()),
+                Err(_) => {
+                    return Err(RewriteError::Syntax {
+                        offset: self.consumed + q as u64,
+                        kind: SyntaxError::InvalidEscape,
+                    })
+                }
+            }
         } else {
-            Cow::Borrowed(std::str::from_utf8(raw).map_err(|_| RewriteError::Syntax {
-                offset: self.consumed + q as u64,
-                kind: SyntaxError::InvalidUtf8,
-            })?)
+            Cow::Borrowed(raw)
         };
         let parent = self.stack.last().map_or(NodeSet::EMPTY, |f| f.ctx.nodes);
-        self.pend.member = self
-            .spec
-            .rules
-            .match_key(key.as_bytes(), parent, &mut self.norm);
+        self.pend.member = self.spec.rules.match_key(&key, parent, &mut self.norm);
         let detectors = self.spec.rules.detector_set();
         if !detectors.is_empty() && count_digits(raw) >= self.spec.detectors.min_digits(detectors)
         {
             self.findings.clear();
-            self.spec
-                .detectors
-                .scan(key.as_bytes(), detectors, &mut self.findings);
+            self.spec.detectors.scan(&key, detectors, &mut self.findings);
             if !self.findings.is_empty() {
                 self.text.clear();
+                let key = String::from_utf8_lossy(&key);
                 apply_findings(
                     &key,
                     &self.findings,

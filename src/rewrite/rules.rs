@@ -290,7 +290,7 @@ impl RulesBuilder {
             names.entry(name).or_default().edges = edges;
         }
         Rules {
-            names,
+            names: NameTable::new(names),
             any_children,
             class_mask,
             allow_mask,
@@ -300,6 +300,76 @@ impl RulesBuilder {
             detectors: self.detectors,
             redact_token: self.redact_token.unwrap_or_else(|| "[REDACTED]".to_owned()),
             root_record: self.root_record,
+        }
+    }
+}
+
+fn hash_step(h: u64, b: u8) -> u64 {
+    (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95)
+}
+
+/// Normalized names in an open-addressing table, probed with a hash computed
+/// while normalizing, so a key costs one pass over its bytes; a length mask
+/// rejects most keys before any probe.
+#[derive(Debug)]
+struct NameTable {
+    slots: Vec<Option<(u64, Box<[u8]>, NameEntry)>>,
+    mask: usize,
+    lengths: u128,
+}
+
+impl NameTable {
+    fn new(entries: FastMap<Vec<u8>, NameEntry>) -> NameTable {
+        let size = (entries.len() * 4).next_power_of_two().max(16);
+        let mut slots: Vec<Option<(u64, Box<[u8]>, NameEntry)>> = (0..size).map(|_| None).collect();
+        let mut lengths = 0u128;
+        for (name, entry) in entries {
+            let h = name.iter().fold(0u64, |h, &b| hash_step(h, b));
+            if name.len() < 128 {
+                lengths |= 1u128 << name.len();
+            }
+            let mut i = h as usize & (size - 1);
+            while slots[i].is_some() {
+                i = (i + 1) & (size - 1);
+            }
+            slots[i] = Some((h, name.into_boxed_slice(), entry));
+        }
+        NameTable {
+            slots,
+            mask: size - 1,
+            lengths,
+        }
+    }
+
+    fn lookup(&self, key: &[u8]) -> Option<&NameEntry> {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        let mut n = 0;
+        let mut h = 0u64;
+        for &b in key {
+            let c = if b.is_ascii_alphanumeric() {
+                b | 0x20
+            } else if b >= 0x80 {
+                b
+            } else {
+                continue;
+            };
+            if n == MAX_NAME_LEN {
+                return None;
+            }
+            buf[n] = c;
+            n += 1;
+            h = hash_step(h, c);
+        }
+        if self.lengths & (1u128 << n) == 0 {
+            return None;
+        }
+        let mut i = h as usize & self.mask;
+        loop {
+            match &self.slots[i] {
+                None => return None,
+                Some((hh, name, entry)) if *hh == h && **name == buf[..n] => return Some(entry),
+                Some(_) => i = (i + 1) & self.mask,
+            }
         }
     }
 }
@@ -315,7 +385,7 @@ struct NameEntry {
 /// Compiled selectors for one role: immutable, shared by every response.
 #[derive(Debug)]
 pub struct Rules {
-    names: FastMap<Vec<u8>, NameEntry>,
+    names: NameTable,
     any_children: Vec<u128>,
     class_mask: [u128; FieldClass::COUNT],
     allow_mask: u128,
@@ -365,12 +435,8 @@ impl Rules {
 
     /// Matches an object member by its (decoded, raw) key. `scratch` is reused
     /// between calls to avoid allocation.
-    pub fn match_key(&self, key: &[u8], parent: NodeSet, scratch: &mut Vec<u8>) -> MemberMatch {
-        if !normalize_name(key, scratch) {
-            // Too long to be any selector's name; only wildcards can match it.
-            return self.step(None, parent);
-        }
-        self.step(self.names.get(scratch.as_slice()), parent)
+    pub fn match_key(&self, key: &[u8], parent: NodeSet, _scratch: &mut Vec<u8>) -> MemberMatch {
+        self.step(self.names.lookup(key), parent)
     }
 
     /// Matches an array element (only `*` steps match an index).

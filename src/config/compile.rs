@@ -1,0 +1,876 @@
+//! Merging, checking and compiling the policy files into a [`Policy`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Range;
+use std::sync::Arc;
+
+use http::Method;
+use toml::Spanned;
+
+use super::error::{Diag, Source};
+use super::policy::{method_bit, Policy, Principal, Role, GET, HEAD};
+use super::raw::{
+    Lenient, RawClass, RawDetectors, RawGrant, RawPolicyFile, RawPrincipal, RawRole, RawRoute,
+};
+use super::route::Route;
+use crate::class::{Action, ActionTable, FieldClass};
+use crate::detect::{DetectorKind, DetectorSet};
+use crate::rewrite::rules::{RulesBuilder, SelectorError};
+
+/// Where something was defined.
+#[derive(Clone)]
+struct Place<'a> {
+    src: &'a Source,
+    span: Range<usize>,
+}
+
+impl Place<'_> {
+    fn describe(&self) -> String {
+        self.src.place(&self.span)
+    }
+}
+
+/// A named definition; `body` is `None` when it failed to deserialize (its
+/// error is already reported).
+struct Def<'a, T> {
+    name: String,
+    at: Place<'a>,
+    body: Option<T>,
+}
+
+/// A selector every role shares: a class name or path, or a record path.
+enum Shared {
+    ClassName(String, FieldClass),
+    ClassPath(String, FieldClass),
+    Record(String),
+}
+
+impl Shared {
+    fn apply(&self, b: &mut RulesBuilder) -> Result<(), SelectorError> {
+        match self {
+            Shared::ClassName(s, c) => b.class_name(s, *c),
+            Shared::ClassPath(s, c) => b.class_path(s, *c),
+            Shared::Record(s) => b.record_path(s),
+        }
+    }
+}
+
+fn class_list() -> String {
+    FieldClass::ALL.map(FieldClass::name).join(", ")
+}
+
+fn detector_list() -> String {
+    DetectorKind::ALL.map(DetectorKind::name).join(", ")
+}
+
+fn selector_hint(e: &SelectorError) -> &'static str {
+    match e {
+        SelectorError::PathNotAbsolute => {
+            "start a path with '/' (plain field names belong in `names`)"
+        }
+        SelectorError::EmptyStep => "remove the doubled or trailing '/'",
+        SelectorError::EmptyName => "a field name needs letters or digits",
+        SelectorError::NameTooLong => "shorten it",
+        SelectorError::TooManyPathSteps => {
+            "use fewer or shorter path selectors (a field name matches at any depth)"
+        }
+        SelectorError::ConflictingClass { .. } => {
+            "a field name or path may belong to one class only"
+        }
+    }
+}
+
+/// True for role and route names: 1 to 64 letters, digits, '-', '_' or '.'.
+fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// True for principal names: as [`valid_name`] plus '@', up to 128 characters.
+fn valid_principal_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
+/// Content types the rewriters handle: passing them through unrewritten on a
+/// red-flag route would release red-flag values.
+fn rewritable_type(t: &str) -> bool {
+    t.starts_with("text/")
+        || t.ends_with("+json")
+        || matches!(
+            t,
+            "application/json"
+                | "application/x-ndjson"
+                | "application/ndjson"
+                | "application/jsonl"
+                | "application/csv"
+        )
+}
+
+fn valid_media_type(t: &str) -> bool {
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    t.split_once('/').is_some_and(|(a, b)| token(a) && token(b))
+}
+
+/// Merges and compiles the policy files. `complete` is false when some policy
+/// file could not be read or parsed: references to names it may define are
+/// then not reported as unknown.
+pub(crate) fn compile(
+    inputs: Vec<(&Source, RawPolicyFile)>,
+    complete: bool,
+    diag: &mut Diag,
+) -> Policy {
+    let mut c = Compiler { diag, complete };
+    let merged = c.merge(inputs);
+    let shared = c.shared_selectors(&merged);
+    let (routes, broken_routes) = c.routes(merged.routes);
+    let route_index: HashMap<&str, usize> = routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    let env = RoleEnv {
+        routes: &routes,
+        route_index: &route_index,
+        broken_routes: &broken_routes,
+        shared: &shared,
+        redact_token: merged.redact_token.as_deref(),
+    };
+    let mut roles = BTreeMap::new();
+    let mut broken_roles = HashSet::new();
+    for def in merged.roles {
+        match def
+            .body
+            .and_then(|body| c.role(&def.name, &def.at, body, &env))
+        {
+            Some(role) => {
+                roles.insert(def.name, Arc::new(role));
+            }
+            // Its errors are reported; principals naming it are not.
+            None => {
+                broken_roles.insert(def.name);
+            }
+        }
+    }
+    let principals = c.principals(merged.principals, &roles, &broken_roles);
+
+    let mut route_order: Vec<usize> = (0..routes.len()).collect();
+    route_order.sort_by(|&a, &b| routes[a].specificity_cmp(&routes[b]));
+    let index = |f: &dyn Fn(&Principal) -> Vec<String>| {
+        let mut m = HashMap::new();
+        for (i, p) in principals.iter().enumerate() {
+            for k in f(p) {
+                m.entry(k).or_insert(i);
+            }
+        }
+        m
+    };
+    let by_name = index(&|p| vec![p.name.clone()]);
+    let by_cert_name = index(&|p| p.cert_names.clone());
+    let mut by_key_hash = HashMap::new();
+    for (i, p) in principals.iter().enumerate() {
+        if let Some(h) = p.api_key_sha256 {
+            by_key_hash.entry(h).or_insert(i);
+        }
+    }
+    Policy {
+        roles,
+        routes,
+        principals,
+        route_order,
+        by_name,
+        by_cert_name,
+        by_key_hash,
+    }
+}
+
+/// All policy files' definitions, merged; duplicates reported.
+#[derive(Default)]
+struct Merged<'a> {
+    redact_token: Option<String>,
+    records: Vec<(&'a Source, Spanned<String>)>,
+    classes: Vec<Def<'a, RawClass>>,
+    routes: Vec<Def<'a, RawRoute>>,
+    roles: Vec<Def<'a, RawRole>>,
+    principals: Vec<(&'a Source, RawPrincipal)>,
+}
+
+struct RoleEnv<'e> {
+    routes: &'e [Route],
+    route_index: &'e HashMap<&'e str, usize>,
+    broken_routes: &'e HashSet<String>,
+    shared: &'e [Shared],
+    redact_token: Option<&'e str>,
+}
+
+struct Compiler<'d> {
+    diag: &'d mut Diag,
+    complete: bool,
+}
+
+impl Compiler<'_> {
+    fn err(&mut self, src: &Source, span: &Range<usize>, message: impl Into<String>) {
+        self.diag.at(src, span, message);
+    }
+
+    fn merge<'a>(&mut self, inputs: Vec<(&'a Source, RawPolicyFile)>) -> Merged<'a> {
+        let mut m = Merged::default();
+        let mut token_at: Option<Place<'a>> = None;
+        let mut records_at: Option<Place<'a>> = None;
+        let mut seen: HashMap<(&'static str, String), Place<'a>> = HashMap::new();
+        for (src, raw) in inputs {
+            if let Some(token) = raw.redact_token {
+                let span = token.span();
+                if let Some(first) = &token_at {
+                    let first = first.describe();
+                    self.err(
+                        src,
+                        &span,
+                        format!("redact_token is already set at {first}; set it once"),
+                    );
+                } else if token.get_ref().trim().is_empty()
+                    || token.get_ref().chars().any(char::is_control)
+                {
+                    self.err(
+                        src,
+                        &span,
+                        "redact_token must be visible text, such as \"[REDACTED]\"",
+                    );
+                } else {
+                    token_at = Some(Place { src, span });
+                    m.redact_token = Some(token.into_inner());
+                }
+            }
+            if let Some(Lenient::Ok(records)) = raw.records {
+                let span = records.span();
+                if let Some(first) = &records_at {
+                    let first = first.describe();
+                    self.err(
+                        src,
+                        &span,
+                        format!("[records] is already defined at {first}; define it once"),
+                    );
+                } else {
+                    records_at = Some(Place { src, span });
+                    m.records
+                        .extend(records.into_inner().paths.into_iter().map(|p| (src, p)));
+                }
+            }
+            let mut take = |kind: &'static str,
+                            name: Spanned<String>|
+             -> Option<(String, Place<'a>)> {
+                let span = name.span();
+                let name = name.into_inner();
+                let key = (kind, name.clone());
+                if let Some(first) = seen.get(&key) {
+                    let first = first.describe();
+                    self.diag.at(
+                        src,
+                        &span,
+                        format!("{kind} `{name}` is already defined at {first}; rename or remove one of them"),
+                    );
+                    return None;
+                }
+                let at = Place { src, span };
+                seen.insert(key, at.clone());
+                Some((name, at))
+            };
+            for (name, body) in raw.classes.into_iter().flat_map(|n| n.0) {
+                if let Some((name, at)) = take("class", name) {
+                    m.classes.push(Def {
+                        name,
+                        at,
+                        body: body.into_option(),
+                    });
+                }
+            }
+            for (name, body) in raw.routes.into_iter().flat_map(|n| n.0) {
+                if let Some((name, at)) = take("route", name) {
+                    m.routes.push(Def {
+                        name,
+                        at,
+                        body: body.into_option(),
+                    });
+                }
+            }
+            for (name, body) in raw.roles.into_iter().flat_map(|n| n.0) {
+                if let Some((name, at)) = take("role", name) {
+                    m.roles.push(Def {
+                        name,
+                        at,
+                        body: body.into_option(),
+                    });
+                }
+            }
+            for p in raw.principals.into_iter().flatten() {
+                if let Lenient::Ok(p) = p {
+                    m.principals.push((src, p));
+                }
+            }
+        }
+        m
+    }
+
+    /// Checks the class selectors and record paths once (errors are reported
+    /// at the selector, not once per role) and keeps the good ones.
+    fn shared_selectors(&mut self, m: &Merged<'_>) -> Vec<Shared> {
+        let mut check = RulesBuilder::new();
+        let mut shared = Vec::new();
+        let mut add = |this: &mut Self, src: &Source, sel: &Spanned<String>, s: Shared| match s
+            .apply(&mut check)
+        {
+            Ok(()) => shared.push(s),
+            Err(e) => {
+                let hint = selector_hint(&e);
+                this.err(
+                    src,
+                    &sel.span(),
+                    format!("bad selector `{}`: {e}; {hint}", sel.get_ref()),
+                );
+            }
+        };
+        for def in &m.classes {
+            let Some(class) = FieldClass::from_name(&def.name) else {
+                let list = class_list();
+                self.err(
+                    def.at.src,
+                    &def.at.span,
+                    format!("unknown class `{}`; the classes are {list}", def.name),
+                );
+                continue;
+            };
+            let Some(body) = &def.body else { continue };
+            for name in body.names.iter().flatten() {
+                if name.get_ref().contains('/') {
+                    self.err(
+                        def.at.src,
+                        &name.span(),
+                        format!(
+                            "field name `{}` contains '/'; put JSON paths in `paths`",
+                            name.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+                add(
+                    self,
+                    def.at.src,
+                    name,
+                    Shared::ClassName(name.get_ref().clone(), class),
+                );
+            }
+            for path in body.paths.iter().flatten() {
+                add(
+                    self,
+                    def.at.src,
+                    path,
+                    Shared::ClassPath(path.get_ref().clone(), class),
+                );
+            }
+        }
+        for (src, path) in &m.records {
+            add(self, src, path, Shared::Record(path.get_ref().clone()));
+        }
+        if m.records.is_empty() {
+            shared.push(Shared::Record("/".to_owned()));
+        }
+        shared
+    }
+
+    fn routes(&mut self, defs: Vec<Def<'_, RawRoute>>) -> (Vec<Route>, HashSet<String>) {
+        let mut routes = Vec::new();
+        let mut broken = HashSet::new();
+        let mut shapes: HashMap<String, (String, String)> = HashMap::new();
+        for def in defs {
+            let Some(body) = def.body else {
+                broken.insert(def.name);
+                continue;
+            };
+            let src = def.at.src;
+            let mut ok = true;
+            if !valid_name(&def.name) {
+                self.err(
+                    src,
+                    &def.at.span,
+                    format!(
+                        "route name `{}` is not valid; use 1-64 letters, digits, '-', '_' or '.'",
+                        def.name
+                    ),
+                );
+                ok = false;
+            }
+            let red_flag = body.red_flag.unwrap_or(true);
+            let mut types = Vec::new();
+            for t in body.passthrough_types.iter().flatten() {
+                let lower = t.get_ref().trim().to_ascii_lowercase();
+                if !valid_media_type(&lower) {
+                    self.err(
+                        src,
+                        &t.span(),
+                        format!(
+                            "passthrough type `{}` is not a media type; write type/subtype such as \"image/png\" (no wildcards or parameters)",
+                            t.get_ref()
+                        ),
+                    );
+                    ok = false;
+                } else if red_flag && rewritable_type(&lower) {
+                    self.err(
+                        src,
+                        &t.span(),
+                        format!(
+                            "`{lower}` may not pass through a red_flag route unrewritten: it can carry red-flag values; remove it, or set red_flag = false if this route never carries customer data"
+                        ),
+                    );
+                    ok = false;
+                } else {
+                    types.push(lower);
+                }
+            }
+            let path = body.path;
+            match Route::new(
+                def.name.clone(),
+                path.get_ref().clone(),
+                red_flag,
+                body.export.unwrap_or(false),
+                types,
+            ) {
+                Err(message) => {
+                    broken.insert(def.name);
+                    self.err(src, &path.span(), message);
+                }
+                Ok(route) => {
+                    if let Some((first_name, first_at)) = shapes.get(&route.shape()) {
+                        self.err(
+                            src,
+                            &path.span(),
+                            format!(
+                                "route `{}` (`{}`) matches exactly the paths of route `{first_name}` at {first_at}, so a request could not tell them apart; remove one or make a segment differ",
+                                route.name, route.template
+                            ),
+                        );
+                    } else {
+                        shapes.insert(route.shape(), (route.name.clone(), src.place(&path.span())));
+                    }
+                    if ok {
+                        routes.push(route);
+                    } else {
+                        broken.insert(def.name);
+                    }
+                }
+            }
+        }
+        (routes, broken)
+    }
+
+    fn role(
+        &mut self,
+        name: &str,
+        at: &Place<'_>,
+        body: RawRole,
+        env: &RoleEnv<'_>,
+    ) -> Option<Role> {
+        let src = at.src;
+        let before = self.diag_len();
+        if !valid_name(name) {
+            self.err(
+                src,
+                &at.span,
+                format!(
+                    "role name `{name}` is not valid; use 1-64 letters, digits, '-', '_' or '.'"
+                ),
+            );
+        }
+        let allow_fields = body.allow_fields.unwrap_or_default();
+        let allowlist = match &body.allowlist {
+            Some(flag) if !*flag.get_ref() && !allow_fields.is_empty() => {
+                self.err(
+                    src,
+                    &flag.span(),
+                    "allowlist = false contradicts a non-empty allow_fields (which turns allowlist mode on); remove one of them",
+                );
+                true
+            }
+            Some(flag) => *flag.get_ref() || !allow_fields.is_empty(),
+            None => !allow_fields.is_empty(),
+        };
+        let grants = self.grants(src, body.routes.unwrap_or_default(), allowlist, env);
+        let actions = self.actions(src, body.actions.unwrap_or_default(), allowlist);
+        let detectors = match body.detectors {
+            None => DetectorSet::ALL,
+            Some(d) => self.detectors(src, d),
+        };
+
+        let mut b = RulesBuilder::new();
+        for s in env.shared {
+            if let Err(e) = s.apply(&mut b) {
+                // The same selectors compiled in the same order when checked.
+                self.err(
+                    src,
+                    &at.span,
+                    format!("internal error compiling the shared selectors: {e}"),
+                );
+            }
+        }
+        if allowlist {
+            b.allowlist();
+        }
+        for f in &allow_fields {
+            let text = f.get_ref();
+            let result = if text.starts_with('/') {
+                b.allow_path(text)
+            } else {
+                b.allow_name(text)
+            };
+            if let Err(e) = result {
+                let hint = selector_hint(&e);
+                self.err(
+                    src,
+                    &f.span(),
+                    format!("bad allow_fields entry `{text}`: {e}; {hint}"),
+                );
+            }
+        }
+        b.detectors(detectors);
+        if let Some(token) = env.redact_token {
+            b.redact_token(token);
+        }
+        if self.diag_len() != before {
+            return None;
+        }
+        let read_only = grants.iter().all(|&bits| bits & !(GET | HEAD) == 0);
+        Some(Role {
+            name: name.to_owned(),
+            description: body.description.unwrap_or_default(),
+            actions,
+            rules: Arc::new(b.build()),
+            read_only,
+            grants,
+        })
+    }
+
+    fn diag_len(&self) -> usize {
+        self.diag.len()
+    }
+
+    fn grants(
+        &mut self,
+        src: &Source,
+        list: Vec<RawGrant>,
+        allowlist: bool,
+        env: &RoleEnv<'_>,
+    ) -> Vec<u8> {
+        let mut grants = vec![0u8; env.routes.len()];
+        let mut granted: HashMap<String, Range<usize>> = HashMap::new();
+        for g in list {
+            let route_name = g.route.get_ref();
+            let route_span = g.route.span();
+            if let Some(first) = granted.get(route_name) {
+                let first = src.place(first);
+                self.err(
+                    src,
+                    &route_span,
+                    format!("route `{route_name}` is granted twice in this role (first at {first}); merge the methods into one entry"),
+                );
+                continue;
+            }
+            granted.insert(route_name.clone(), route_span.clone());
+            let index = env.route_index.get(route_name.as_str()).copied();
+            if index.is_none() && self.complete && !env.broken_routes.contains(route_name) {
+                let mut names: Vec<&str> = env
+                    .route_index
+                    .keys()
+                    .copied()
+                    .chain(env.broken_routes.iter().map(String::as_str))
+                    .collect();
+                names.sort_unstable();
+                let hint = if names.is_empty() {
+                    "no route is defined yet".to_owned()
+                } else {
+                    format!("use one of: {}", names.join(", "))
+                };
+                self.err(
+                    src,
+                    &route_span,
+                    format!("unknown route `{route_name}`; define it under [routes] or {hint}"),
+                );
+            }
+            if g.methods.is_empty() {
+                self.err(
+                    src,
+                    &route_span,
+                    format!("the grant of route `{route_name}` names no method; list them, such as methods = [\"GET\"]"),
+                );
+            }
+            let mut bits = 0u8;
+            for m in &g.methods {
+                let bit = Method::from_bytes(m.get_ref().as_bytes())
+                    .ok()
+                    .as_ref()
+                    .and_then(method_bit);
+                let Some(bit) = bit else {
+                    self.err(
+                        src,
+                        &m.span(),
+                        format!(
+                            "method `{}` is not valid; use upper case GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS",
+                            m.get_ref()
+                        ),
+                    );
+                    continue;
+                };
+                if allowlist && bit & (GET | HEAD) == 0 {
+                    self.err(
+                        src,
+                        &m.span(),
+                        format!(
+                            "allowlist roles are read-only: `{}` on route `{route_name}` is not allowed; grant only GET (HEAD is implied), or turn allowlist mode off",
+                            m.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+                bits |= bit;
+            }
+            if let Some(i) = index {
+                grants[i] = bits;
+            }
+        }
+        grants
+    }
+
+    fn actions(
+        &mut self,
+        src: &Source,
+        map: BTreeMap<Spanned<String>, Spanned<String>>,
+        allowlist: bool,
+    ) -> ActionTable {
+        let mut entries: Vec<_> = map.into_iter().collect();
+        // `default` first, then the classes in file order.
+        entries.sort_by_key(|(k, _)| (k.get_ref() != "default", k.span().start));
+        let mut table = ActionTable::default();
+        for (key, value) in entries {
+            let Some(action) = Action::from_name(value.get_ref()) else {
+                self.err(
+                    src,
+                    &value.span(),
+                    format!(
+                        "unknown action `{}` for `{}`; use clear, last4, remove, redact or decrypt",
+                        value.get_ref(),
+                        key.get_ref()
+                    ),
+                );
+                continue;
+            };
+            if allowlist && action.releases_clear_value() {
+                self.err(
+                    src,
+                    &value.span(),
+                    format!(
+                        "allowlist roles may not use `{}`: they only see allowed non-red-flag fields; use remove, redact or last4",
+                        action.name()
+                    ),
+                );
+            }
+            if key.get_ref() == "default" {
+                table = ActionTable::uniform(action);
+            } else if let Some(class) = FieldClass::from_name(key.get_ref()) {
+                table.set(class, action);
+            } else {
+                let list = class_list();
+                self.err(
+                    src,
+                    &key.span(),
+                    format!(
+                        "unknown class `{}` in actions; use `default` or one of {list}",
+                        key.get_ref()
+                    ),
+                );
+            }
+        }
+        table
+    }
+
+    fn detectors(&mut self, src: &Source, d: Spanned<RawDetectors>) -> DetectorSet {
+        let span = d.span();
+        match d.into_inner() {
+            RawDetectors::Keyword(k) if k == "all" => DetectorSet::ALL,
+            RawDetectors::Keyword(k) if k == "none" => DetectorSet::NONE,
+            RawDetectors::Keyword(k) => {
+                let list = detector_list();
+                self.err(
+                    src,
+                    &span,
+                    format!("detectors = \"{k}\" is not valid; use \"all\", \"none\" or a list of: {list}"),
+                );
+                DetectorSet::ALL
+            }
+            RawDetectors::List(names) => {
+                let mut set = DetectorSet::NONE;
+                for n in names {
+                    match DetectorKind::from_name(n.get_ref()) {
+                        Some(kind) => set = set.with(kind),
+                        None => {
+                            let list = detector_list();
+                            self.err(
+                                src,
+                                &n.span(),
+                                format!(
+                                    "unknown detector `{}`; the detectors are {list}",
+                                    n.get_ref()
+                                ),
+                            );
+                        }
+                    }
+                }
+                set
+            }
+        }
+    }
+
+    fn principals(
+        &mut self,
+        list: Vec<(&Source, RawPrincipal)>,
+        roles: &BTreeMap<String, Arc<Role>>,
+        broken_roles: &HashSet<String>,
+    ) -> Vec<Principal> {
+        let mut out = Vec::new();
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut certs: HashMap<String, (String, String)> = HashMap::new();
+        let mut keys: HashMap<[u8; 32], (String, String)> = HashMap::new();
+        for (src, p) in list {
+            let before = self.diag_len();
+            let name = p.name.get_ref().clone();
+            let name_span = p.name.span();
+            if !valid_principal_name(&name) {
+                self.err(
+                    src,
+                    &name_span,
+                    format!("principal name `{name}` is not valid; use 1-128 letters, digits, '-', '_', '.' or '@'"),
+                );
+            }
+            if let Some(first) = names.get(&name) {
+                self.err(
+                    src,
+                    &name_span,
+                    format!("principal `{name}` is already defined at {first}; rename or remove one of them"),
+                );
+            } else {
+                names.insert(name.clone(), src.place(&name_span));
+            }
+            let role_list = p.roles.unwrap_or_default();
+            if role_list.is_empty() {
+                self.err(
+                    src,
+                    &name_span,
+                    format!("principal `{name}` has no roles; give it at least one, such as roles = [\"customer-service\"]"),
+                );
+            }
+            let mut role_names: Vec<String> = Vec::new();
+            for r in role_list {
+                let known = roles.contains_key(r.get_ref()) || broken_roles.contains(r.get_ref());
+                if !known && self.complete {
+                    let mut defined: Vec<&str> = roles
+                        .keys()
+                        .chain(broken_roles.iter())
+                        .map(String::as_str)
+                        .collect();
+                    defined.sort_unstable();
+                    let hint = if defined.is_empty() {
+                        "no role is defined yet".to_owned()
+                    } else {
+                        format!("use one of: {}", defined.join(", "))
+                    };
+                    self.err(
+                        src,
+                        &r.span(),
+                        format!(
+                            "unknown role `{}`; define it under [roles] or {hint}",
+                            r.get_ref()
+                        ),
+                    );
+                }
+                if !role_names.contains(r.get_ref()) {
+                    role_names.push(r.into_inner());
+                }
+            }
+            let mut cert_names = Vec::new();
+            for cn in p.cert_names.unwrap_or_default() {
+                let text = cn.get_ref();
+                if text.trim().is_empty() || text.chars().any(char::is_control) {
+                    self.err(
+                        src,
+                        &cn.span(),
+                        "cert name is empty; give the certificate's CN or DNS name",
+                    );
+                    continue;
+                }
+                if let Some((other, at)) = certs.get(text) {
+                    if *other != name {
+                        self.err(
+                            src,
+                            &cn.span(),
+                            format!("cert name `{text}` already identifies principal `{other}` (at {at}); a certificate must identify one principal"),
+                        );
+                    }
+                    continue;
+                }
+                certs.insert(text.clone(), (name.clone(), src.place(&cn.span())));
+                cert_names.push(cn.into_inner());
+            }
+            let api_key_sha256 = p.api_key_sha256.and_then(|v| {
+                let hash = self.key_hash(src, &v)?;
+                if let Some((other, at)) = keys.get(&hash) {
+                    self.err(
+                        src,
+                        &v.span(),
+                        format!("this api_key_sha256 is already given to principal `{other}` (at {at}); each API key must identify one principal"),
+                    );
+                    return None;
+                }
+                keys.insert(hash, (name.clone(), src.place(&v.span())));
+                Some(hash)
+            });
+            if self.diag_len() == before {
+                out.push(Principal {
+                    name,
+                    roles: role_names,
+                    cert_names,
+                    api_key_sha256,
+                    may_delegate: p.may_delegate.unwrap_or(false),
+                    revoked: p.revoked.unwrap_or(false),
+                });
+            }
+        }
+        out
+    }
+
+    /// Parses a key hash without ever repeating it in a message.
+    fn key_hash(&mut self, src: &Source, v: &Spanned<toml::Value>) -> Option<[u8; 32]> {
+        const FIX: &str = "write the SHA-256 of the API key as 64 hexadecimal characters (as `sha256sum` prints it); the value is not repeated here";
+        let toml::Value::String(s) = v.get_ref() else {
+            self.err(
+                src,
+                &v.span(),
+                format!("api_key_sha256 must be a string; {FIX}"),
+            );
+            return None;
+        };
+        let mut out = [0u8; 32];
+        if s.len() != 64 || hex::decode_to_slice(s, &mut out).is_err() {
+            let what = if s.len() == 64 {
+                "has a character that is not hexadecimal".to_owned()
+            } else {
+                format!("has {} characters, not 64", s.chars().count())
+            };
+            self.err(src, &v.span(), format!("api_key_sha256 {what}; {FIX}"));
+            return None;
+        }
+        Some(out)
+    }
+}
