@@ -29,21 +29,36 @@ pub fn corpus(size: usize) -> Vec<u8> {
 pub fn bench_rules(detectors: bool) -> Rules {
     let mut b = RulesBuilder::new();
     let classes = [
-        (crate::class::FieldClass::Ssn, &["ssn", "social_security_number"][..]),
+        (
+            crate::class::FieldClass::Ssn,
+            &["ssn", "social_security_number"][..],
+        ),
         (crate::class::FieldClass::Tin, &["tin", "ein"][..]),
-        (crate::class::FieldClass::CardNumber, &["card_number", "pan"][..]),
+        (
+            crate::class::FieldClass::CardNumber,
+            &["card_number", "pan"][..],
+        ),
         (crate::class::FieldClass::CardExpiry, &["card_expiry"][..]),
         (crate::class::FieldClass::Dob, &["dob"][..]),
         (crate::class::FieldClass::Passport, &["passport"][..]),
-        (crate::class::FieldClass::BankRouting, &["routing_number"][..]),
+        (
+            crate::class::FieldClass::BankRouting,
+            &["routing_number"][..],
+        ),
     ];
     for (class, names) in classes {
         for n in names {
             let _ = b.class_name(n, class);
         }
     }
-    let _ = b.class_path("/accounts/*/drivers_license/number", crate::class::FieldClass::Dln);
-    let _ = b.class_path("/accounts/*/bank/account_number", crate::class::FieldClass::BankAccount);
+    let _ = b.class_path(
+        "/accounts/*/drivers_license/number",
+        crate::class::FieldClass::Dln,
+    );
+    let _ = b.class_path(
+        "/accounts/*/bank/account_number",
+        crate::class::FieldClass::BankAccount,
+    );
     let _ = b.record_path("/accounts/*");
     if detectors {
         b.detectors(DetectorSet::ALL);
@@ -95,7 +110,15 @@ pub fn serde_baseline(input: &[u8]) -> usize {
                         .collect();
                     let hit = matches!(
                         name.as_str(),
-                        "ssn" | "tin" | "cardnumber" | "cardexpiry" | "dob" | "passport" | "routingnumber" | "accountnumber" | "number"
+                        "ssn"
+                            | "tin"
+                            | "cardnumber"
+                            | "cardexpiry"
+                            | "dob"
+                            | "passport"
+                            | "routingnumber"
+                            | "accountnumber"
+                            | "number"
                     );
                     walk(v, masked || hit);
                 }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use maskgate::config::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "maskgate", version, about = "Field-masking and encryption gateway for customer identity data")]
+#[command(
+    name = "maskgate",
+    version,
+    about = "Field-masking and encryption gateway for customer identity data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,9 @@ fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -114,12 +120,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     for e in &errors.0 {
                         eprintln!("{e}");
                     }
-                    return Err(format!("{} configuration error(s); not starting", errors.0.len()));
+                    return Err(format!(
+                        "{} configuration error(s); not starting",
+                        errors.0.len()
+                    ));
                 }
             };
             init_logging(cfg.log.format, &cfg.log.level);
             runtime()?.block_on(async move {
-                let handle = maskgate::proxy::start(cfg).await.map_err(|e| e.to_string())?;
+                let handle = maskgate::proxy::start(cfg)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let stop = handle.shutdown_sender();
                 tokio::spawn(async move {
                     shutdown_signal().await;
@@ -135,7 +146,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             runtime()?.block_on(maskgate::demo::run::run(&dir, listen, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { what: BenchCommand::Rewrite { size, json } } => {
+        Command::Bench {
+            what: BenchCommand::Rewrite { size, json },
+        } => {
             let report = maskgate::bench::run(size);
             if json {
                 println!("{}", report.to_json());
@@ -152,13 +165,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

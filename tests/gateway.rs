@@ -105,13 +105,19 @@ fn check_record(role: &str, expect: Expect, raw: &Value, got: &Value, body: &str
                     assert_eq!(h, Some(&Value::String(last4(s))), "{role} {class} {path:?}");
                 }
                 (Expect::Last4, Value::Null) => assert_eq!(h, Some(&Value::Null), "{role} {class}"),
-                (Expect::Removed, _) => assert!(h.is_none(), "{role} {class} should be removed, got {h:?}"),
+                (Expect::Removed, _) => {
+                    assert!(h.is_none(), "{role} {class} should be removed, got {h:?}")
+                }
                 (e, w) => panic!("unexpected {e:?} for {w}"),
             }
         }
     }
     for secret in raw_secrets(raw) {
-        assert!(!body.contains(&secret), "{role}: a clear red-flag value leaked: {secret} in {}", &body[body.find(&secret).unwrap().saturating_sub(150)..]);
+        assert!(
+            !body.contains(&secret),
+            "{role}: a clear red-flag value leaked: {secret} in {}",
+            &body[body.find(&secret).unwrap().saturating_sub(150)..]
+        );
     }
     if expect == Expect::Removed {
         for gone in ["email", "mailing_address", "notes", "dob", "bank", "cards"] {
@@ -121,8 +127,16 @@ fn check_record(role: &str, expect: Expect, raw: &Value, got: &Value, body: &str
             }
             assert!(got.get(gone).is_none(), "{role}: {gone} should be removed");
         }
-        assert_eq!(got.get("name"), raw.get("name"), "{role}: allowed field changed");
-        assert!(got["bank"].as_object().is_some_and(|m| m.is_empty()), "{role}: bank = {}", got["bank"]);
+        assert_eq!(
+            got.get("name"),
+            raw.get("name"),
+            "{role}: allowed field changed"
+        );
+        assert!(
+            got["bank"].as_object().is_some_and(|m| m.is_empty()),
+            "{role}: bank = {}",
+            got["bank"]
+        );
     } else {
         assert_eq!(got.get("name"), raw.get("name"));
         assert_eq!(got.get("email"), raw.get("email"));
@@ -137,19 +151,33 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> Vec<u8> {
         .get(format!("http://{addr}{path}").parse().unwrap())
         .await
         .unwrap();
-    resp.into_body().collect().await.unwrap().to_bytes().to_vec()
+    resp.into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_gets_every_class_as_its_policy_says_json() {
     let env = Env::demo("roles-json").await;
-    let raw: Value = serde_json::from_slice(&raw_get(env.upstream.addr, "/accounts?limit=40").await).unwrap();
-    let raw_one: Value = serde_json::from_slice(&raw_get(env.upstream.addr, "/accounts/ACC-100001").await).unwrap();
+    let raw: Value =
+        serde_json::from_slice(&raw_get(env.upstream.addr, "/accounts?limit=40").await).unwrap();
+    let raw_one: Value =
+        serde_json::from_slice(&raw_get(env.upstream.addr, "/accounts/ACC-100001").await).unwrap();
     for h2 in [false, true] {
         for (role, expect) in ROLE_TABLE {
             let client = env.client(Some(role), h2);
             let list = client.get("/accounts?limit=40").await;
-            assert_eq!(list.version, if h2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 });
+            assert_eq!(
+                list.version,
+                if h2 {
+                    http::Version::HTTP_2
+                } else {
+                    http::Version::HTTP_11
+                }
+            );
             let one = client.get("/accounts/ACC-100001").await;
             if expect == Expect::Forbidden {
                 assert_eq!(list.status, 403, "{role}");
@@ -214,7 +242,11 @@ async fn exports_are_rewritten_as_ndjson_and_csv() {
         for role in ["non-utilities", "greenwaste", "customer-service"] {
             let c = env.client(Some(role), h2);
             assert_eq!(c.get("/exports/accounts.csv").await.status, 403, "{role}");
-            assert_eq!(c.get("/exports/accounts.ndjson").await.status, 403, "{role}");
+            assert_eq!(
+                c.get("/exports/accounts.ndjson").await.status,
+                403,
+                "{role}"
+            );
         }
     }
     env.stop().await;
@@ -229,20 +261,38 @@ async fn identity_is_required_and_checked() {
         let r = anon.get("/accounts/ACC-100001").await;
         assert_eq!(r.status, 401);
         assert_eq!(r.error_code(), "unauthenticated");
-        assert!(!r.text().contains("ACC-100001"), "error echoes request data");
+        assert!(
+            !r.text().contains("ACC-100001"),
+            "error echoes request data"
+        );
         // API key
         let ok = anon
-            .get_with("/accounts/ACC-100001", &[("authorization", &format!("Bearer {TEST_API_KEY}"))])
+            .get_with(
+                "/accounts/ACC-100001",
+                &[("authorization", &format!("Bearer {TEST_API_KEY}"))],
+            )
             .await;
         assert_eq!(ok.status, 200, "{}", ok.text());
         let bad = anon
-            .get_with("/accounts/ACC-100001", &[("authorization", "Bearer wrong-key")])
+            .get_with(
+                "/accounts/ACC-100001",
+                &[("authorization", "Bearer wrong-key")],
+            )
             .await;
         assert_eq!(bad.status, 401);
         // a valid certificate whose name no principal has
-        assert_eq!(env.client(Some("nobody"), h2).get("/accounts").await.status, 401);
+        assert_eq!(
+            env.client(Some("nobody"), h2).get("/accounts").await.status,
+            401
+        );
         // a revoked principal
-        assert_eq!(env.client(Some("revoked-app"), h2).get("/accounts").await.status, 401);
+        assert_eq!(
+            env.client(Some("revoked-app"), h2)
+                .get("/accounts")
+                .await
+                .status,
+            401
+        );
         // health needs nothing and shows nothing
         let health = anon.get("/_maskgate/health").await;
         assert_eq!(health.status, 200);
@@ -256,10 +306,19 @@ async fn identity_is_required_and_checked() {
     std::fs::write(dir.join("rogue.pem"), cert).unwrap();
     std::fs::write(dir.join("rogue.key"), key).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut std::fs::read(env.certs().join("ca.pem")).unwrap().as_slice()) {
+    for c in rustls_pemfile::certs(
+        &mut std::fs::read(env.certs().join("ca.pem"))
+            .unwrap()
+            .as_slice(),
+    ) {
         roots.add(c.unwrap()).unwrap();
     }
-    let rogue = tls_client(roots, Some((dir.join("rogue.pem"), dir.join("rogue.key"))), env.addr, false);
+    let rogue = tls_client(
+        roots,
+        Some((dir.join("rogue.pem"), dir.join("rogue.key"))),
+        env.addr,
+        false,
+    );
     let err = rogue.send(Method::GET, "/accounts", &[], b"").await;
     assert!(err.is_err(), "rogue certificate was accepted");
     env.stop().await;
@@ -271,7 +330,12 @@ async fn routes_and_methods_are_default_deny() {
     for h2 in [false, true] {
         let nu = env.client(Some("non-utilities"), h2);
         let post = nu
-            .send(Method::POST, "/accounts", &[("content-type", "application/json")], br#"{"name":"x"}"#)
+            .send(
+                Method::POST,
+                "/accounts",
+                &[("content-type", "application/json")],
+                br#"{"name":"x"}"#,
+            )
             .await
             .unwrap();
         assert_eq!(post.status, 403);
@@ -295,7 +359,12 @@ async fn routes_and_methods_are_default_deny() {
         // billing may write
         let billing = env.client(Some("billing"), h2);
         let created = billing
-            .send(Method::POST, "/accounts", &[("content-type", "application/json")], br#"{"name":"New Customer","ssn":"701-22-3333"}"#)
+            .send(
+                Method::POST,
+                "/accounts",
+                &[("content-type", "application/json")],
+                br#"{"name":"New Customer","ssn":"701-22-3333"}"#,
+            )
             .await
             .unwrap();
         assert_eq!(created.status, 201, "{}", created.text());
@@ -307,7 +376,8 @@ async fn routes_and_methods_are_default_deny() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_headers_never_reach_the_upstream() {
     let dir = temp_dir("headers");
-    let (upstream, seen) = scripted_upstream(|_req| async { json_response(200, r#"{"ssn":"123-45-6789"}"#) }).await;
+    let (upstream, seen) =
+        scripted_upstream(|_req| async { json_response(200, r#"{"ssn":"123-45-6789"}"#) }).await;
     let env = Env::start(dir, upstream, |_| {}).await;
     for h2 in [false, true] {
         let cs = env.client(Some("customer-service"), h2);
@@ -335,12 +405,19 @@ async fn spoofed_headers_never_reach_the_upstream() {
         assert_eq!(h["x-maskgate-principal"], "customer-service");
         assert_eq!(h["x-maskgate-on-behalf-of"], "jdoe");
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
-        for gone in ["range", "if-range", "if-none-match", "authorization", "x-on-behalf-of"] {
+        for gone in [
+            "range",
+            "if-range",
+            "if-none-match",
+            "authorization",
+            "x-on-behalf-of",
+        ] {
             assert!(h.get(gone).is_none(), "{gone} reached the upstream");
         }
         // collections may not delegate: its X-On-Behalf-Of is dropped
         let col = env.client(Some("collections"), h2);
-        col.get_with("/accounts/ACC-1", &[("x-on-behalf-of", "jdoe")]).await;
+        col.get_with("/accounts/ACC-1", &[("x-on-behalf-of", "jdoe")])
+            .await;
         let (_, _, h) = seen.last();
         assert!(h.get("x-maskgate-on-behalf-of").is_none());
     }
@@ -359,9 +436,13 @@ async fn upstream_failures_fail_closed() {
             }
             "/accounts/html" => http::Response::builder()
                 .header("content-type", "text/html")
-                .body(http_body_util::Full::new(bytes::Bytes::from("<p>123-45-6789</p>")))
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    "<p>123-45-6789</p>",
+                )))
                 .unwrap(),
-            "/accounts/nobody" => json_response(404, r#"{"error":"no account for ssn 123-45-6789"}"#),
+            "/accounts/nobody" => {
+                json_response(404, r#"{"error":"no account for ssn 123-45-6789"}"#)
+            }
             _ => json_response(200, "{}"),
         }
     })
@@ -396,7 +477,10 @@ async fn upstream_failures_fail_closed() {
         cfg.upstream.url = format!("http://{dead}").parse().unwrap();
     })
     .await;
-    let r = env.client(Some("customer-service"), false).get("/accounts").await;
+    let r = env
+        .client(Some("customer-service"), false)
+        .get("/accounts")
+        .await;
     assert_eq!(r.status, 502);
     assert_eq!(r.error_code(), "upstream_unavailable");
     env.stop().await;
@@ -410,8 +494,16 @@ async fn metrics_count_requests_and_values_without_values() {
     let m = cs.get("/_maskgate/metrics").await;
     assert_eq!(m.status, 200);
     let text = m.text();
-    assert!(text.contains("maskgate_requests_total{role=\"customer-service\",route=\"account\",status=\"200\"} 1"), "{text}");
-    assert!(text.contains("maskgate_values_total{class=\"ssn\",action=\"last4\"}") || text.contains("maskgate_values_total{class=\"tin\",action=\"last4\"}"));
+    assert!(
+        text.contains(
+            "maskgate_requests_total{role=\"customer-service\",route=\"account\",status=\"200\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("maskgate_values_total{class=\"ssn\",action=\"last4\"}")
+            || text.contains("maskgate_values_total{class=\"tin\",action=\"last4\"}")
+    );
     assert!(!text.contains("ACC-100001"));
     env.stop().await;
 }

@@ -135,10 +135,26 @@ impl Metrics {
             }
         }
         for (name, help, v) in [
-            ("maskgate_detected_total", "Values found by detectors in unnamed fields.", &self.detected),
-            ("maskgate_records_total", "Customer records returned.", &self.records),
-            ("maskgate_envelope_integrity_errors_total", "Damaged, forged or unknown-key envelopes masked.", &self.integrity_errors),
-            ("maskgate_rewrite_failures_total", "Response bodies that could not be rewritten (refused or aborted).", &self.rewrite_failures),
+            (
+                "maskgate_detected_total",
+                "Values found by detectors in unnamed fields.",
+                &self.detected,
+            ),
+            (
+                "maskgate_records_total",
+                "Customer records returned.",
+                &self.records,
+            ),
+            (
+                "maskgate_envelope_integrity_errors_total",
+                "Damaged, forged or unknown-key envelopes masked.",
+                &self.integrity_errors,
+            ),
+            (
+                "maskgate_rewrite_failures_total",
+                "Response bodies that could not be rewritten (refused or aborted).",
+                &self.rewrite_failures,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -157,5 +173,7 @@ impl Metrics {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -18,7 +18,12 @@ use crate::identity::identify;
 use crate::proxy::pipeline::refuse;
 use crate::proxy::{ConnInfo, GatewayBody, Shared};
 
-fn text(status: StatusCode, content_type: &'static str, body: String, id: &str) -> Response<GatewayBody> {
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    id: &str,
+) -> Response<GatewayBody> {
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|e| match e {})
@@ -36,20 +41,38 @@ fn text(status: StatusCode, content_type: &'static str, body: String, id: &str) 
 
 /// Serves `/_maskgate/…`. Health needs no identity and shows no data;
 /// everything else needs an identified caller.
-pub async fn handle(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incoming>, id: &str) -> Response<GatewayBody> {
+pub async fn handle(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    id: &str,
+) -> Response<GatewayBody> {
     let path = req.uri().path();
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     if path == "/_maskgate/health" {
         return if get {
-            text(StatusCode::OK, "application/json", "{\"status\":\"ok\"}".to_owned(), id)
+            text(
+                StatusCode::OK,
+                "application/json",
+                "{\"status\":\"ok\"}".to_owned(),
+                id,
+            )
         } else {
-            refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", id)
+            refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+                id,
+            )
         };
     }
     let config = shared.config();
     if identify(&config.policy, conn.cert.as_ref(), req.headers()).is_err() {
         shared.metrics.refused("unauthenticated");
-        return crate::proxy::pipeline::refuse_error(&crate::proxy::GatewayError::Unauthenticated, id);
+        return crate::proxy::pipeline::refuse_error(
+            &crate::proxy::GatewayError::Unauthenticated,
+            id,
+        );
     }
     match (path, get) {
         ("/_maskgate/metrics", true) => text(
@@ -58,6 +81,11 @@ pub async fn handle(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incoming
             shared.metrics.render(),
             id,
         ),
-        _ => refuse(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint", id),
+        _ => refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such admin endpoint",
+            id,
+        ),
     }
 }

@@ -308,7 +308,7 @@ impl Checker<'_> {
             Some(ca) => {
                 let https = url
                     .as_ref()
-                    .map_or(true, |(uri, _)| uri.scheme_str() == Some("https"));
+                    .is_none_or(|(uri, _)| uri.scheme_str() == Some("https"));
                 if https {
                     self.path(ca, "upstream.ca").map(Some)
                 } else {
@@ -377,7 +377,7 @@ impl Checker<'_> {
                 return None;
             }
         }
-        if uri.authority().map_or(true, |a| a.host().is_empty()) {
+        if uri.authority().is_none_or(|a| a.host().is_empty()) {
             self.diag.at(
                 self.src,
                 &span,

@@ -32,7 +32,7 @@ impl Expected {
             && self
                 .contains
                 .as_ref()
-                .map_or(true, |c| e.message.contains(c.as_str()))
+                .is_none_or(|c| e.message.contains(c.as_str()))
     }
 }
 

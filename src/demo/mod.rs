@@ -12,8 +12,8 @@ pub mod certs;
 pub mod config;
 pub mod curl;
 pub mod data;
-pub mod store;
 pub mod run;
+pub mod store;
 pub mod upstream;
 
 #[cfg(test)]

@@ -27,7 +27,10 @@ pub const DEFAULT_POLICY: [(&str, &str); 4] = [
     ("classes.toml", include_str!("../../policies/classes.toml")),
     ("routes.toml", include_str!("../../policies/routes.toml")),
     ("roles.toml", include_str!("../../policies/roles.toml")),
-    ("principals.toml", include_str!("../../policies/principals.toml")),
+    (
+        "principals.toml",
+        include_str!("../../policies/principals.toml"),
+    ),
 ];
 
 /// Seed and size of the synthetic customer base.
@@ -48,7 +51,11 @@ pub fn ensure_policy(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Runs the demo until `shutdown` resolves.
-pub async fn run(dir: &Path, listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), String> {
+pub async fn run(
+    dir: &Path,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let certs_dir = dir.join("certs");
     let mut names: Vec<&str> = ROLES.to_vec();
@@ -57,19 +64,26 @@ pub async fn run(dir: &Path, listen: SocketAddr, shutdown: impl Future<Output = 
     let policy_dir = dir.join("policies");
     ensure_policy(&policy_dir).map_err(|e| format!("policy files: {e}"))?;
     let data_dir = dir.join("demo-data");
-    std::fs::create_dir_all(&data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
     let store = Arc::new(
-        store::Store::open(&data_dir.join("accounts.jsonl"), || data::generate(DEMO_SEED, DEMO_ACCOUNTS))
-            .map_err(|e| format!("demo database: {e}"))?,
+        store::Store::open(&data_dir.join("accounts.jsonl"), || {
+            data::generate(DEMO_SEED, DEMO_ACCOUNTS)
+        })
+        .map_err(|e| format!("demo database: {e}"))?,
     );
     let db_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("cannot bind the demo database: {e}"))?;
     let db_addr = db_listener.local_addr().map_err(|e| e.to_string())?;
     let (db_stop, db_stopped) = tokio::sync::oneshot::channel::<()>();
-    let db_task = tokio::spawn(upstream::serve(db_listener, Arc::clone(&store), async move {
-        let _ = db_stopped.await;
-    }));
+    let db_task = tokio::spawn(upstream::serve(
+        db_listener,
+        Arc::clone(&store),
+        async move {
+            let _ = db_stopped.await;
+        },
+    ));
     let config_path = config::write_config(dir, listen, db_addr, &policy_dir)
         .map_err(|e| format!("cannot write the config: {e}"))?;
     let cfg = crate::config::load(&config_path).map_err(|e| e.to_string())?;

@@ -857,7 +857,11 @@ fn throughput() {
 fn regression_ssn_on_file_bare_digits() {
     let d = Detectors::new();
     let mut out = Vec::new();
-    d.scan(b"Deposit waived, ssn on file 717596476", DetectorSet::ALL, &mut out);
+    d.scan(
+        b"Deposit waived, ssn on file 717596476",
+        DetectorSet::ALL,
+        &mut out,
+    );
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(out[0].kind, DetectorKind::Ssn);
 }

@@ -12,6 +12,8 @@ use crate::identity::Caller;
 use super::error::GatewayError;
 
 /// Proof that a request passed authorization: only [`authorize`] makes one.
+// The private unit field is the proof: no other module can build one.
+#[allow(clippy::manual_non_exhaustive)]
 #[derive(Debug, Clone)]
 pub struct Authorized {
     /// Index of the matched route in the policy.
@@ -167,7 +169,10 @@ mod tests {
         ] {
             assert_eq!(normalize_path(p).unwrap(), "/accounts", "{p}");
         }
-        assert_eq!(normalize_path("/accounts/ACC%2D1").unwrap(), "/accounts/ACC-1");
+        assert_eq!(
+            normalize_path("/accounts/ACC%2D1").unwrap(),
+            "/accounts/ACC-1"
+        );
         assert_eq!(normalize_path("/a%20b").unwrap(), "/a%20b");
         assert_eq!(normalize_path("/").unwrap(), "/");
         assert_eq!(normalize_path("/accounts/%2e%2e/admin").unwrap(), "/admin");

@@ -75,9 +75,7 @@ impl GatewayError {
     /// A human-readable message (fixed text, never request data).
     pub fn message(&self) -> &'static str {
         match self {
-            GatewayError::Unauthenticated => {
-                "a valid client certificate or API key is required"
-            }
+            GatewayError::Unauthenticated => "a valid client certificate or API key is required",
             GatewayError::Forbidden => "this caller may not use this method on this route",
             GatewayError::BadRequest(_) => "the request is malformed",
             GatewayError::PayloadTooLarge => "the request body is larger than the gateway allows",
@@ -114,7 +112,10 @@ pub fn error_response<B: From<Bytes>>(
     let mut resp = Response::new(B::from(bytes));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Ok(v) = HeaderValue::from_str(request_id) {

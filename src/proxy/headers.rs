@@ -101,7 +101,10 @@ pub fn protect_request_headers(headers: &mut HeaderMap, red_flag_route: bool) {
             headers.insert(header::ACCEPT_ENCODING, v);
         }
         _ => {
-            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+            headers.insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            );
         }
     }
 }
@@ -180,7 +183,10 @@ mod tests {
     #[test]
     fn connection_cannot_remove_protected_headers() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("x-request-id, x-foo, keep-alive"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("x-request-id, x-foo, keep-alive"),
+        );
         h.insert("x-request-id", HeaderValue::from_static("abc"));
         h.insert("x-foo", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
@@ -205,7 +211,13 @@ mod tests {
             h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
         protect_request_headers(&mut h, true);
-        for k in ["x-maskgate-role", "x-forwarded-for", "range", "if-none-match", "authorization"] {
+        for k in [
+            "x-maskgate-role",
+            "x-forwarded-for",
+            "range",
+            "if-none-match",
+            "authorization",
+        ] {
             assert!(h.get(k).is_none(), "{k}");
         }
         assert_eq!(h.get("accept-encoding").unwrap(), "gzip, br");

@@ -38,7 +38,10 @@ pub fn tls_config(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServeError::Tls(format!("{}: {e}", cert.display())))?;
     if certs.is_empty() {
-        return Err(ServeError::Tls(format!("{}: no certificate found", cert.display())));
+        return Err(ServeError::Tls(format!(
+            "{}: no certificate found",
+            cert.display()
+        )));
     }
     let key_der = rustls_pemfile::private_key(&mut read_pem(key)?.as_slice())
         .map_err(|e| ServeError::Tls(format!("{}: {e}", key.display())))?
@@ -82,8 +85,14 @@ pub async fn accept_loop(
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    builder.http2().timer(hyper_util::rt::TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     loop {
         let (tcp, remote) = tokio::select! {
@@ -124,7 +133,9 @@ pub async fn accept_loop(
             let svc = service_fn(move |req| {
                 super::pipeline::handle(Arc::clone(&shared), Arc::clone(&conn), req)
             });
-            let connection = builder.serve_connection(TokioIo::new(tls), svc).into_owned();
+            let connection = builder
+                .serve_connection(TokioIo::new(tls), svc)
+                .into_owned();
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(peer = %remote, error = %e, "connection ended with an error");
             }

@@ -104,7 +104,10 @@ pub async fn start(config: Config) -> Result<GatewayHandle, ServeError> {
 }
 
 /// Starts the gateway on an already-bound listener.
-pub async fn start_on(config: Config, tcp: tokio::net::TcpListener) -> Result<GatewayHandle, ServeError> {
+pub async fn start_on(
+    config: Config,
+    tcp: tokio::net::TcpListener,
+) -> Result<GatewayHandle, ServeError> {
     let tls = listener::tls_config(
         &config.server.cert,
         &config.server.key,

@@ -11,7 +11,9 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use crate::identity::{identify, Caller};
-use self::interim::{body_kind, parse_content_encoding, rewriter_for, BodyKind, DecodeLimits};
+use crate::rewrite::content::{
+    body_kind, parse_content_encoding, rewriter_for, BodyKind, DecodeLimits,
+};
 use crate::rewrite::{Limits as RewriteLimits, RewriteSpec};
 
 use super::authorize::{authorize, Authorized};
@@ -64,15 +66,29 @@ struct AccessLog {
 }
 
 impl AccessLog {
-    fn finish(&self, shared: &Shared, status: StatusCode, started: Instant, outcome: Option<&BodyOutcome>) {
+    fn finish(
+        &self,
+        shared: &Shared,
+        status: StatusCode,
+        started: Instant,
+        outcome: Option<&BodyOutcome>,
+    ) {
         let elapsed = started.elapsed();
         let role = self.role.as_deref().unwrap_or("-");
         let route = self.route.as_deref().unwrap_or("-");
-        shared.metrics.request(role, route, status.as_u16(), elapsed);
+        shared
+            .metrics
+            .request(role, route, status.as_u16(), elapsed);
         let (masked, clear, records, detected, body) = match outcome {
             Some(BodyOutcome::Complete(c)) => {
                 shared.metrics.rewritten(c);
-                (c.protected(), c.clear_released(), c.records, c.detected, "complete")
+                (
+                    c.protected(),
+                    c.clear_released(),
+                    c.records,
+                    c.detected,
+                    "complete",
+                )
             }
             Some(BodyOutcome::Failed(_)) => {
                 shared.metrics.rewrite_failed();
@@ -151,7 +167,11 @@ async fn proxy(
     if let Ok(v) = HeaderValue::from_str(&auth.role.name) {
         headers.insert("x-maskgate-role", v);
     }
-    if let Some(obo) = caller.on_behalf_of.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(obo) = caller
+        .on_behalf_of
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
         headers.insert("x-maskgate-on-behalf-of", obo);
     }
     if let Ok(v) = HeaderValue::from_str(&conn.remote.ip().to_string()) {
@@ -159,9 +179,10 @@ async fn proxy(
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
     let uri = shared.upstream.uri(&auth.path, parts.uri.query())?;
-    let upstream_body: UpstreamBody = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
-        .boxed();
+    let upstream_body: UpstreamBody =
+        Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
+            .boxed();
     let mut upstream_req = Request::new(upstream_body);
     *upstream_req.method_mut() = parts.method.clone();
     *upstream_req.uri_mut() = uri;
@@ -180,18 +201,29 @@ async fn proxy(
         protect_response_headers(&mut parts_out.headers, true);
         set_request_id(&mut parts_out.headers, &log.id);
         log.finish(shared, parts_out.status, started, None);
-        return Ok(Response::from_parts(parts_out, Full::new(Bytes::new()).map_err(never).boxed_unsync()));
+        return Ok(Response::from_parts(
+            parts_out,
+            Full::new(Bytes::new()).map_err(never).boxed_unsync(),
+        ));
     }
-    let route = policy.routes.get(auth.route_index).ok_or(GatewayError::Internal)?;
+    let route = policy
+        .routes
+        .get(auth.route_index)
+        .ok_or(GatewayError::Internal)?;
     let content_type = parts_out
         .headers
         .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().map_err(|_| GatewayError::UpstreamResponseInvalid("upstream_content_type")))
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| GatewayError::UpstreamResponseInvalid("upstream_content_type"))
+        })
         .transpose()?;
     let kind = body_kind(content_type, &route.passthrough_types)
         .map_err(|_| GatewayError::UpstreamResponseInvalid("upstream_content_type"))?;
     if parts_out.status == StatusCode::PARTIAL_CONTENT && kind != BodyKind::Passthrough {
-        return Err(GatewayError::UpstreamResponseInvalid("upstream_partial_content"));
+        return Err(GatewayError::UpstreamResponseInvalid(
+            "upstream_partial_content",
+        ));
     }
     let codings = match parts_out.headers.get(header::CONTENT_ENCODING) {
         None => Vec::new(),
@@ -199,7 +231,9 @@ async fn proxy(
             .to_str()
             .ok()
             .and_then(|v| parse_content_encoding(v).ok())
-            .ok_or(GatewayError::UpstreamResponseInvalid("upstream_content_encoding"))?,
+            .ok_or(GatewayError::UpstreamResponseInvalid(
+                "upstream_content_encoding",
+            ))?,
     };
     let spec = RewriteSpec {
         rules: Arc::clone(&auth.role.rules),
@@ -233,18 +267,30 @@ async fn proxy(
             tracing::warn!(target: "maskgate::rewrite", request_id = %log.id, error = %e, "response refused");
             // The body's end hook already logged and counted this request.
             drop(body);
-            return Ok(refuse_error(&GatewayError::UpstreamResponseInvalid("upstream_body_invalid"), &log.id));
+            return Ok(refuse_error(
+                &GatewayError::UpstreamResponseInvalid("upstream_body_invalid"),
+                &log.id,
+            ));
         }
     };
     protect_response_headers(&mut parts_out.headers, rewritten);
     set_request_id(&mut parts_out.headers, &log.id);
     if complete {
         let bytes = body.take_buffered();
-        parts_out.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        parts_out
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         drop(body);
-        return Ok(Response::from_parts(parts_out, Full::new(bytes).map_err(never).boxed_unsync()));
+        return Ok(Response::from_parts(
+            parts_out,
+            Full::new(bytes).map_err(never).boxed_unsync(),
+        ));
     }
-    Ok(Response::from_parts(parts_out, body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>).boxed_unsync()))
+    Ok(Response::from_parts(
+        parts_out,
+        body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            .boxed_unsync(),
+    ))
 }
 
 fn set_request_id(headers: &mut http::HeaderMap, id: &str) {
@@ -266,47 +312,4 @@ pub fn refuse_error(e: &GatewayError, id: &str) -> Response<GatewayBody> {
 pub fn refuse(status: StatusCode, code: &str, message: &str, id: &str) -> Response<GatewayBody> {
     let resp: Response<Full<Bytes>> = error_response(status, code, message, id);
     resp.map(|b| b.map_err(never).boxed_unsync())
-}
-
-// Interim dispatch until rewrite::content lands (JSON and NDJSON, identity only).
-mod interim {
-    use crate::rewrite::{BodyRewriter, JsonRewriter, RewriteSpec};
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum BodyKind {
-        Json,
-        Ndjson,
-        Passthrough,
-    }
-    pub struct DecodeLimits {
-        pub max_decompressed_bytes: u64,
-        pub max_ratio: u64,
-    }
-    pub struct Unsupported;
-    pub fn body_kind(ct: Option<&str>, pass: &[String]) -> Result<BodyKind, Unsupported> {
-        let ct = ct.ok_or(Unsupported)?;
-        let media = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if pass.iter().any(|p| p.eq_ignore_ascii_case(&media)) {
-            return Ok(BodyKind::Passthrough);
-        }
-        match media.as_str() {
-            "application/json" => Ok(BodyKind::Json),
-            "application/x-ndjson" => Ok(BodyKind::Ndjson),
-            _ => Err(Unsupported),
-        }
-    }
-    pub fn parse_content_encoding(v: &str) -> Result<Vec<()>, Unsupported> {
-        if v.trim().eq_ignore_ascii_case("identity") {
-            Ok(Vec::new())
-        } else {
-            Err(Unsupported)
-        }
-    }
-    pub fn rewriter_for(kind: BodyKind, spec: RewriteSpec, _c: &[()], _l: DecodeLimits) -> Option<Box<dyn BodyRewriter>> {
-        match kind {
-            BodyKind::Json => Some(Box::new(JsonRewriter::new(spec).allow_empty(true))),
-            BodyKind::Ndjson => Some(Box::new(JsonRewriter::ndjson(spec))),
-            BodyKind::Passthrough => None,
-        }
-    }
 }

@@ -38,7 +38,7 @@ pub enum BodyError {
 #[derive(Debug, Clone)]
 pub enum BodyOutcome {
     /// Sent completely.
-    Complete(Counts),
+    Complete(Box<Counts>),
     /// Cut short.
     Failed(BodyError),
     /// The client went away first.
@@ -132,7 +132,7 @@ impl RewriteBody {
                     Ok(()) => {
                         self.phase = Phase::Finished;
                         let counts = self.counts();
-                        self.end(BodyOutcome::Complete(counts));
+                        self.end(BodyOutcome::Complete(Box::new(counts)));
                         Poll::Ready(Ok(()))
                     }
                     Err(e) => Poll::Ready(Err(self.fail(e))),

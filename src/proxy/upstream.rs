@@ -125,7 +125,10 @@ impl Upstream {
     }
 
     /// Sends a request; errors become 502 and timeouts 504.
-    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, GatewayError> {
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, GatewayError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(GatewayError::UpstreamTimeout),
             Ok(Err(e)) => {

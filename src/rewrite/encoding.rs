@@ -533,7 +533,8 @@ impl Gunzip {
                     }
                 }
                 GzPhase::Trailer => {
-                    self.trailer[self.count] = b;
+                    let slot = self.trailer.get_mut(self.count).ok_or(CORRUPT)?;
+                    *slot = b;
                     self.count += 1;
                     input = rest;
                     if self.count == 8 {

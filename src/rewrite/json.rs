@@ -397,7 +397,11 @@ impl JsonRewriter {
             self.pend.has_comma = true;
             self.pend.key_rewrite = None;
         }
-        self.state = if object { State::ObjectKey } else { State::Value };
+        self.state = if object {
+            State::ObjectKey
+        } else {
+            State::Value
+        };
         pos + 1
     }
 
@@ -425,7 +429,12 @@ impl JsonRewriter {
         self.utf8_need = 0;
     }
 
-    fn begin_top_value(&mut self, io: &mut Io<'_>, pos: usize, b: u8) -> Result<usize, RewriteError> {
+    fn begin_top_value(
+        &mut self,
+        io: &mut Io<'_>,
+        pos: usize,
+        b: u8,
+    ) -> Result<usize, RewriteError> {
         self.values_seen += 1;
         self.top_records = self.counts.records;
         self.top_object = b == b'{';
@@ -480,7 +489,13 @@ impl JsonRewriter {
     }
 
     /// Starts the token of a value whose fate is decided.
-    fn start_value(&mut self, io: &mut Io<'_>, pos: usize, b: u8, ctx: Ctx) -> Result<usize, RewriteError> {
+    fn start_value(
+        &mut self,
+        io: &mut Io<'_>,
+        pos: usize,
+        b: u8,
+        ctx: Ctx,
+    ) -> Result<usize, RewriteError> {
         let skipping = self.skip_depth.is_some();
         let action = ctx.class.map(|c| self.spec.actions.get(c));
         match b {
@@ -513,9 +528,7 @@ impl JsonRewriter {
                             StrKind::Pass
                         }
                         (Some(_), _) => StrKind::Capture,
-                        (None, _) if !self.spec.rules.detector_set().is_empty() => {
-                            StrKind::Capture
-                        }
+                        (None, _) if !self.spec.rules.detector_set().is_empty() => StrKind::Capture,
                         (None, _) => StrKind::Pass,
                     }
                 };
@@ -533,11 +546,7 @@ impl JsonRewriter {
                             false
                         }
                         (Some(_), _) => true,
-                        (None, _) => self
-                            .spec
-                            .rules
-                            .detector_set()
-                            .contains(DetectorKind::Card),
+                        (None, _) => self.spec.rules.detector_set().contains(DetectorKind::Card),
                     };
                     if capture {
                         self.set_mode(io, pos, Mode::Hold);
@@ -736,10 +745,11 @@ impl JsonRewriter {
         let parent = self.stack.last().map_or(NodeSet::EMPTY, |f| f.ctx.nodes);
         self.pend.member = self.spec.rules.match_key(&key, parent, &mut self.norm);
         let detectors = self.spec.rules.detector_set();
-        if !detectors.is_empty() && count_digits(raw) >= self.spec.detectors.min_digits(detectors)
-        {
+        if !detectors.is_empty() && count_digits(raw) >= self.spec.detectors.min_digits(detectors) {
             self.findings.clear();
-            self.spec.detectors.scan(&key, detectors, &mut self.findings);
+            self.spec
+                .detectors
+                .scan(&key, detectors, &mut self.findings);
             if !self.findings.is_empty() {
                 self.text.clear();
                 let key = String::from_utf8_lossy(&key);
@@ -796,7 +806,12 @@ impl JsonRewriter {
 
     /// A held value (string with quotes, or number) ends just before `end`:
     /// transform it and write the result.
-    fn capture_done(&mut self, io: &mut Io<'_>, end: usize, number: bool) -> Result<(), RewriteError> {
+    fn capture_done(
+        &mut self,
+        io: &mut Io<'_>,
+        end: usize,
+        number: bool,
+    ) -> Result<(), RewriteError> {
         let mut held = std::mem::take(&mut self.hold);
         let raw: &[u8] = if held.is_empty() {
             &io.chunk[io.span..end]
@@ -867,7 +882,12 @@ impl JsonRewriter {
         }
     }
 
-    fn transform_string(&mut self, raw: &[u8], offset: u64, out: &mut Vec<u8>) -> Result<(), RewriteError> {
+    fn transform_string(
+        &mut self,
+        raw: &[u8],
+        offset: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
         let ctx = self.cap;
         let inner = &raw[1..raw.len() - 1];
         let detectors = self.spec.rules.detector_set();
@@ -884,10 +904,12 @@ impl JsonRewriter {
                 kind: SyntaxError::InvalidEscape,
             })?
         } else {
-            Cow::Borrowed(std::str::from_utf8(inner).map_err(|_| RewriteError::Syntax {
-                offset,
-                kind: SyntaxError::InvalidUtf8,
-            })?)
+            Cow::Borrowed(
+                std::str::from_utf8(inner).map_err(|_| RewriteError::Syntax {
+                    offset,
+                    kind: SyntaxError::InvalidUtf8,
+                })?,
+            )
         };
         self.text.clear();
         if looks_like_envelope(&text) {

@@ -92,8 +92,15 @@ fn redact_and_clear() {
     let mut actions = ActionTable::uniform(Action::Redact);
     actions.set(FieldClass::Tin, Action::Clear);
     let spec = spec_with(city_rules, actions);
-    let out = run(&spec, br#"{"ssn":"123-45-6789","tin":"12-3456789","n":[1]}"#).unwrap();
-    assert_eq!(s(&out), r#"{"ssn":"[REDACTED]","tin":"12-3456789","n":[1]}"#);
+    let out = run(
+        &spec,
+        br#"{"ssn":"123-45-6789","tin":"12-3456789","n":[1]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        s(&out),
+        r#"{"ssn":"[REDACTED]","tin":"12-3456789","n":[1]}"#
+    );
     let mut rw = JsonRewriter::new(spec);
     rewrite_all(&mut rw, br#"{"ssn":"1","tin":"2"}"#).unwrap();
     assert_eq!(rw.counts().get(FieldClass::Ssn, Action::Redact), 1);
@@ -112,7 +119,11 @@ fn escaped_keys_and_values_are_decoded_before_matching() {
 
 #[test]
 fn classed_containers_mask_everything_inside() {
-    let out = run(&masked(), br#"{"ssn":{"value":"123456789","alt":[123456789,null,true]}}"#).unwrap();
+    let out = run(
+        &masked(),
+        br#"{"ssn":{"value":"123456789","alt":[123456789,null,true]}}"#,
+    )
+    .unwrap();
     assert_eq!(
         s(&out),
         r#"{"ssn":{"value":"*****6789","alt":["*****6789",null,true]}}"#
@@ -156,8 +167,15 @@ fn records_are_counted() {
 #[test]
 fn ndjson_rewrites_each_line() {
     let mut rw = JsonRewriter::ndjson(masked());
-    let out = rewrite_all(&mut rw, b"{\"ssn\":\"123456789\"}\r\n{\"ssn\":\"987654321\"}\n").unwrap();
-    assert_eq!(s(&out), "{\"ssn\":\"*****6789\"}\r\n{\"ssn\":\"*****4321\"}\n");
+    let out = rewrite_all(
+        &mut rw,
+        b"{\"ssn\":\"123456789\"}\r\n{\"ssn\":\"987654321\"}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        s(&out),
+        "{\"ssn\":\"*****6789\"}\r\n{\"ssn\":\"*****4321\"}\n"
+    );
     let mut rw = JsonRewriter::ndjson(masked());
     assert!(matches!(
         rewrite_all(&mut rw, b"{} {}"),
@@ -175,7 +193,10 @@ fn limits_are_errors_not_truncations() {
     let mut spec = masked();
     spec.limits.max_depth = 3;
     assert!(run(&spec, b"[[[1]]]").is_ok());
-    assert_eq!(run(&spec, b"[[[[1]]]]"), Err(RewriteError::TooDeep { limit: 3 }));
+    assert_eq!(
+        run(&spec, b"[[[[1]]]]"),
+        Err(RewriteError::TooDeep { limit: 3 })
+    );
     let mut spec = masked();
     spec.limits.max_body_bytes = 10;
     assert_eq!(
@@ -209,7 +230,18 @@ fn a_failed_rewriter_stays_failed_and_emits_nothing_more() {
 
 #[test]
 fn truncated_and_empty_bodies_are_errors() {
-    for bad in [&b""[..], b" ", b"{", b"{\"a\"", b"{\"a\":", b"[1,", b"\"abc", b"tru", b"-", b"1."] {
+    for bad in [
+        &b""[..],
+        b" ",
+        b"{",
+        b"{\"a\"",
+        b"{\"a\":",
+        b"[1,",
+        b"\"abc",
+        b"tru",
+        b"-",
+        b"1.",
+    ] {
         assert!(run(&masked(), bad).is_err(), "{:?}", s(bad));
     }
     let mut rw = JsonRewriter::new(masked()).allow_empty(true);
@@ -220,27 +252,96 @@ fn truncated_and_empty_bodies_are_errors() {
 #[test]
 fn conformance_cases() {
     let valid: &[&[u8]] = &[
-        b"0", b"-0", b"1.5e+10", b"-1E-2", b"0.0", b"1e5", b"[]", b"{}", b" [ ] ", b"\"\"",
-        b"true", b"false", b"null", b"[1,2,3]", b"{\"a\":{\"b\":[{}]}}",
-        b"\"\\u0000\\ud800\\udc00\\\\\\/\\b\\f\\n\\r\\t\"", b"\"\\ud800\"",
-        "\"é😀\u{7f}\"".as_bytes(), b"\t\n\r [\n1\n]\r\n", b"{\"\":0}", b"[-0.0e-0]",
+        b"0",
+        b"-0",
+        b"1.5e+10",
+        b"-1E-2",
+        b"0.0",
+        b"1e5",
+        b"[]",
+        b"{}",
+        b" [ ] ",
+        b"\"\"",
+        b"true",
+        b"false",
+        b"null",
+        b"[1,2,3]",
+        b"{\"a\":{\"b\":[{}]}}",
+        b"\"\\u0000\\ud800\\udc00\\\\\\/\\b\\f\\n\\r\\t\"",
+        b"\"\\ud800\"",
+        "\"é😀\u{7f}\"".as_bytes(),
+        b"\t\n\r [\n1\n]\r\n",
+        b"{\"\":0}",
+        b"[-0.0e-0]",
         b"[\"\xc2\x80\", \"\xef\xbf\xbf\", \"\xf4\x8f\xbf\xbf\"]",
     ];
     let invalid: &[&[u8]] = &[
-        b"01", b"-01", b"1.", b".1", b"+1", b"1e", b"1e+", b"0x1", b"NaN", b"Infinity",
-        b"[1,]", b"{\"a\":1,}", b"[,1]", b"{,}", b"{\"a\" 1}", b"{\"a\":}", b"{1:2}",
-        b"{'a':1}", b"['a']", b"\"a\x01\"", b"\"\t\"", b"\"\\x\"", b"\"\\u12\"",
-        b"\"\\u12g4\"", b"[1] [2]", b"{} x", b"[}", b"{]", b"]", b"}", b"nul", b"truex",
-        b"[true false]", b"\xef\xbb\xbf{}", b"\"\xff\"", b"\"\xc0\xaf\"", b"\"\xed\xa0\x80\"",
-        b"\"\xf4\x90\x80\x80\"", b"\"\xe2\x82\"", b"[\"a\"\"b\"]", b"{\"a\":1\"b\":2}",
-        b"[1 2]", b"[0 1]", b"-", b"[-]", b"[1e1.0]", b"\"abc", b"[\"\\\"]",
+        b"01",
+        b"-01",
+        b"1.",
+        b".1",
+        b"+1",
+        b"1e",
+        b"1e+",
+        b"0x1",
+        b"NaN",
+        b"Infinity",
+        b"[1,]",
+        b"{\"a\":1,}",
+        b"[,1]",
+        b"{,}",
+        b"{\"a\" 1}",
+        b"{\"a\":}",
+        b"{1:2}",
+        b"{'a':1}",
+        b"['a']",
+        b"\"a\x01\"",
+        b"\"\t\"",
+        b"\"\\x\"",
+        b"\"\\u12\"",
+        b"\"\\u12g4\"",
+        b"[1] [2]",
+        b"{} x",
+        b"[}",
+        b"{]",
+        b"]",
+        b"}",
+        b"nul",
+        b"truex",
+        b"[true false]",
+        b"\xef\xbb\xbf{}",
+        b"\"\xff\"",
+        b"\"\xc0\xaf\"",
+        b"\"\xed\xa0\x80\"",
+        b"\"\xf4\x90\x80\x80\"",
+        b"\"\xe2\x82\"",
+        b"[\"a\"\"b\"]",
+        b"{\"a\":1\"b\":2}",
+        b"[1 2]",
+        b"[0 1]",
+        b"-",
+        b"[-]",
+        b"[1e1.0]",
+        b"\"abc",
+        b"[\"\\\"]",
     ];
     for v in valid {
-        assert!(run(&masked(), v).is_ok(), "should accept {:?}", String::from_utf8_lossy(v));
-        assert_eq!(run(&spec_with(|_| {}, ActionTable::default()), v).unwrap(), *v);
+        assert!(
+            run(&masked(), v).is_ok(),
+            "should accept {:?}",
+            String::from_utf8_lossy(v)
+        );
+        assert_eq!(
+            run(&spec_with(|_| {}, ActionTable::default()), v).unwrap(),
+            *v
+        );
     }
     for v in invalid {
-        assert!(run(&masked(), v).is_err(), "should reject {:?}", String::from_utf8_lossy(v));
+        assert!(
+            run(&masked(), v).is_err(),
+            "should reject {:?}",
+            String::from_utf8_lossy(v)
+        );
     }
 }
 
@@ -283,8 +384,8 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
-        (-1e9f64..1e9).prop_map(|f| Value::from(f)),
+        any::<i64>().prop_map(Value::from),
+        (-1e9f64..1e9).prop_map(Value::from),
         "[ -~é😀\\n\"\\\\]{0,12}".prop_map(Value::String),
         "[0-9]{3}-[0-9]{2}-[0-9]{4}".prop_map(Value::String),
     ];
@@ -292,7 +393,15 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::vec(
-                (prop_oneof!["[a-z_]{1,8}", Just("ssn".to_owned()), Just("SSN".to_owned()), Just("card_number".to_owned())], inner),
+                (
+                    prop_oneof![
+                        "[a-z_]{1,8}",
+                        Just("ssn".to_owned()),
+                        Just("SSN".to_owned()),
+                        Just("card_number".to_owned())
+                    ],
+                    inner
+                ),
                 0..6
             )
             .prop_map(|kv| Value::Object(kv.into_iter().collect())),

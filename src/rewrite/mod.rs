@@ -190,7 +190,9 @@ impl Counts {
         self.acted
             .iter()
             .map(|per| {
-                per[Action::Last4.index()] + per[Action::Remove.index()] + per[Action::Redact.index()]
+                per[Action::Last4.index()]
+                    + per[Action::Remove.index()]
+                    + per[Action::Redact.index()]
             })
             .sum()
     }

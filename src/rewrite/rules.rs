@@ -220,7 +220,9 @@ impl RulesBuilder {
     }
 
     fn insert_path(&mut self, path: &str) -> Result<usize, SelectorError> {
-        let rest = path.strip_prefix('/').ok_or(SelectorError::PathNotAbsolute)?;
+        let rest = path
+            .strip_prefix('/')
+            .ok_or(SelectorError::PathNotAbsolute)?;
         let mut node = 0;
         for raw in rest.split('/') {
             if raw.is_empty() {
@@ -308,12 +310,15 @@ fn hash_step(h: u64, b: u8) -> u64 {
     (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95)
 }
 
+/// A table slot: hash, normalized name, entry.
+type Slot = (u64, Box<[u8]>, NameEntry);
+
 /// Normalized names in an open-addressing table, probed with a hash computed
 /// while normalizing, so a key costs one pass over its bytes; a length mask
 /// rejects most keys before any probe.
 #[derive(Debug)]
 struct NameTable {
-    slots: Vec<Option<(u64, Box<[u8]>, NameEntry)>>,
+    slots: Vec<Option<Slot>>,
     mask: usize,
     lengths: u128,
 }
@@ -321,7 +326,7 @@ struct NameTable {
 impl NameTable {
     fn new(entries: FastMap<Vec<u8>, NameEntry>) -> NameTable {
         let size = (entries.len() * 4).next_power_of_two().max(16);
-        let mut slots: Vec<Option<(u64, Box<[u8]>, NameEntry)>> = (0..size).map(|_| None).collect();
+        let mut slots: Vec<Option<Slot>> = (0..size).map(|_| None).collect();
         let mut lengths = 0u128;
         for (name, entry) in entries {
             let h = name.iter().fold(0u64, |h, &b| hash_step(h, b));
@@ -492,7 +497,8 @@ mod tests {
     fn rules() -> Rules {
         let mut b = RulesBuilder::new();
         b.class_name("ssn", FieldClass::Ssn).unwrap();
-        b.class_name("social_security_number", FieldClass::Ssn).unwrap();
+        b.class_name("social_security_number", FieldClass::Ssn)
+            .unwrap();
         b.class_path("/accounts/*/card/number", FieldClass::CardNumber)
             .unwrap();
         b.record_path("/accounts/*").unwrap();
@@ -503,8 +509,18 @@ mod tests {
     fn names_match_case_and_separator_insensitively() {
         let r = rules();
         let mut s = Vec::new();
-        for k in ["SSN", "ssn", "Social-Security-Number", "socialSecurityNumber", "social_security_number"] {
-            assert_eq!(r.match_key(k.as_bytes(), r.root_nodes(), &mut s).class, Some(FieldClass::Ssn), "{k}");
+        for k in [
+            "SSN",
+            "ssn",
+            "Social-Security-Number",
+            "socialSecurityNumber",
+            "social_security_number",
+        ] {
+            assert_eq!(
+                r.match_key(k.as_bytes(), r.root_nodes(), &mut s).class,
+                Some(FieldClass::Ssn),
+                "{k}"
+            );
         }
         assert_eq!(r.match_key(b"ssn_last", r.root_nodes(), &mut s).class, None);
     }
@@ -529,10 +545,22 @@ mod tests {
     #[test]
     fn bad_selectors_are_refused() {
         let mut b = RulesBuilder::new();
-        assert_eq!(b.class_path("accounts", FieldClass::Ssn), Err(SelectorError::PathNotAbsolute));
-        assert_eq!(b.class_path("/a//b", FieldClass::Ssn), Err(SelectorError::EmptyStep));
-        assert_eq!(b.class_name("__", FieldClass::Ssn), Err(SelectorError::EmptyName));
+        assert_eq!(
+            b.class_path("accounts", FieldClass::Ssn),
+            Err(SelectorError::PathNotAbsolute)
+        );
+        assert_eq!(
+            b.class_path("/a//b", FieldClass::Ssn),
+            Err(SelectorError::EmptyStep)
+        );
+        assert_eq!(
+            b.class_name("__", FieldClass::Ssn),
+            Err(SelectorError::EmptyName)
+        );
         b.class_name("x", FieldClass::Ssn).unwrap();
-        assert!(matches!(b.class_name("X", FieldClass::Tin), Err(SelectorError::ConflictingClass { .. })));
+        assert!(matches!(
+            b.class_name("X", FieldClass::Tin),
+            Err(SelectorError::ConflictingClass { .. })
+        ));
     }
 }

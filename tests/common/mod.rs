@@ -85,7 +85,10 @@ pub async fn demo_upstream(dir: &Path, accounts: usize) -> Upstream {
     tokio::spawn(demo::upstream::serve(listener, store, async move {
         let _ = rx.await;
     }));
-    Upstream { addr, stop: Some(tx) }
+    Upstream {
+        addr,
+        stop: Some(tx),
+    }
 }
 
 /// What a scripted upstream saw.
@@ -94,7 +97,12 @@ pub struct Seen(pub Arc<Mutex<Vec<(Method, String, HeaderMap)>>>);
 
 impl Seen {
     pub fn last(&self) -> (Method, String, HeaderMap) {
-        self.0.lock().unwrap().last().cloned().expect("upstream saw no request")
+        self.0
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("upstream saw no request")
     }
     pub fn count(&self) -> usize {
         self.0.lock().unwrap().len()
@@ -140,7 +148,13 @@ where
             });
         }
     });
-    (Upstream { addr, stop: Some(tx) }, seen)
+    (
+        Upstream {
+            addr,
+            stop: Some(tx),
+        },
+        seen,
+    )
 }
 
 pub fn json_response(status: u16, body: &str) -> Response<Full<Bytes>> {
@@ -199,10 +213,21 @@ impl Env {
     pub fn client(&self, identity: Option<&str>, h2: bool) -> TestClient {
         let certs = self.certs();
         let mut roots = rustls::RootCertStore::empty();
-        for c in rustls_pemfile::certs(&mut std::fs::read(certs.join("ca.pem")).unwrap().as_slice()) {
+        for c in rustls_pemfile::certs(&mut std::fs::read(certs.join("ca.pem")).unwrap().as_slice())
+        {
             roots.add(c.unwrap()).unwrap();
         }
-        tls_client(roots, identity.map(|n| (certs.join(format!("{n}.pem")), certs.join(format!("{n}.key")))), self.addr, h2)
+        tls_client(
+            roots,
+            identity.map(|n| {
+                (
+                    certs.join(format!("{n}.pem")),
+                    certs.join(format!("{n}.key")),
+                )
+            }),
+            self.addr,
+            h2,
+        )
     }
 
     pub async fn stop(mut self) {
@@ -212,7 +237,12 @@ impl Env {
     }
 }
 
-pub fn tls_client(roots: rustls::RootCertStore, identity: Option<(PathBuf, PathBuf)>, addr: SocketAddr, h2: bool) -> TestClient {
+pub fn tls_client(
+    roots: rustls::RootCertStore,
+    identity: Option<(PathBuf, PathBuf)>,
+    addr: SocketAddr,
+    h2: bool,
+) -> TestClient {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -230,8 +260,14 @@ pub fn tls_client(roots: rustls::RootCertStore, identity: Option<(PathBuf, PathB
         }
         None => builder.with_no_client_auth(),
     };
-    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only();
-    let https = if h2 { https.enable_http2().build() } else { https.enable_http1().build() };
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only();
+    let https = if h2 {
+        https.enable_http2().build()
+    } else {
+        https.enable_http1().build()
+    };
     let client = Client::builder(TokioExecutor::new())
         .http2_only(h2)
         .build(https);
@@ -262,23 +298,40 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn error_code(&self) -> String {
-        self.json()["error"]["code"].as_str().unwrap_or("").to_owned()
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
     }
 }
 
 impl TestClient {
-    pub async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Reply, String> {
-        let mut req = Request::builder().method(method).uri(format!("{}{}", self.base, path));
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<Reply, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(Bytes::copy_from_slice(body))).map_err(|e| e.to_string())?;
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
             .await
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| format!("body: {e:?}"))?.to_bytes();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e:?}"))?
+            .to_bytes();
         Ok(Reply {
             status: parts.status,
             headers: parts.headers,

@@ -1,0 +1,37 @@
+//! JSON rewriter: no panic, chunk-split invariance, accepts exactly valid
+//! JSON (up to the depth limit), valid output, poisoned after an error.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use maskgate::rewrite::{JsonRewriter, Limits};
+use maskgate_fuzz::{drive, empty_spec, json_depth, json_strict, json_valid, spec, untouched, Input};
+
+fuzz_target!(|data: &[u8]| {
+    let Some(input) = Input::parse(data) else {
+        return;
+    };
+    let spec = spec(input.variant);
+    let body = input.body;
+    let whole = drive(&mut JsonRewriter::new(spec.clone()), &[body]);
+    let split = drive(&mut JsonRewriter::new(spec), &input.chunks());
+    assert_eq!(whole, split, "output depends on chunking");
+
+    let max_depth = Limits::default().max_depth;
+    let valid = json_valid(body) && json_depth(body) <= max_depth;
+    match &whole {
+        Err(e) => assert!(!valid, "valid JSON rejected: {e:?}"),
+        Ok((out, counts)) => {
+            assert!(valid, "invalid JSON accepted");
+            assert!(json_valid(out), "output is not JSON");
+            if json_strict(body) {
+                assert!(json_strict(out), "output does not parse with serde_json");
+            }
+            if untouched(counts) {
+                assert_eq!(out.as_slice(), body, "nothing acted on, yet output differs");
+            }
+            // The output passes a no-op policy unchanged.
+            let again = drive(&mut JsonRewriter::new(empty_spec()), &[out]);
+            assert_eq!(again.map(|(o, _)| o).as_deref(), Ok(out.as_slice()));
+        }
+    }
+});

@@ -1,0 +1,178 @@
+//! The `maskgate` binary as a user runs it: `check` on good and broken
+//! configs, and `demo` with its printed curl lines.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_maskgate")
+}
+
+fn data(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/config")
+        .join(p)
+}
+
+#[test]
+fn check_accepts_the_shipped_policy() {
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(data("good/maskgate.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("9 roles"));
+}
+
+#[test]
+fn check_reports_every_broken_fixture_with_file_line_col() {
+    let mut cases = 0;
+    for entry in std::fs::read_dir(data("broken")).unwrap() {
+        let dir = entry.unwrap().path();
+        let expected = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
+        let out = Command::new(bin())
+            .args(["check", "--config"])
+            .arg(dir.join("maskgate.toml"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}: check must fail",
+            dir.display()
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for line in expected
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            if let Some(secret) = line.strip_prefix("!secret ") {
+                assert!(
+                    !stderr.contains(secret.trim()),
+                    "{}: a secret was echoed",
+                    dir.display()
+                );
+                continue;
+            }
+            // "file:line:col[: message start]" — the file is matched as a path suffix
+            let mut parts = line.splitn(4, ':');
+            let (file, l, c) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let text = parts.next().map(str::trim).unwrap_or("");
+            let found = stderr
+                .lines()
+                .any(|e| e.contains(&format!("{file}:{l}:{c}:")) && e.contains(text));
+            assert!(found, "{}: missing `{line}` in\n{stderr}", dir.display());
+        }
+        cases += 1;
+    }
+    assert!(cases >= 12, "only {cases} broken fixtures");
+}
+
+#[test]
+fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
+    let dir = std::env::temp_dir().join(format!("maskgate-cli-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(bin())
+        .args(["demo", "--dir"])
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut curls = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.trim_start().starts_with("curl ") => {
+                curls.push(line.trim().to_owned())
+            }
+            Ok(line) if line.contains("Ctrl-C") => break,
+            Ok(_) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    assert_eq!(curls.len(), 9, "one curl line per role: {curls:?}");
+    for line in &curls {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{line} -sS -w '\\n%{{http_code}}'"))
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        assert_eq!(
+            code,
+            "200",
+            "{line}\n{body}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if line.contains("/accounts/") {
+            let v: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(v["id"], "ACC-100001");
+            let ssn = v.get("ssn").and_then(|s| s.as_str());
+            if line.contains("non-utilities") || line.contains("greenwaste") {
+                assert!(ssn.is_none(), "{line}: ssn must be removed");
+            } else if let Some(ssn) = ssn {
+                assert!(ssn.starts_with("***-**-"), "{line}: {ssn}");
+            }
+        }
+    }
+    // Ctrl-C stops both cleanly
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "demo did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    // The demo's files are where the README says.
+    for f in [
+        "certs/ca.pem",
+        "certs/server.pem",
+        "certs/billing.pem",
+        "certs/billing.key",
+        "maskgate.toml",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
