@@ -5,9 +5,11 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod bench;
 pub mod class;
 pub mod config;
+pub mod crypto;
 pub mod demo;
 pub mod detect;
 pub mod identity;

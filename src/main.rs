@@ -58,6 +58,9 @@ enum BenchCommand {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run only the measurements whose name contains this (for profiling).
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -147,9 +150,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            what: BenchCommand::Rewrite { size, json },
+            what: BenchCommand::Rewrite { size, json, only },
         } => {
-            let report = maskgate::bench::run(size);
+            let report = maskgate::bench::run_only(size, only.as_deref());
             if json {
                 println!("{}", report.to_json());
             } else {

@@ -26,6 +26,13 @@ fuzz_target!(|data: &[u8]| {
     let mut some = Vec::new();
     det.scan(text, set, &mut some);
     check_findings(text, &some);
-    let expected: Vec<_> = all.iter().copied().filter(|f| set.contains(f.kind)).collect();
-    assert_eq!(some, expected, "findings of a subset differ from the full set's");
+    let expected: Vec<_> = all
+        .iter()
+        .copied()
+        .filter(|f| set.contains(f.kind))
+        .collect();
+    assert_eq!(
+        some, expected,
+        "findings of a subset differ from the full set's"
+    );
 });

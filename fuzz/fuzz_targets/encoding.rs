@@ -101,7 +101,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole_plain, decoded(&split), "result depends on chunking");
 
     if let Ok((plain_out, _)) = &whole_plain {
-        assert!((plain_out.len() as u64) < 2 * MAX_DECODED, "output larger than the limit allows");
+        assert!(
+            (plain_out.len() as u64) < 2 * MAX_DECODED,
+            "output larger than the limit allows"
+        );
         assert!(
             plain_out.is_empty() || json_valid(plain_out),
             "decoded output is not JSON"

@@ -4,7 +4,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use maskgate::rewrite::{JsonRewriter, Limits};
-use maskgate_fuzz::{drive, empty_spec, json_depth, json_strict, json_valid, spec, untouched, Input};
+use maskgate_fuzz::{
+    drive, empty_spec, json_depth, json_strict, json_valid, spec, untouched, Input,
+};
 
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else {

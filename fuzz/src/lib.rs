@@ -14,11 +14,13 @@
 //! A header of `b' '` (0x20) means "no splits, variant 0", so a seed file can
 //! be a space followed by a readable body.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use maskgate::class::{Action, ActionTable, FieldClass};
 use maskgate::detect::{DetectorKind, DetectorSet, Detectors, Finding};
-use maskgate::rewrite::{BodyRewriter, Counts, Limits, RewriteError, RewriteSpec, Rules, RulesBuilder};
+use maskgate::rewrite::{
+    BodyRewriter, Counts, Limits, RewriteError, RewriteSpec, Rules, RulesBuilder,
+};
 use serde_json::value::RawValue;
 
 /// A decoded fuzz input.
@@ -84,7 +86,7 @@ pub fn split<'a>(body: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
 
 /// The compiled detectors, shared by every spec.
 pub fn detectors() -> Arc<Detectors> {
-    static DET: std::sync::OnceLock<Arc<Detectors>> = std::sync::OnceLock::new();
+    static DET: OnceLock<Arc<Detectors>> = OnceLock::new();
     DET.get_or_init(|| Arc::new(Detectors::new())).clone()
 }
 
@@ -111,7 +113,8 @@ pub fn rules(variant: u8) -> Rules {
     }
     b.class_path("/accounts/*/bank/account_number", FieldClass::BankAccount)
         .expect("path selector");
-    b.class_path("/a/*/n", FieldClass::Dln).expect("path selector");
+    b.class_path("/a/*/n", FieldClass::Dln)
+        .expect("path selector");
     b.record_path("/accounts/*").expect("record path");
     b.detectors(DetectorSet::ALL);
     if variant & 1 != 0 {
@@ -145,21 +148,28 @@ pub fn actions(variant: u8) -> ActionTable {
     t
 }
 
-/// The rewrite spec of a variant (default limits).
+/// The rewrite spec of a variant (default limits), compiled once.
 pub fn spec(variant: u8) -> RewriteSpec {
-    RewriteSpec {
-        rules: Arc::new(rules(variant)),
-        actions: actions(variant),
-        detectors: detectors(),
-        limits: Limits::default(),
-        opener: None,
-    }
+    static SPECS: OnceLock<Vec<RewriteSpec>> = OnceLock::new();
+    SPECS.get_or_init(|| {
+        (0..4)
+            .map(|v| RewriteSpec {
+                rules: Arc::new(rules(v)),
+                actions: actions(v),
+                detectors: detectors(),
+                limits: Limits::default(),
+                opener: None,
+            })
+            .collect()
+    })[usize::from(variant & 3)]
+    .clone()
 }
 
 /// A spec that selects and detects nothing: every valid body passes unchanged.
 pub fn empty_spec() -> RewriteSpec {
+    static EMPTY: OnceLock<Arc<Rules>> = OnceLock::new();
     RewriteSpec {
-        rules: Arc::new(Rules::empty()),
+        rules: EMPTY.get_or_init(|| Arc::new(Rules::empty())).clone(),
         actions: ActionTable::uniform(Action::Clear),
         detectors: detectors(),
         limits: Limits::default(),
@@ -296,14 +306,21 @@ pub fn ndjson_strict(b: &[u8]) -> bool {
 pub fn check_findings(text: &[u8], f: &[Finding]) {
     for x in f {
         assert!(x.start < x.end, "empty finding {x:?}");
-        assert!(x.end <= text.len(), "finding {x:?} past the end ({})", text.len());
+        assert!(
+            x.end <= text.len(),
+            "finding {x:?} past the end ({})",
+            text.len()
+        );
         assert!(
             text[x.start..x.end].is_ascii(),
             "finding {x:?} holds non-ASCII bytes"
         );
     }
     for w in f.windows(2) {
-        assert!(w[0].end <= w[1].start, "findings unsorted or overlapping: {w:?}");
+        assert!(
+            w[0].end <= w[1].start,
+            "findings unsorted or overlapping: {w:?}"
+        );
     }
 }
 

@@ -146,6 +146,51 @@ pub struct JsonRewriter {
     text: String,
 }
 
+/// Bytes that may appear in a JSON string as they are and need no further
+/// look: printable ASCII other than `"` and `\`.
+const STRING_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x20;
+    while b < 0x80 {
+        t[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
+/// Up to this many string bytes are scanned a word at a time before
+/// switching to a SIMD search.
+const SHORT_STRING: usize = 64;
+
+/// Bytes of `bytes` before the first one that is not [`STRING_PLAIN`]
+/// (`"`, `\`, a control byte or a non-ASCII byte).
+#[inline]
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut k = 0;
+    while k + 8 <= bytes.len() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[k..k + 8]);
+        let w = u64::from_le_bytes(word);
+        let zero = |v: u64| v.wrapping_sub(LO) & !v & HI;
+        // The lowest flagged byte is exact for each test (borrows only
+        // flag bytes above a true hit), so it is exact for their union.
+        let special = zero(w ^ (LO * u64::from(b'"')))
+            | zero(w ^ (LO * u64::from(b'\\')))
+            | (w.wrapping_sub(LO * 0x20) & !w & HI)
+            | (w & HI);
+        if special != 0 {
+            return k + (special.trailing_zeros() / 8) as usize;
+        }
+        k += 8;
+    }
+    while k < bytes.len() && STRING_PLAIN[bytes[k] as usize] {
+        k += 1;
+    }
+    k
+}
+
 const fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -635,6 +680,32 @@ impl JsonRewriter {
                 continue;
             }
             let rest = &chunk[i..];
+            // Most strings are short: eight bytes at a time in a register
+            // beats setting up a SIMD search.
+            let window = rest.len().min(SHORT_STRING);
+            let plain_run = plain_prefix(&rest[..window]);
+            if plain_run < window {
+                i += plain_run;
+                match chunk[i] {
+                    b'"' | b'\\' => {}
+                    _ => {
+                        // A control or non-ASCII byte: validate it and go on.
+                        self.validate_text(&chunk[i..i + 1], i)?;
+                        i += 1;
+                        continue;
+                    }
+                }
+                if chunk[i] == b'\\' {
+                    self.esc = 1;
+                    self.str_has_escape = true;
+                    i += 1;
+                    continue;
+                }
+                return self.end_string(io, i);
+            }
+            if window == rest.len() {
+                return Ok(i + window);
+            }
             let stop = memchr2(b'"', b'\\', rest);
             let plain = &rest[..stop.unwrap_or(rest.len())];
             if !printable_ascii(plain) {
@@ -898,6 +969,17 @@ impl JsonRewriter {
             out.extend_from_slice(raw);
             return Ok(());
         }
+        if let Some(class) = ctx.class {
+            let action = effective_plain(self.spec.actions.get(class));
+            if action == Action::Last4
+                && !self.str_has_escape
+                && !inner.starts_with(mask::ENVELOPE_PREFIX.as_bytes())
+                && mask::last4_ascii_json(inner, out)
+            {
+                self.counts.add(class, Action::Last4);
+                return Ok(());
+            }
+        }
         let text = if self.str_has_escape {
             decode_json_string(inner).map_err(|_| RewriteError::Syntax {
                 offset,
@@ -1122,3 +1204,17 @@ impl BodyRewriter for JsonRewriter {
 #[cfg(test)]
 #[path = "json_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod plain_prefix_tests {
+    use super::{plain_prefix, STRING_PLAIN};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn word_scan_agrees_with_the_table(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+            let want = bytes.iter().position(|&b| !STRING_PLAIN[b as usize]).unwrap_or(bytes.len());
+            prop_assert_eq!(plain_prefix(&bytes), want);
+        }
+    }
+}

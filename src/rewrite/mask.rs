@@ -32,6 +32,36 @@ pub fn last4(value: &str, out: &mut String) {
     }
 }
 
+/// [`last4`] for the raw content of a JSON string that has no escapes and
+/// only ASCII bytes, written straight out as a JSON string. Returns false
+/// (writing nothing) for anything else.
+pub fn last4_ascii_json(inner: &[u8], out: &mut Vec<u8>) -> bool {
+    if !inner.is_ascii() || memchr::memchr(b'\\', inner).is_some() {
+        return false;
+    }
+    let alnum = inner.iter().filter(|b| b.is_ascii_alphanumeric()).count();
+    let hide = if alnum >= LAST4_MIN_ALNUM {
+        alnum - 4
+    } else {
+        alnum
+    };
+    out.push(b'"');
+    let start = out.len();
+    out.extend_from_slice(inner);
+    let mut left = hide;
+    for b in &mut out[start..] {
+        if left == 0 {
+            break;
+        }
+        if b.is_ascii_alphanumeric() {
+            *b = b'*';
+            left -= 1;
+        }
+    }
+    out.push(b'"');
+    true
+}
+
 /// The public parts of an `mg1.` card envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnvelopeView<'a> {
@@ -205,6 +235,28 @@ mod tests {
         assert_eq!(m("12/27"), "**/**");
         assert_eq!(m("1234"), "****");
         assert_eq!(m(""), "");
+    }
+
+    #[test]
+    fn ascii_fast_path_agrees_with_last4() {
+        for s in [
+            "123-45-6789",
+            "4111 1111 1111 1111",
+            "A1234567",
+            "12/27",
+            "",
+            "a b",
+        ] {
+            let mut fast = Vec::new();
+            assert!(last4_ascii_json(s.as_bytes(), &mut fast));
+            let mut slow = Vec::new();
+            write_json_string(&m(s), &mut slow);
+            assert_eq!(fast, slow, "{s}");
+        }
+        let mut out = Vec::new();
+        assert!(!last4_ascii_json("é1234567".as_bytes(), &mut out));
+        assert!(!last4_ascii_json(br"12\n34", &mut out));
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -291,7 +291,9 @@ impl RulesBuilder {
         for (name, edges) in name_edges {
             names.entry(name).or_default().edges = edges;
         }
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Rules {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             names: NameTable::new(names),
             any_children,
             class_mask,
@@ -306,8 +308,46 @@ impl RulesBuilder {
     }
 }
 
-fn hash_step(h: u64, b: u8) -> u64 {
-    (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95)
+/// Hashes a normalized name eight bytes at a time, packing bytes into a
+/// register as they come (no store-then-load of the name).
+#[derive(Default)]
+struct NameHasher {
+    h: u64,
+    word: u64,
+    n: usize,
+}
+
+impl NameHasher {
+    #[inline]
+    fn push(&mut self, c: u8) {
+        self.word |= u64::from(c) << (8 * (self.n & 7));
+        self.n += 1;
+        if self.n & 7 == 0 {
+            self.mix();
+        }
+    }
+
+    #[inline]
+    fn mix(&mut self) {
+        self.h = (self.h.rotate_left(5) ^ self.word).wrapping_mul(0x517c_c1b7_2722_0a95);
+        self.word = 0;
+    }
+
+    #[inline]
+    fn finish(mut self) -> u64 {
+        if self.n & 7 != 0 {
+            self.mix();
+        }
+        (self.h ^ self.n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+fn hash_name(name: &[u8]) -> u64 {
+    let mut hasher = NameHasher::default();
+    for &c in name {
+        hasher.push(c);
+    }
+    hasher.finish()
 }
 
 /// A table slot: hash, normalized name, entry.
@@ -329,7 +369,7 @@ impl NameTable {
         let mut slots: Vec<Option<Slot>> = (0..size).map(|_| None).collect();
         let mut lengths = 0u128;
         for (name, entry) in entries {
-            let h = name.iter().fold(0u64, |h, &b| hash_step(h, b));
+            let h = hash_name(&name);
             if name.len() < 128 {
                 lengths |= 1u128 << name.len();
             }
@@ -348,8 +388,7 @@ impl NameTable {
 
     fn lookup(&self, key: &[u8]) -> Option<&NameEntry> {
         let mut buf = [0u8; MAX_NAME_LEN];
-        let mut n = 0;
-        let mut h = 0u64;
+        let mut hasher = NameHasher::default();
         for &b in key {
             let c = if b.is_ascii_alphanumeric() {
                 b | 0x20
@@ -358,21 +397,23 @@ impl NameTable {
             } else {
                 continue;
             };
-            if n == MAX_NAME_LEN {
+            if hasher.n == MAX_NAME_LEN {
                 return None;
             }
-            buf[n] = c;
-            n += 1;
-            h = hash_step(h, c);
+            buf[hasher.n] = c;
+            hasher.push(c);
         }
-        if self.lengths & (1u128 << n) == 0 {
+        let n = hasher.n;
+        if n >= 128 || self.lengths & (1u128 << n) == 0 {
             return None;
         }
+        let h = hasher.finish();
+        let name = &buf[..n];
         let mut i = h as usize & self.mask;
         loop {
             match &self.slots[i] {
                 None => return None,
-                Some((hh, name, entry)) if *hh == h && **name == buf[..n] => return Some(entry),
+                Some((hh, stored, entry)) if *hh == h && **stored == *name => return Some(entry),
                 Some(_) => i = (i + 1) & self.mask,
             }
         }
@@ -387,9 +428,71 @@ struct NameEntry {
     edges: Vec<(u32, u32)>,
 }
 
+/// Keys up to this long are remembered per thread.
+const CACHED_KEY_LEN: usize = 32;
+/// Slots in the per-thread key cache.
+const KEY_CACHE_SLOTS: usize = 256;
+
+/// One remembered key: which rule set, under which parent nodes, gave what.
+#[derive(Clone, Copy)]
+struct CachedKey {
+    rules_id: u64,
+    parent: u128,
+    len: u8,
+    head: u64,
+    tail: u64,
+    key: [u8; CACHED_KEY_LEN],
+    result: MemberMatch,
+}
+
+thread_local! {
+    /// Responses repeat the same keys record after record; remembering the
+    /// last result per (rule set, parent, raw key) skips normalization,
+    /// hashing and the trie step. Rule ids are never reused, so a reloaded
+    /// policy cannot hit an old entry.
+    static KEY_CACHE: std::cell::RefCell<Box<[CachedKey]>> = std::cell::RefCell::new(
+        vec![
+            CachedKey {
+                rules_id: 0,
+                parent: 0,
+                len: 0,
+                head: 0,
+                tail: 0,
+                key: [0; CACHED_KEY_LEN],
+                result: MemberMatch::default(),
+            };
+            KEY_CACHE_SLOTS
+        ]
+        .into_boxed_slice()
+    );
+}
+
+/// The first and last (up to) eight bytes of a key as words: for keys of at
+/// most 16 bytes, equal length and equal words mean equal keys.
+#[inline]
+fn key_words(key: &[u8]) -> (u64, u64) {
+    let mut head = [0u8; 8];
+    let n = key.len().min(8);
+    head[..n].copy_from_slice(&key[..n]);
+    let mut tail = [0u8; 8];
+    tail[..n].copy_from_slice(&key[key.len() - n..]);
+    (u64::from_le_bytes(head), u64::from_le_bytes(tail))
+}
+
+#[inline]
+fn cache_slot(rules_id: u64, len: usize, head: u64, tail: u64, parent: NodeSet) -> usize {
+    let h = (head ^ tail.rotate_left(29) ^ len as u64)
+        .wrapping_add(rules_id.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        ^ (parent.0 as u64).wrapping_mul(0x517c_c1b7_2722_0a95)
+        ^ ((parent.0 >> 64) as u64);
+    (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize % KEY_CACHE_SLOTS
+}
+
 /// Compiled selectors for one role: immutable, shared by every response.
 #[derive(Debug)]
 pub struct Rules {
+    /// Unique per compiled rule set (the key cache must never mix two).
+    id: u64,
     names: NameTable,
     any_children: Vec<u128>,
     class_mask: [u128; FieldClass::COUNT],
@@ -441,7 +544,35 @@ impl Rules {
     /// Matches an object member by its (decoded, raw) key. `scratch` is reused
     /// between calls to avoid allocation.
     pub fn match_key(&self, key: &[u8], parent: NodeSet, _scratch: &mut Vec<u8>) -> MemberMatch {
-        self.step(self.names.lookup(key), parent)
+        if key.len() > CACHED_KEY_LEN {
+            return self.step(self.names.lookup(key), parent);
+        }
+        let (head, tail) = key_words(key);
+        KEY_CACHE.with(|cache| {
+            let Ok(mut cache) = cache.try_borrow_mut() else {
+                return self.step(self.names.lookup(key), parent);
+            };
+            let slot = cache_slot(self.id, key.len(), head, tail, parent);
+            let entry = &mut cache[slot];
+            if entry.rules_id == self.id
+                && entry.parent == parent.0
+                && usize::from(entry.len) == key.len()
+                && entry.head == head
+                && entry.tail == tail
+                && (key.len() <= 16 || entry.key[..key.len()] == *key)
+            {
+                return entry.result;
+            }
+            let result = self.step(self.names.lookup(key), parent);
+            entry.rules_id = self.id;
+            entry.parent = parent.0;
+            entry.len = key.len() as u8;
+            entry.head = head;
+            entry.tail = tail;
+            entry.key[..key.len()].copy_from_slice(key);
+            entry.result = result;
+            result
+        })
     }
 
     /// Matches an array element (only `*` steps match an index).
@@ -450,6 +581,9 @@ impl Rules {
     }
 
     fn step(&self, entry: Option<&NameEntry>, parent: NodeSet) -> MemberMatch {
+        if entry.is_none() && parent.is_empty() {
+            return MemberMatch::default();
+        }
         let mut nodes = 0u128;
         if !parent.is_empty() {
             let mut bits = parent.0;
