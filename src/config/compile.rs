@@ -8,9 +8,12 @@ use http::Method;
 use toml::Spanned;
 
 use super::error::{Diag, Source};
-use super::policy::{method_bit, Policy, Principal, Role, GET, HEAD};
+use super::policy::{
+    is_encrypted_class, method_bit, GrantPolicy, Policy, Principal, Role, UnmaskRule, GET, HEAD,
+};
 use super::raw::{
-    Lenient, RawClass, RawDetectors, RawGrant, RawPolicyFile, RawPrincipal, RawRole, RawRoute,
+    Lenient, RawClass, RawDetectors, RawGrant, RawGrantPolicy, RawPolicyFile, RawPrincipal,
+    RawRole, RawRoute, RawUnmask,
 };
 use super::route::Route;
 use crate::class::{Action, ActionTable, FieldClass};
@@ -57,6 +60,19 @@ impl Shared {
 
 fn class_list() -> String {
     FieldClass::ALL.map(FieldClass::name).join(", ")
+}
+
+/// The one-line gist of a regex error (its message without the drawing of
+/// the pattern).
+fn regex_error_summary(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let gist = text
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("error: "))
+        .map(str::to_owned)
+        .unwrap_or_else(|| text.lines().map(str::trim).collect::<Vec<_>>().join("; "));
+    gist.trim().to_owned()
 }
 
 fn detector_list() -> String {
@@ -159,6 +175,7 @@ pub(crate) fn compile(
         }
     }
     let principals = c.principals(merged.principals, &roles, &broken_roles);
+    let grants = c.grant_policy(merged.grants, &roles, &broken_roles);
 
     let mut route_order: Vec<usize> = (0..routes.len()).collect();
     route_order.sort_by(|&a, &b| routes[a].specificity_cmp(&routes[b]));
@@ -183,6 +200,7 @@ pub(crate) fn compile(
         roles,
         routes,
         principals,
+        grants,
         route_order,
         by_name,
         by_cert_name,
@@ -199,6 +217,7 @@ struct Merged<'a> {
     routes: Vec<Def<'a, RawRoute>>,
     roles: Vec<Def<'a, RawRole>>,
     principals: Vec<(&'a Source, RawPrincipal)>,
+    grants: Option<(&'a Source, Spanned<RawGrantPolicy>)>,
 }
 
 struct RoleEnv<'e> {
@@ -260,6 +279,19 @@ impl Compiler<'_> {
                     records_at = Some(Place { src, span });
                     m.records
                         .extend(records.into_inner().paths.into_iter().map(|p| (src, p)));
+                }
+            }
+            if let Some(Lenient::Ok(grants)) = raw.grants {
+                let span = grants.span();
+                if let Some((first_src, first)) = &m.grants {
+                    let first = first_src.place(&first.span());
+                    self.err(
+                        src,
+                        &span,
+                        format!("[grants] is already defined at {first}; define it once"),
+                    );
+                } else {
+                    m.grants = Some((src, grants));
                 }
             }
             let mut take = |kind: &'static str,
@@ -501,6 +533,9 @@ impl Compiler<'_> {
         };
         let grants = self.grants(src, body.routes.unwrap_or_default(), allowlist, env);
         let actions = self.actions(src, body.actions.unwrap_or_default(), allowlist);
+        let unmask = body
+            .unmask
+            .and_then(|u| self.unmask(src, u, allowlist, &grants, env));
         let detectors = match body.detectors {
             None => DetectorSet::ALL,
             Some(d) => self.detectors(src, d),
@@ -550,6 +585,7 @@ impl Compiler<'_> {
             actions,
             rules: Arc::new(b.build()),
             read_only,
+            unmask,
             grants,
         })
     }
@@ -642,6 +678,356 @@ impl Compiler<'_> {
             }
         }
         grants
+    }
+
+    /// Checks and compiles a role's `unmask` table. `grants` are the role's
+    /// method bits per route index.
+    fn unmask(
+        &mut self,
+        src: &Source,
+        raw: Spanned<RawUnmask>,
+        allowlist: bool,
+        grants: &[u8],
+        env: &RoleEnv<'_>,
+    ) -> Option<UnmaskRule> {
+        let before = self.diag_len();
+        let table_span = raw.span();
+        let raw = raw.into_inner();
+        if allowlist {
+            self.err(
+                src,
+                &table_span,
+                "allowlist roles may not have `unmask`: they only see allowed non-red-flag fields; remove the unmask table or turn allowlist mode off",
+            );
+        }
+        let grant_required = raw.grant_required.as_ref().is_some_and(|g| *g.get_ref());
+
+        let mut classes: Vec<FieldClass> = Vec::new();
+        if raw.classes.is_empty() {
+            self.err(
+                src,
+                &table_span,
+                "unmask.classes is empty; list the classes the role may ask to see, such as classes = [\"ssn\"]",
+            );
+        }
+        for c in &raw.classes {
+            let Some(class) = FieldClass::from_name(c.get_ref()) else {
+                let list = class_list();
+                self.err(
+                    src,
+                    &c.span(),
+                    format!(
+                        "unknown class `{}` in unmask.classes; the classes are {list}",
+                        c.get_ref()
+                    ),
+                );
+                continue;
+            };
+            if classes.contains(&class) {
+                self.err(
+                    src,
+                    &c.span(),
+                    format!("class `{class}` is listed twice in unmask.classes; list it once"),
+                );
+                continue;
+            }
+            if is_encrypted_class(class) && !grant_required {
+                self.err(
+                    src,
+                    &c.span(),
+                    format!(
+                        "`{class}` is stored encrypted: showing it needs a decrypt grant; set grant_required = true (and keep only encrypted classes in this rule)"
+                    ),
+                );
+            } else if !is_encrypted_class(class) && grant_required {
+                self.err(
+                    src,
+                    &c.span(),
+                    format!(
+                        "`{class}` is not an encrypted class, but grant_required = true: a grant rule may list only card_number, card_expiry and bank_account; remove `{class}` or set grant_required = false"
+                    ),
+                );
+            }
+            classes.push(class);
+        }
+        classes.sort_unstable();
+
+        let mut routes: Vec<usize> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        if raw.routes.is_empty() {
+            self.err(
+                src,
+                &table_span,
+                "unmask.routes is empty; list the routes where the role may ask, such as routes = [\"account\"]",
+            );
+        }
+        for r in &raw.routes {
+            let name = r.get_ref().as_str();
+            if !seen.insert(name) {
+                self.err(
+                    src,
+                    &r.span(),
+                    format!("route `{name}` is listed twice in unmask.routes; list it once"),
+                );
+                continue;
+            }
+            match env.route_index.get(name) {
+                Some(&i) => {
+                    if grants.get(i).copied().unwrap_or(0) == 0 {
+                        self.err(
+                            src,
+                            &r.span(),
+                            format!(
+                                "the role may not call route `{name}` (its `routes` do not grant it), so it cannot unmask there; grant the route or remove it from unmask.routes"
+                            ),
+                        );
+                    } else {
+                        routes.push(i);
+                    }
+                }
+                None if !self.complete || env.broken_routes.contains(name) => {}
+                None => {
+                    let mut names: Vec<&str> = env
+                        .route_index
+                        .keys()
+                        .copied()
+                        .chain(env.broken_routes.iter().map(String::as_str))
+                        .collect();
+                    names.sort_unstable();
+                    let hint = if names.is_empty() {
+                        "no route is defined yet".to_owned()
+                    } else {
+                        format!("use one of: {}", names.join(", "))
+                    };
+                    self.err(
+                        src,
+                        &r.span(),
+                        format!("unknown route `{name}` in unmask.routes; {hint}"),
+                    );
+                }
+            }
+        }
+        routes.sort_unstable();
+
+        let max_reason = crate::audit::record::MAX_REASON_CHARS;
+        let reason_min_len = match &raw.reason_min_len {
+            None => UnmaskRule::DEFAULT_REASON_MIN_LEN,
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(v) if v <= max_reason => v,
+                _ => {
+                    self.err(
+                        src,
+                        &n.span(),
+                        format!(
+                            "reason_min_len {} is longer than the longest reason accepted ({max_reason} characters); use 0 to {max_reason}",
+                            n.get_ref()
+                        ),
+                    );
+                    0
+                }
+            },
+        };
+        let reason_pattern = raw
+            .reason_pattern
+            .as_ref()
+            .and_then(|p| self.reason_pattern(src, p));
+
+        let limit = |this: &mut Self, key: &str, v: &Option<Spanned<u64>>, default: u32| {
+            let Some(v) = v else {
+                return (default, None);
+            };
+            match u32::try_from(*v.get_ref()) {
+                Ok(n) if (1..=UnmaskRule::LIMIT_RECORDS).contains(&n) => (n, Some(v.span())),
+                _ => {
+                    this.err(
+                        src,
+                        &v.span(),
+                        format!(
+                            "{key} must be 1 to {}; it counts records",
+                            UnmaskRule::LIMIT_RECORDS
+                        ),
+                    );
+                    (default, None)
+                }
+            }
+        };
+        let (per_request, request_at) = limit(
+            self,
+            "max_records_per_request",
+            &raw.max_records_per_request,
+            UnmaskRule::DEFAULT_PER_REQUEST,
+        );
+        let (per_hour, hour_at) = limit(
+            self,
+            "max_records_per_hour",
+            &raw.max_records_per_hour,
+            UnmaskRule::DEFAULT_PER_HOUR,
+        );
+        let (per_day, day_at) = limit(
+            self,
+            "max_records_per_day",
+            &raw.max_records_per_day,
+            UnmaskRule::DEFAULT_PER_DAY,
+        );
+        if per_request > per_hour {
+            let span = request_at.or(hour_at.clone()).unwrap_or(table_span.clone());
+            self.err(
+                src,
+                &span,
+                format!(
+                    "max_records_per_request ({per_request}) is more than max_records_per_hour ({per_hour}); lower it or raise the hourly limit"
+                ),
+            );
+        }
+        if per_hour > per_day {
+            let span = hour_at.or(day_at).unwrap_or(table_span);
+            self.err(
+                src,
+                &span,
+                format!(
+                    "max_records_per_hour ({per_hour}) is more than max_records_per_day ({per_day}); lower it or raise the daily limit"
+                ),
+            );
+        }
+        if self.diag_len() != before {
+            return None;
+        }
+        Some(UnmaskRule {
+            classes,
+            routes,
+            reason_min_len,
+            reason_pattern,
+            max_records_per_request: per_request,
+            max_records_per_hour: per_hour,
+            max_records_per_day: per_day,
+            grant_required,
+        })
+    }
+
+    /// Compiles a reason pattern: byte-oriented, ASCII classes, bounded size.
+    fn reason_pattern(&mut self, src: &Source, p: &Spanned<String>) -> Option<regex::bytes::Regex> {
+        let text = p.get_ref();
+        if text.is_empty() || text.len() > UnmaskRule::LIMIT_PATTERN_BYTES {
+            self.err(
+                src,
+                &p.span(),
+                format!(
+                    "reason_pattern must be 1 to {} bytes; remove it to accept any reason of the minimum length",
+                    UnmaskRule::LIMIT_PATTERN_BYTES
+                ),
+            );
+            return None;
+        }
+        let built = regex::bytes::RegexBuilder::new(text)
+            .unicode(false)
+            .size_limit(1 << 20)
+            .dfa_size_limit(1 << 20)
+            .build();
+        match built {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let detail = regex_error_summary(&e);
+                self.err(
+                    src,
+                    &p.span(),
+                    format!(
+                        "reason_pattern is not a valid regular expression: {detail}; patterns use ASCII classes (write [0-9], not \\d with Unicode), and backslashes in a TOML basic string are doubled"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks and fills in `[grants]`; role names are checked against the
+    /// compiled roles.
+    fn grant_policy(
+        &mut self,
+        raw: Option<(&Source, Spanned<RawGrantPolicy>)>,
+        roles: &BTreeMap<String, Arc<Role>>,
+        broken_roles: &HashSet<String>,
+    ) -> GrantPolicy {
+        let mut out = GrantPolicy::default();
+        let Some((src, raw)) = raw else {
+            return out;
+        };
+        let raw = raw.into_inner();
+        if let Some(v) = &raw.max_validity_minutes {
+            match u32::try_from(*v.get_ref()) {
+                Ok(n) if (1..=GrantPolicy::LIMIT_VALIDITY_MINUTES).contains(&n) => {
+                    out.max_validity_minutes = n;
+                }
+                _ => self.err(
+                    src,
+                    &v.span(),
+                    format!(
+                        "max_validity_minutes must be 1 to {} (7 days); grants are time-boxed",
+                        GrantPolicy::LIMIT_VALIDITY_MINUTES
+                    ),
+                ),
+            }
+        }
+        if let Some(v) = &raw.max_uses {
+            match u32::try_from(*v.get_ref()) {
+                Ok(n) if (1..=GrantPolicy::LIMIT_USES).contains(&n) => out.max_uses = n,
+                _ => self.err(
+                    src,
+                    &v.span(),
+                    format!("max_uses must be 1 to {}", GrantPolicy::LIMIT_USES),
+                ),
+            }
+        }
+        let role_name = |this: &mut Self, key: &str, v: &Spanned<String>| -> Option<String> {
+            let name = v.get_ref();
+            let known = roles.contains_key(name) || broken_roles.contains(name);
+            if !known && this.complete {
+                let mut defined: Vec<&str> = roles
+                    .keys()
+                    .chain(broken_roles.iter())
+                    .map(String::as_str)
+                    .collect();
+                defined.sort_unstable();
+                let hint = if defined.is_empty() {
+                    "no role is defined yet".to_owned()
+                } else {
+                    format!("use one of: {}", defined.join(", "))
+                };
+                this.err(
+                    src,
+                    &v.span(),
+                    format!("unknown role `{name}` in grants.{key}; {hint}"),
+                );
+                return None;
+            }
+            Some(name.clone())
+        };
+        if let Some(v) = &raw.approver_role {
+            if let Some(n) = role_name(self, "approver_role", v) {
+                out.approver_role = n;
+            }
+        }
+        if let Some(v) = &raw.grantee_role {
+            if let Some(n) = role_name(self, "grantee_role", v) {
+                out.grantee_role = n;
+            }
+        }
+        if out.approver_role == out.grantee_role {
+            let span = raw
+                .grantee_role
+                .as_ref()
+                .or(raw.approver_role.as_ref())
+                .map(Spanned::span)
+                .unwrap_or(0..0);
+            self.err(
+                src,
+                &span,
+                format!(
+                    "approver_role and grantee_role are both `{}`; decrypt grants need two different roles (two-person rule)",
+                    out.approver_role
+                ),
+            );
+        }
+        out
     }
 
     fn actions(

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use gateway::{Limits, LogConfig, LogFormat, ServerConfig, UpstreamConfig};
-pub use policy::{Policy, Principal, Role};
+pub use policy::{is_encrypted_class, GrantPolicy, Policy, Principal, Role, UnmaskRule};
 pub use route::Route;
 
 use error::{Diag, Source};

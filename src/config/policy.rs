@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::Method;
 
 use super::route::Route;
-use crate::class::ActionTable;
+use crate::class::{ActionTable, FieldClass};
 use crate::rewrite::rules::Rules;
 
 /// The compiled policy: who may call which routes with which methods, and what
@@ -22,6 +22,8 @@ pub struct Policy {
     pub routes: Vec<Route>,
     /// Principals in definition order.
     pub principals: Vec<Principal>,
+    /// `[grants]`: limits and roles of decrypt grants, defaults filled in.
+    pub grants: GrantPolicy,
     /// Route indexes, most specific first.
     pub(super) route_order: Vec<usize>,
     /// Principal indexes by name, cert name and key hash.
@@ -96,6 +98,9 @@ pub struct Role {
     pub rules: Arc<Rules>,
     /// True when no grant has a method other than GET or HEAD.
     pub read_only: bool,
+    /// `[roles.NAME.unmask]`: what the role may ask to see in the clear,
+    /// per request (`X-Unmask`); `None` when it may not.
+    pub unmask: Option<UnmaskRule>,
     /// Method bits per route index.
     pub(super) grants: Vec<u8>,
 }
@@ -137,6 +142,105 @@ impl Role {
     /// name is removed.
     pub fn is_allowlist(&self) -> bool {
         self.rules.is_allowlist()
+    }
+}
+
+/// True for the classes stored encrypted (card envelopes): `card_number`,
+/// `card_expiry`, `bank_account`. Showing them needs a decrypt grant.
+pub const fn is_encrypted_class(class: FieldClass) -> bool {
+    matches!(
+        class,
+        FieldClass::CardNumber | FieldClass::CardExpiry | FieldClass::BankAccount
+    )
+}
+
+/// What a role may ask to see in the clear (`[roles.NAME.unmask]`), checked
+/// and compiled. The request-time decision is [`crate::unmask::evaluate`].
+#[derive(Debug, Clone)]
+pub struct UnmaskRule {
+    /// The classes the role may ask for, in [`FieldClass::ALL`] order, no
+    /// duplicates, at least one. With `grant_required` all are encrypted
+    /// classes ([`is_encrypted_class`]); without it none is.
+    pub classes: Vec<FieldClass>,
+    /// Indexes (into [`Policy::routes`]) of the routes where it may ask,
+    /// ascending, at least one; each is granted to the role.
+    pub routes: Vec<usize>,
+    /// The shortest reason accepted, in characters after trimming (0 = a
+    /// reason is optional). Default 12.
+    pub reason_min_len: usize,
+    /// A pattern the reason must contain (searched, so anchor it with `^`
+    /// to require a prefix). Byte-oriented, ASCII classes (`(?-u)`).
+    pub reason_pattern: Option<regex::bytes::Regex>,
+    /// Most records one response may unmask. Default 1.
+    pub max_records_per_request: u32,
+    /// Most records one principal may have unmasked in any hour. Default 20.
+    pub max_records_per_hour: u32,
+    /// Most records one principal may have unmasked in any 24 hours.
+    /// Default 100.
+    pub max_records_per_day: u32,
+    /// True when each request needs a decrypt grant (`X-Unmask-Grant`):
+    /// the classes are decrypted, not passed clear.
+    pub grant_required: bool,
+}
+
+impl UnmaskRule {
+    /// Default `reason_min_len`.
+    pub const DEFAULT_REASON_MIN_LEN: usize = 12;
+    /// Default `max_records_per_request`.
+    pub const DEFAULT_PER_REQUEST: u32 = 1;
+    /// Default `max_records_per_hour`.
+    pub const DEFAULT_PER_HOUR: u32 = 20;
+    /// Default `max_records_per_day`.
+    pub const DEFAULT_PER_DAY: u32 = 100;
+    /// Upper bound of every record limit.
+    pub const LIMIT_RECORDS: u32 = 1_000_000;
+    /// Longest `reason_pattern`, in bytes.
+    pub const LIMIT_PATTERN_BYTES: usize = 256;
+
+    /// True when the rule covers the route with index `route_index`.
+    pub fn covers_route(&self, route_index: usize) -> bool {
+        self.routes.binary_search(&route_index).is_ok()
+    }
+
+    /// True when the rule lists `class`.
+    pub fn covers_class(&self, class: FieldClass) -> bool {
+        self.classes.contains(&class)
+    }
+}
+
+/// `[grants]`: the limits on decrypt grants and the roles of the two people
+/// involved, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantPolicy {
+    /// Longest validity an approver may give, in minutes. Default 240.
+    pub max_validity_minutes: u32,
+    /// Most uses one grant may allow. Default 10.
+    pub max_uses: u32,
+    /// The role that issues and revokes grants. Default `pmo-approver`.
+    pub approver_role: String,
+    /// The role a grantee must hold. Default `it-data-management`.
+    pub grantee_role: String,
+}
+
+impl GrantPolicy {
+    /// Default `max_validity_minutes`.
+    pub const DEFAULT_MAX_VALIDITY_MINUTES: u32 = 240;
+    /// Default `max_uses`.
+    pub const DEFAULT_MAX_USES: u32 = 10;
+    /// Upper bound of `max_validity_minutes`: 7 days.
+    pub const LIMIT_VALIDITY_MINUTES: u32 = 7 * 24 * 60;
+    /// Upper bound of `max_uses`.
+    pub const LIMIT_USES: u32 = 1000;
+}
+
+impl Default for GrantPolicy {
+    fn default() -> GrantPolicy {
+        GrantPolicy {
+            max_validity_minutes: GrantPolicy::DEFAULT_MAX_VALIDITY_MINUTES,
+            max_uses: GrantPolicy::DEFAULT_MAX_USES,
+            approver_role: "pmo-approver".to_owned(),
+            grantee_role: "it-data-management".to_owned(),
+        }
     }
 }
 

@@ -145,6 +145,17 @@ pub(crate) struct RawPolicyFile {
     pub routes: Option<Named<RawRoute>>,
     pub roles: Option<Named<RawRole>>,
     pub principals: Option<Vec<Lenient<RawPrincipal>>>,
+    pub grants: Option<Lenient<Spanned<RawGrantPolicy>>>,
+}
+
+/// `[grants]`: the limits and roles of decrypt grants.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGrantPolicy {
+    pub max_validity_minutes: Option<Spanned<u64>>,
+    pub max_uses: Option<Spanned<u64>>,
+    pub approver_role: Option<Spanned<String>>,
+    pub grantee_role: Option<Spanned<String>>,
 }
 
 /// `[records]`.
@@ -182,6 +193,21 @@ pub(crate) struct RawRole {
     pub allow_fields: Option<Vec<Spanned<String>>>,
     pub allowlist: Option<Spanned<bool>>,
     pub actions: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub unmask: Option<Spanned<RawUnmask>>,
+}
+
+/// `[roles.NAME.unmask]`: what the role may ask to see in the clear.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUnmask {
+    pub classes: Vec<Spanned<String>>,
+    pub routes: Vec<Spanned<String>>,
+    pub reason_min_len: Option<Spanned<u64>>,
+    pub reason_pattern: Option<Spanned<String>>,
+    pub max_records_per_request: Option<Spanned<u64>>,
+    pub max_records_per_hour: Option<Spanned<u64>>,
+    pub max_records_per_day: Option<Spanned<u64>>,
+    pub grant_required: Option<Spanned<bool>>,
 }
 
 /// One entry of a role's `routes`.
@@ -315,6 +341,7 @@ pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<(RawPolicyFi
                 routes: extract(src, diag, "routes", &mut ok),
                 roles: extract(src, diag, "roles", &mut ok),
                 principals: extract(src, diag, "principals", &mut ok),
+                grants: extract(src, diag, "grants", &mut ok),
             };
             (raw, false)
         }
@@ -340,6 +367,13 @@ pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<(RawPolicyFi
                 }
             }
         }
+    }
+    if is_failed(&raw.grants) {
+        report_focus(
+            src,
+            diag,
+            focus_error::<RawGrantPolicy>(text, Focus::Section("grants")),
+        );
     }
     entries(src, diag, "classes", &raw.classes);
     entries(src, diag, "routes", &raw.routes);

@@ -814,3 +814,199 @@ fn syntax_errors_in_the_gateway_file_stop_there() {
     assert_eq!(errors.0[0].line, 1);
     assert!(errors.0[0].message.starts_with("TOML syntax error"));
 }
+
+// ------------------------------------------------------------ unmask rules
+
+#[test]
+fn default_policy_unmask_rules_and_grants() {
+    let config = good();
+    let policy = &config.policy;
+    let route = |name: &str| policy.routes.iter().position(|r| r.name == name).unwrap();
+    let mut both = vec![route("accounts"), route("account")];
+    both.sort_unstable();
+
+    let coll = policy.role("collections").unwrap();
+    let rule = coll.unmask.as_ref().expect("collections may unmask");
+    assert_eq!(rule.classes, [FieldClass::Ssn]);
+    assert_eq!(rule.routes, both);
+    assert!(rule.covers_route(route("account")));
+    assert!(!rule.covers_route(route("export-csv")));
+    assert!(rule.covers_class(FieldClass::Ssn));
+    assert!(!rule.covers_class(FieldClass::CardNumber));
+    assert_eq!(rule.reason_min_len, 12);
+    let pattern = rule.reason_pattern.as_ref().expect("a reason pattern");
+    assert!(pattern.is_match(b"COLL-2026-00042 agency transfer"));
+    assert!(pattern.is_match(b"COLL-2026-00042"));
+    assert!(!pattern.is_match(b"COLL-2026-000421"));
+    assert!(!pattern.is_match(b"see COLL-2026-00042"));
+    assert!(!pattern.is_match(b"because I want to"));
+    assert_eq!(
+        (
+            rule.max_records_per_request,
+            rule.max_records_per_hour,
+            rule.max_records_per_day
+        ),
+        (5, 50, 200)
+    );
+    assert!(!rule.grant_required);
+
+    let it = policy.role("it-data-management").unwrap();
+    let rule = it.unmask.as_ref().expect("IT may decrypt with a grant");
+    assert_eq!(
+        rule.classes,
+        [FieldClass::CardNumber, FieldClass::CardExpiry]
+    );
+    assert_eq!(rule.routes, both);
+    assert!(rule.grant_required);
+    assert_eq!(rule.max_records_per_request, 1);
+    assert!(rule.reason_pattern.is_none());
+    for class in &rule.classes {
+        assert!(is_encrypted_class(*class));
+    }
+
+    for (name, role) in &policy.roles {
+        if name != "collections" && name != "it-data-management" {
+            assert!(role.unmask.is_none(), "{name} may unmask");
+        }
+    }
+    assert_eq!(
+        policy.grants,
+        GrantPolicy {
+            max_validity_minutes: 240,
+            max_uses: 10,
+            approver_role: "pmo-approver".to_owned(),
+            grantee_role: "it-data-management".to_owned(),
+        }
+    );
+}
+
+#[test]
+fn unmask_defaults_and_inline_form() {
+    let config = load_policy(
+        r#"
+[routes.a]
+path = "/a"
+[routes.b]
+path = "/b"
+
+[roles.r]
+routes = [{ route = "b", methods = ["GET"] }, { route = "a", methods = ["GET"] }]
+unmask = { classes = ["dob", "ssn"], routes = ["b", "a"] }
+
+[roles.plain]
+routes = [{ route = "a", methods = ["GET"] }]
+"#,
+    )
+    .unwrap();
+    let p = &config.policy;
+    let rule = p.role("r").unwrap().unmask.as_ref().unwrap();
+    // sorted: classes in FieldClass order, routes by index
+    assert_eq!(rule.classes, [FieldClass::Ssn, FieldClass::Dob]);
+    assert_eq!(rule.routes, [0, 1]);
+    assert_eq!(rule.reason_min_len, 12);
+    assert!(rule.reason_pattern.is_none());
+    assert_eq!(rule.max_records_per_request, 1);
+    assert_eq!(rule.max_records_per_hour, 20);
+    assert_eq!(rule.max_records_per_day, 100);
+    assert!(!rule.grant_required);
+    assert!(p.role("plain").unwrap().unmask.is_none());
+    // no [grants] table: the defaults, even without those roles defined
+    assert_eq!(p.grants, GrantPolicy::default());
+}
+
+#[test]
+fn reason_patterns_are_ascii_and_byte_oriented() {
+    let config = load_policy(
+        r#"
+[routes.a]
+path = "/a"
+[roles.r]
+routes = [{ route = "a", methods = ["GET"] }]
+[roles.r.unmask]
+classes = ["ssn"]
+routes = ["a"]
+reason_min_len = 0
+reason_pattern = '\bTICKET-\d+\b.'
+"#,
+    )
+    .unwrap();
+    let rule = config.policy.role("r").unwrap().unmask.clone().unwrap();
+    assert_eq!(rule.reason_min_len, 0);
+    let re = rule.reason_pattern.unwrap();
+    assert!(re.is_match(b"per TICKET-77 ok"));
+    assert!(re.is_match("TICKET-7 é".as_bytes()));
+    assert!(!re.is_match("TICKET-٣ é".as_bytes()), "\\d is ASCII only");
+    assert!(!re.is_match(b"XTICKET-7 "));
+}
+
+#[test]
+fn grants_table_roles_must_differ() {
+    let errors = load_policy(
+        r#"
+[roles.approver]
+routes = []
+
+[grants]
+approver_role = "approver"
+grantee_role = "approver"
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    let e = &errors.0[0];
+    assert_eq!((e.line, e.col), (7, 16), "{errors}");
+    assert!(e.message.contains("two-person rule"), "{errors}");
+
+    let config = load_policy(
+        r#"
+[roles.x]
+routes = []
+[roles.y]
+routes = []
+[grants]
+max_validity_minutes = 30
+max_uses = 1
+approver_role = "x"
+grantee_role = "y"
+"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.policy.grants,
+        GrantPolicy {
+            max_validity_minutes: 30,
+            max_uses: 1,
+            approver_role: "x".to_owned(),
+            grantee_role: "y".to_owned(),
+        }
+    );
+}
+
+#[test]
+fn unmask_errors_in_a_broken_role_do_not_hide_others() {
+    // A role whose unmask fails to deserialize is reported by the focus pass;
+    // the next role's semantic errors are still found.
+    let errors = load_policy(
+        r#"
+[routes.a]
+path = "/a"
+[roles.bad]
+routes = [{ route = "a", methods = ["GET"] }]
+unmask = { classes = "ssn", routes = ["a"] }
+[roles.worse]
+routes = [{ route = "a", methods = ["GET"] }]
+unmask = { classes = ["ssn"], routes = ["a"], max_records_per_hour = -1 }
+[roles.third]
+routes = [{ route = "a", methods = ["GET"] }]
+unmask = { classes = ["ssn"], routes = ["a"], max_records_per_request = 50 }
+"#,
+    )
+    .unwrap_err();
+    let lines: Vec<(usize, usize)> = errors.0.iter().map(|e| (e.line, e.col)).collect();
+    assert_eq!(lines, [(6, 22), (9, 70), (12, 73)], "{errors}");
+    assert!(errors.0[0].message.contains("wrong type"), "{errors}");
+    assert!(
+        errors.0[2].message.contains("max_records_per_request (50)"),
+        "{errors}"
+    );
+}

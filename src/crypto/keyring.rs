@@ -69,7 +69,7 @@ use super::envelope::{
 use super::fsutil::{self, FileLock};
 use super::kek::Kek;
 use crate::class::FieldClass;
-use crate::rewrite::{EnvelopeOpener, OpenError};
+use crate::rewrite::{EnvelopeOpener, EnvelopeSealer, OpenError, SealError};
 
 /// The first characters of a keyring file.
 pub const FILE_PREFIX: &str = "mgkr1.";
@@ -1085,6 +1085,21 @@ impl EnvelopeOpener for Keyring {
             Ok(mut plaintext) => Ok(std::mem::take(&mut *plaintext)),
             Err(e) => Err(open_error(&e)),
         }
+    }
+}
+
+impl EnvelopeSealer for Keyring {
+    fn seal(&self, class: FieldClass, plaintext: &str) -> Result<String, SealError> {
+        Keyring::seal(self, class, plaintext).map_err(|e| match e {
+            EnvelopeError::PlaintextTooShort | EnvelopeError::PlaintextTooLong => {
+                SealError::Unsealable
+            }
+            _ => SealError::NoKey,
+        })
+    }
+
+    fn blind_index(&self, class: FieldClass, value: &str) -> Result<String, SealError> {
+        Keyring::blind_index(self, class, value).map_err(|_| SealError::Unsealable)
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 
 /// Why the gateway refused or failed a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum GatewayError {
     /// No identity, or one the gateway does not accept.
@@ -23,6 +23,22 @@ pub enum GatewayError {
     /// The request body is over the limit.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The request body cannot be stored as it is (a clear card number where
+    /// it would be stored unencrypted, a value that cannot be encrypted).
+    /// `detail` names the field, never a value.
+    #[error("unprocessable request body")]
+    Unprocessable {
+        /// Stable code.
+        code: &'static str,
+        /// Which field, and what to do about it.
+        detail: String,
+    },
+    /// Too many requests.
+    #[error("rate limited")]
+    TooManyRequests,
+    /// A required service (the audit log) cannot be used; nothing was released.
+    #[error("service unavailable")]
+    Unavailable(&'static str),
     /// The request's content type cannot be inspected.
     #[error("unsupported request content type")]
     UnsupportedMediaType,
@@ -49,6 +65,9 @@ impl GatewayError {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            GatewayError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamResponseInvalid(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -65,6 +84,9 @@ impl GatewayError {
             GatewayError::BadRequest(code) => code,
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::UnsupportedMediaType => "unsupported_media_type",
+            GatewayError::Unprocessable { code, .. } => code,
+            GatewayError::TooManyRequests => "too_many_requests",
+            GatewayError::Unavailable(code) => code,
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamResponseInvalid(code) => code,
@@ -72,9 +94,21 @@ impl GatewayError {
         }
     }
 
-    /// A human-readable message (fixed text, never request data).
-    pub fn message(&self) -> &'static str {
+    /// A human-readable message (fixed text or a field name, never a value).
+    pub fn message(&self) -> std::borrow::Cow<'static, str> {
         match self {
+            GatewayError::Unprocessable { detail, .. } => std::borrow::Cow::Owned(detail.clone()),
+            other => std::borrow::Cow::Borrowed(other.fixed_message()),
+        }
+    }
+
+    fn fixed_message(&self) -> &'static str {
+        match self {
+            GatewayError::Unprocessable { .. } => "the request body cannot be stored as it is",
+            GatewayError::TooManyRequests => "too many requests; retry later",
+            GatewayError::Unavailable(_) => {
+                "a service the gateway needs is unavailable; nothing was released"
+            }
             GatewayError::Unauthenticated => "a valid client certificate or API key is required",
             GatewayError::Forbidden => "this caller may not use this method on this route",
             GatewayError::BadRequest(_) => "the request is malformed",
@@ -93,7 +127,7 @@ impl GatewayError {
 
     /// The response for this error.
     pub fn to_response<B: From<Bytes>>(&self, request_id: &str) -> Response<B> {
-        error_response(self.status(), self.code(), self.message(), request_id)
+        error_response(self.status(), self.code(), &self.message(), request_id)
     }
 }
 

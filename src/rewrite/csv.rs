@@ -35,7 +35,7 @@ use memchr::memchr2;
 use super::json::effective_plain;
 use super::mask::looks_like_envelope;
 use super::text::{envelope_display, mask_detected, mask_named};
-use super::{BodyRewriter, Counts, RewriteError, RewriteSpec};
+use super::{BodyRewriter, Counts, DetectedCard, RequestProtection, RewriteError, RewriteSpec};
 use crate::class::{Action, FieldClass};
 use crate::detect::Finding;
 
@@ -105,6 +105,10 @@ pub struct CsvRewriter {
     norm: Vec<u8>,
     findings: Vec<Finding>,
     text: String,
+    /// Write requests: how the body is protected.
+    protect: Option<std::sync::Arc<RequestProtection>>,
+    /// Write requests: the header's names, for error messages.
+    names: Vec<String>,
 }
 
 /// True when a cell's content must be quoted to stay one field.
@@ -175,6 +179,112 @@ impl CsvRewriter {
             norm: Vec::new(),
             findings: Vec::new(),
             text: String::new(),
+            protect: None,
+            names: Vec::new(),
+        }
+    }
+
+    /// A rewriter for a write request's CSV body: cells of encrypted classes
+    /// become envelopes; a card number in any other cell is refused (or
+    /// encrypted in place). CSV bodies get no blind-index column.
+    pub fn for_request(
+        spec: RewriteSpec,
+        protect: std::sync::Arc<RequestProtection>,
+    ) -> CsvRewriter {
+        let mut rw = CsvRewriter::new(spec);
+        rw.protect = Some(protect);
+        rw
+    }
+
+    /// Write requests: seals, refuses or passes one cell.
+    fn protect_cell(
+        &mut self,
+        protect: &RequestProtection,
+        raw: &str,
+        quoted: bool,
+        class: Option<FieldClass>,
+        column: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
+        let value = unquote(raw, quoted);
+        let path = || {
+            format!(
+                "column {} (line {})",
+                self.names.get(column).map_or("?", String::as_str),
+                self.record_line
+            )
+        };
+        match class {
+            Some(class) if protect.encrypts(class) => {
+                if value.is_empty() {
+                    out.extend_from_slice(raw.as_bytes());
+                    return Ok(());
+                }
+                if looks_like_envelope(&value) {
+                    if super::mask::envelope_view(&value).is_some() {
+                        out.extend_from_slice(raw.as_bytes());
+                        return Ok(());
+                    }
+                    return Err(RewriteError::CannotEncrypt { path: path() });
+                }
+                let sealer = protect
+                    .sealer
+                    .as_ref()
+                    .ok_or_else(|| RewriteError::CannotEncrypt { path: path() })?;
+                let envelope = sealer
+                    .seal(class, &value)
+                    .map_err(|_| RewriteError::CannotEncrypt { path: path() })?;
+                write_cell(&envelope, out);
+                self.counts.sealed += 1;
+                Ok(())
+            }
+            Some(_) => {
+                out.extend_from_slice(raw.as_bytes());
+                Ok(())
+            }
+            None => {
+                self.findings.clear();
+                self.spec.detectors.scan(
+                    value.as_bytes(),
+                    self.spec.rules.detector_set(),
+                    &mut self.findings,
+                );
+                let sealed_here = |f: &Finding| {
+                    f.class() == FieldClass::CardNumber || protect.encrypts(f.class())
+                };
+                if !self.findings.iter().any(sealed_here) {
+                    out.extend_from_slice(raw.as_bytes());
+                    return Ok(());
+                }
+                let sealer = match (protect.detected_card, protect.sealer.as_ref()) {
+                    (DetectedCard::Encrypt, Some(sealer)) => sealer,
+                    _ => return Err(RewriteError::ClearCardInRequest { path: path() }),
+                };
+                let mut rebuilt = String::with_capacity(value.len() + 64);
+                let mut last = 0;
+                for f in self.findings.iter().filter(|f| sealed_here(f)) {
+                    let (Some(before), Some(found)) =
+                        (value.get(last..f.start), value.get(f.start..f.end))
+                    else {
+                        return Err(RewriteError::ClearCardInRequest { path: path() });
+                    };
+                    rebuilt.push_str(before);
+                    let class = if protect.encrypts(f.class()) {
+                        f.class()
+                    } else {
+                        FieldClass::CardNumber
+                    };
+                    let envelope = sealer
+                        .seal(class, found)
+                        .map_err(|_| RewriteError::CannotEncrypt { path: path() })?;
+                    rebuilt.push_str(&envelope);
+                    last = f.end;
+                }
+                rebuilt.push_str(value.get(last..).unwrap_or(""));
+                self.counts.sealed += 1;
+                write_cell(&rebuilt, out);
+                Ok(())
+            }
         }
     }
 
@@ -407,6 +517,9 @@ impl CsvRewriter {
         for f in fields {
             let raw = self.raw(text, f)?;
             let name = unquote(raw, f.quoted);
+            if self.protect.is_some() {
+                self.names.push(name.chars().take(64).collect());
+            }
             let m = rules.match_key(name.as_bytes(), rules.root_nodes(), &mut self.norm);
             let action = m.class.map(|c| self.spec.actions.get(c));
             let column = if action == Some(Action::Remove) {
@@ -455,7 +568,7 @@ impl CsvRewriter {
         self.counts.records += 1;
         let start = out.len();
         let mut first = true;
-        for (column, f) in columns.iter().zip(fields) {
+        for (index, (column, f)) in columns.iter().zip(fields).enumerate() {
             match *column {
                 Column::Removed(Some(class)) => self.counts.add(class, Action::Remove),
                 Column::Removed(None) => self.counts.not_allowed += 1,
@@ -465,7 +578,12 @@ impl CsvRewriter {
                     }
                     first = false;
                     let raw = self.raw(text, f)?;
-                    self.cell(raw, f.quoted, class, out);
+                    match self.protect.clone() {
+                        Some(protect) => {
+                            self.protect_cell(&protect, raw, f.quoted, class, index, out)?
+                        }
+                        None => self.cell(raw, f.quoted, class, out),
+                    }
                 }
             }
         }

@@ -11,6 +11,7 @@
 //! comma with it and the output stays valid JSON.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use memchr::memchr2;
 
@@ -19,7 +20,10 @@ use super::mask::{
     write_json_string, DAMAGED_ENVELOPE_MASK,
 };
 use super::rules::{MemberMatch, NodeSet};
-use super::{BodyRewriter, Counts, RewriteError, RewriteSpec, SyntaxError};
+use super::{
+    BodyRewriter, Counts, DetectedCard, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
+    MAX_ACCOUNT_IDS,
+};
 use crate::class::{Action, ActionTable, FieldClass};
 use crate::detect::{DetectorKind, DetectorSet, Finding};
 
@@ -43,6 +47,8 @@ struct Ctx {
     allowed: bool,
     /// Path-trie nodes active for children.
     nodes: NodeSet,
+    /// The value is a customer record (its id field names the account).
+    record: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +56,10 @@ struct Frame {
     object: bool,
     emitted_any: bool,
     ctx: Ctx,
+    /// Write requests: length of the JSON pointer before this container.
+    path_len: usize,
+    /// Write requests: elements seen (array index of the next one).
+    count: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -144,6 +154,21 @@ pub struct JsonRewriter {
     norm: Vec<u8>,
     findings: Vec<Finding>,
     text: String,
+    /// The next value is a record's id: collect it.
+    want_id: bool,
+    /// The document's own id, kept only if it turns out to be the record.
+    root_id: Option<String>,
+    /// Write requests: how the body is protected.
+    protect: Option<Arc<RequestProtection>>,
+    /// Write requests: JSON pointer of the current container.
+    path: String,
+    /// Write requests: the current member's key or index.
+    seg: String,
+    /// Write requests: the last key read (decoded).
+    pend_key: String,
+    /// Write requests: the member being read is dropped (a client-supplied
+    /// blind index).
+    drop_member: bool,
 }
 
 /// Bytes that may appear in a JSON string as they are and need no further
@@ -234,6 +259,7 @@ impl JsonRewriter {
                 class: None,
                 allowed: true,
                 nodes: NodeSet::EMPTY,
+                record: false,
             },
             top_records: 0,
             top_object: false,
@@ -245,7 +271,31 @@ impl JsonRewriter {
             norm: Vec::new(),
             findings: Vec::new(),
             text: String::new(),
+            want_id: false,
+            root_id: None,
+            protect: None,
+            path: String::new(),
+            seg: String::new(),
+            pend_key: String::new(),
+            drop_member: false,
         }
+    }
+
+    /// A rewriter for a write request's JSON body: values of encrypted
+    /// classes become envelopes, card numbers in unnamed fields are refused
+    /// (or encrypted), client-supplied `*_bidx` members are dropped. The
+    /// spec's actions should all be `clear` (a write is not masked).
+    pub fn for_request(spec: RewriteSpec, protect: Arc<RequestProtection>) -> JsonRewriter {
+        let mut rw = JsonRewriter::new(spec);
+        rw.protect = Some(protect);
+        rw
+    }
+
+    /// [`JsonRewriter::for_request`] for NDJSON bodies.
+    pub fn ndjson_for_request(spec: RewriteSpec, protect: Arc<RequestProtection>) -> JsonRewriter {
+        let mut rw = JsonRewriter::ndjson(spec);
+        rw.protect = Some(protect);
+        rw
     }
 
     /// A rewriter for NDJSON: JSON values separated by newlines (empty body allowed).
@@ -487,7 +537,13 @@ impl JsonRewriter {
             class: None,
             allowed: !self.spec.rules.is_allowlist(),
             nodes: self.spec.rules.root_nodes(),
+            record: self.spec.rules.root_is_record() && b == b'{',
         };
+        self.want_id = false;
+        if self.protect.is_some() {
+            self.path.clear();
+            self.seg.clear();
+        }
         self.start_value(io, pos, b, ctx)
     }
 
@@ -508,11 +564,26 @@ impl JsonRewriter {
             class,
             allowed: parent.ctx.allowed || member.allowed_subtree,
             nodes: member.nodes,
+            record: member.record,
         };
+        self.want_id = parent.object && member.record_id && parent.ctx.record;
         let kept_by_allowlist = parent.ctx.allowed || member.allowed_value;
         let container = b == b'{' || b == b'[';
         let action = class.map(|c| self.spec.actions.get(c));
-        let remove = action == Some(Action::Remove) || (!kept_by_allowlist && !container);
+        let mut remove = action == Some(Action::Remove) || (!kept_by_allowlist && !container);
+        if self.protect.is_some() {
+            self.seg.clear();
+            if parent.object {
+                self.seg.push_str(&self.pend_key);
+                remove = self.drop_member;
+            } else {
+                use std::fmt::Write as _;
+                let _ = write!(self.seg, "{}", parent.count);
+            }
+            if let Some(top) = self.stack.last_mut() {
+                top.count += 1;
+            }
+        }
         if remove {
             match (class, action) {
                 (Some(c), Some(Action::Remove)) => self.counts.add(c, Action::Remove),
@@ -551,10 +622,17 @@ impl JsonRewriter {
                     });
                 }
                 let object = b == b'{';
+                let path_len = self.path.len();
+                if self.protect.is_some() && !self.stack.is_empty() {
+                    self.path.push('/');
+                    push_pointer_segment(&self.seg, &mut self.path);
+                }
                 self.stack.push(Frame {
                     object,
                     emitted_any: false,
                     ctx,
+                    path_len,
+                    count: 0,
                 });
                 self.state = if object {
                     State::ObjectFirst
@@ -568,6 +646,10 @@ impl JsonRewriter {
                     StrKind::Skip
                 } else {
                     match (ctx.class, action) {
+                        _ if self.want_id => StrKind::Capture,
+                        (Some(c), _) if self.protect.as_ref().is_some_and(|p| p.encrypts(c)) => {
+                            StrKind::Capture
+                        }
                         (Some(c), Some(Action::Clear)) => {
                             self.counts.add(c, Action::Clear);
                             StrKind::Pass
@@ -586,6 +668,10 @@ impl JsonRewriter {
             b'-' | b'0'..=b'9' => {
                 if !skipping {
                     let capture = match (ctx.class, action) {
+                        _ if self.want_id => true,
+                        (Some(c), _) if self.protect.as_ref().is_some_and(|p| p.encrypts(c)) => {
+                            true
+                        }
                         (Some(c), Some(Action::Clear)) => {
                             self.counts.add(c, Action::Clear);
                             false
@@ -625,6 +711,9 @@ impl JsonRewriter {
         if frame.object != object {
             return Err(self.syntax(pos, SyntaxError::MismatchedClose));
         }
+        if self.protect.is_some() {
+            self.path.truncate(frame.path_len);
+        }
         self.after_scalar(io, pos + 1);
         Ok(pos + 1)
     }
@@ -637,11 +726,17 @@ impl JsonRewriter {
             self.mode = Mode::Pass;
         }
         if self.stack.is_empty() {
+            let root_id = self.root_id.take();
             if self.spec.rules.root_is_record()
                 && self.counts.records == self.top_records
                 && self.top_object
             {
                 self.counts.records += 1;
+                if let Some(id) = root_id {
+                    if self.counts.account_ids.len() < MAX_ACCOUNT_IDS {
+                        self.counts.account_ids.push(id);
+                    }
+                }
             }
             self.state = State::End;
             self.end_newline = false;
@@ -815,6 +910,11 @@ impl JsonRewriter {
         };
         let parent = self.stack.last().map_or(NodeSet::EMPTY, |f| f.ctx.nodes);
         self.pend.member = self.spec.rules.match_key(&key, parent, &mut self.norm);
+        if self.protect.is_some() {
+            self.pend_key.clear();
+            self.pend_key.push_str(&String::from_utf8_lossy(&key));
+            self.drop_member = self.pend_key.ends_with(BLIND_INDEX_SUFFIX);
+        }
         let detectors = self.spec.rules.detector_set();
         if !detectors.is_empty() && count_digits(raw) >= self.spec.detectors.min_digits(detectors) {
             self.findings.clear();
@@ -891,8 +991,20 @@ impl JsonRewriter {
             &held
         };
         let limit = self.spec.limits.max_token_bytes;
+        if self.want_id {
+            self.want_id = false;
+            if self.stack.len() == 1 {
+                self.root_id = account_id(raw, number);
+            } else if let Some(id) = account_id(raw, number) {
+                if self.counts.account_ids.len() < MAX_ACCOUNT_IDS {
+                    self.counts.account_ids.push(id);
+                }
+            }
+        }
         let result = if raw.len() > limit.saturating_add(2) {
             Err(RewriteError::TokenTooLarge { limit })
+        } else if let Some(protect) = self.protect.clone() {
+            self.protect_value(&protect, raw, number, io.out)
         } else if number {
             self.transform_number(raw, io.out);
             Ok(())
@@ -1050,6 +1162,123 @@ impl JsonRewriter {
         Ok(())
     }
 
+    /// Where the current value is, as a JSON pointer.
+    fn value_path(&self) -> String {
+        let mut p = self.path.clone();
+        if !self.stack.is_empty() {
+            p.push('/');
+            push_pointer_segment(&self.seg, &mut p);
+        }
+        if p.is_empty() {
+            p.push('/');
+        }
+        p
+    }
+
+    /// Write requests: seals values of encrypted classes, refuses (or seals)
+    /// card numbers in unnamed fields, passes everything else.
+    fn protect_value(
+        &mut self,
+        protect: &RequestProtection,
+        raw: &[u8],
+        number: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
+        let ctx = self.cap;
+        let inner = if number { raw } else { &raw[1..raw.len() - 1] };
+        let text: Cow<'_, str> = if !number && self.str_has_escape {
+            decode_json_string(inner).map_err(|_| RewriteError::CannotEncrypt {
+                path: self.value_path(),
+            })?
+        } else {
+            String::from_utf8_lossy(inner)
+        };
+        match ctx.class {
+            Some(class) if protect.encrypts(class) => {
+                if looks_like_envelope(&text) {
+                    // Already sealed (a record read and written back): keep
+                    // it if well-formed, refuse junk that claims to be one.
+                    return if envelope_view(&text).is_some() {
+                        out.extend_from_slice(raw);
+                        Ok(())
+                    } else {
+                        Err(RewriteError::CannotEncrypt {
+                            path: self.value_path(),
+                        })
+                    };
+                }
+                let path = self.value_path();
+                let cannot = || RewriteError::CannotEncrypt { path: path.clone() };
+                let sealer = protect.sealer.as_ref().ok_or_else(cannot)?;
+                let envelope = sealer.seal(class, &text).map_err(|_| cannot())?;
+                write_json_string(&envelope, out);
+                self.counts.sealed += 1;
+                let in_object = self.stack.last().is_some_and(|f| f.object);
+                if protect.blind_index[class.index()] && in_object {
+                    let index = sealer.blind_index(class, &text).map_err(|_| cannot())?;
+                    out.push(b',');
+                    let mut name = self.pend_key.clone();
+                    name.push_str(BLIND_INDEX_SUFFIX);
+                    write_json_string(&name, out);
+                    out.push(b':');
+                    write_json_string(&index, out);
+                }
+                Ok(())
+            }
+            Some(_) => {
+                out.extend_from_slice(raw);
+                Ok(())
+            }
+            None => {
+                self.findings.clear();
+                let set = if number {
+                    DetectorSet::NONE.with(DetectorKind::Card)
+                } else {
+                    self.spec.rules.detector_set()
+                };
+                self.spec
+                    .detectors
+                    .scan(text.as_bytes(), set, &mut self.findings);
+                let sealed_here = |f: &Finding| {
+                    f.class() == FieldClass::CardNumber || protect.encrypts(f.class())
+                };
+                if !self.findings.iter().any(sealed_here) {
+                    out.extend_from_slice(raw);
+                    return Ok(());
+                }
+                let path = self.value_path();
+                let sealer = match (protect.detected_card, protect.sealer.as_ref()) {
+                    (DetectedCard::Encrypt, Some(sealer)) => sealer,
+                    _ => return Err(RewriteError::ClearCardInRequest { path }),
+                };
+                let mut rebuilt = String::with_capacity(text.len() + 64);
+                let mut last = 0;
+                for f in self.findings.iter().filter(|f| sealed_here(f)) {
+                    let (Some(before), Some(value)) =
+                        (text.get(last..f.start), text.get(f.start..f.end))
+                    else {
+                        return Err(RewriteError::ClearCardInRequest { path });
+                    };
+                    rebuilt.push_str(before);
+                    let class = if protect.encrypts(f.class()) {
+                        f.class()
+                    } else {
+                        FieldClass::CardNumber
+                    };
+                    let envelope = sealer
+                        .seal(class, value)
+                        .map_err(|_| RewriteError::CannotEncrypt { path: path.clone() })?;
+                    rebuilt.push_str(&envelope);
+                    self.counts.sealed += 1;
+                    last = f.end;
+                }
+                rebuilt.push_str(text.get(last..).unwrap_or(""));
+                write_json_string(&rebuilt, out);
+                Ok(())
+            }
+        }
+    }
+
     /// Writes the display of an envelope into `self.text`.
     fn envelope(&mut self, text: &str, class: FieldClass, action: Action) {
         let Some(view) = envelope_view(text) else {
@@ -1095,6 +1324,35 @@ impl JsonRewriter {
         }
         r
     }
+}
+
+/// Suffix of the blind-index sibling the gateway writes next to a field.
+pub const BLIND_INDEX_SUFFIX: &str = "_bidx";
+
+/// Appends `seg` to a JSON pointer (RFC 6901 escaping).
+fn push_pointer_segment(seg: &str, path: &mut String) {
+    for c in seg.chars() {
+        match c {
+            '~' => path.push_str("~0"),
+            '/' => path.push_str("~1"),
+            c => path.push(c),
+        }
+    }
+}
+
+/// A record's id, when it is a short, plain ASCII id.
+fn account_id(raw: &[u8], number: bool) -> Option<String> {
+    let inner = if number {
+        raw
+    } else {
+        raw.get(1..raw.len().saturating_sub(1))?
+    };
+    (!inner.is_empty()
+        && inner.len() <= 64
+        && inner
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+    .then(|| String::from_utf8_lossy(inner).into_owned())
 }
 
 /// The action taken on a clear (not enveloped) value: `decrypt` has nothing

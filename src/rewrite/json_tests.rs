@@ -498,3 +498,161 @@ fn detectors_none_means_unnamed_strings_stream() {
     let out = run(&spec, br#"{"note":"123-45-6789"}"#).unwrap();
     assert_eq!(s(&out), r#"{"note":"123-45-6789"}"#);
 }
+
+/// A sealer with a visible, fake envelope format, for request-mode tests.
+struct FakeSealer;
+
+impl crate::rewrite::EnvelopeSealer for FakeSealer {
+    fn seal(
+        &self,
+        class: FieldClass,
+        plaintext: &str,
+    ) -> Result<String, crate::rewrite::SealError> {
+        let digits: String = plaintext
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        if digits.len() < 4 {
+            return Err(crate::rewrite::SealError::Unsealable);
+        }
+        Ok(format!(
+            "mg1.k1.{}.{}",
+            &digits[digits.len() - 4..],
+            format!("{}{}", class.name(), "A".repeat(40)).replace('_', "-")
+        ))
+    }
+    fn blind_index(
+        &self,
+        _class: FieldClass,
+        value: &str,
+    ) -> Result<String, crate::rewrite::SealError> {
+        Ok(format!(
+            "bidx1.{}",
+            value.chars().filter(char::is_ascii_digit).count()
+        ))
+    }
+}
+
+fn protection(detected: crate::rewrite::DetectedCard) -> Arc<crate::rewrite::RequestProtection> {
+    let mut encrypt = [false; FieldClass::COUNT];
+    encrypt[FieldClass::CardNumber.index()] = true;
+    Arc::new(crate::rewrite::RequestProtection {
+        sealer: Some(Arc::new(FakeSealer)),
+        encrypt,
+        blind_index: encrypt,
+        detected_card: detected,
+    })
+}
+
+fn request_spec() -> RewriteSpec {
+    let mut b = RulesBuilder::new();
+    city_rules(&mut b);
+    b.detectors(DetectorSet::ALL);
+    RewriteSpec {
+        rules: Arc::new(b.build()),
+        actions: ActionTable::uniform(Action::Clear),
+        detectors: Arc::new(Detectors::new()),
+        limits: Limits::default(),
+        opener: None,
+    }
+}
+
+#[test]
+fn writes_seal_card_numbers_and_add_blind_indexes() {
+    let input = br#"{"name":"A","ssn":"123-45-6789","cards":[{"card_number":"4111 1111 1111 1111","card_number_bidx":"forged"},{"card_number":4012888888881881}]}"#;
+    let mut rw = JsonRewriter::for_request(
+        request_spec(),
+        protection(crate::rewrite::DetectedCard::Refuse),
+    );
+    let out = rewrite_all(&mut rw, input).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v["ssn"], "123-45-6789",
+        "other classes are written as they are"
+    );
+    let c0 = v["cards"][0]["card_number"].as_str().unwrap();
+    assert!(c0.starts_with("mg1.k1.1111."), "{c0}");
+    assert_eq!(
+        v["cards"][0]["card_number_bidx"], "bidx1.16",
+        "the forged index is replaced"
+    );
+    assert!(v["cards"][1]["card_number"]
+        .as_str()
+        .unwrap()
+        .starts_with("mg1.k1.1881."));
+    assert!(!String::from_utf8_lossy(&out).contains("4111"));
+    assert_eq!(rw.counts().sealed, 2);
+    // every split gives the same body
+    for cut in 0..input.len() {
+        let mut rw = JsonRewriter::for_request(
+            request_spec(),
+            protection(crate::rewrite::DetectedCard::Refuse),
+        );
+        let mut o = Vec::new();
+        rw.write(&input[..cut], &mut o).unwrap();
+        rw.write(&input[cut..], &mut o).unwrap();
+        rw.finish(&mut o).unwrap();
+        assert_eq!(o, out, "cut {cut}");
+    }
+}
+
+#[test]
+fn writes_with_a_card_in_a_note_are_refused_naming_the_field() {
+    let input = br#"{"accounts":[{"notes":["ok","paid by card 4111 1111 1111 1111"]}]}"#;
+    let mut rw = JsonRewriter::for_request(
+        request_spec(),
+        protection(crate::rewrite::DetectedCard::Refuse),
+    );
+    match rewrite_all(&mut rw, input) {
+        Err(RewriteError::ClearCardInRequest { path }) => assert_eq!(path, "/accounts/0/notes/1"),
+        other => panic!("{other:?}"),
+    }
+    let mut rw = JsonRewriter::for_request(
+        request_spec(),
+        protection(crate::rewrite::DetectedCard::Encrypt),
+    );
+    let out = rewrite_all(&mut rw, input).unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("paid by card mg1.k1.1111."), "{text}");
+    // without a sealer, a card value cannot be stored at all
+    let mut p = (*protection(crate::rewrite::DetectedCard::Refuse)).clone();
+    p.sealer = None;
+    let mut rw = JsonRewriter::for_request(request_spec(), Arc::new(p));
+    assert!(matches!(
+        rewrite_all(&mut rw, br#"{"card_number":"4111111111111111"}"#),
+        Err(RewriteError::CannotEncrypt { .. })
+    ));
+    // a damaged envelope is not stored either
+    let mut rw = JsonRewriter::for_request(
+        request_spec(),
+        protection(crate::rewrite::DetectedCard::Refuse),
+    );
+    assert!(matches!(
+        rewrite_all(&mut rw, br#"{"card_number":"mg1.broken"}"#),
+        Err(RewriteError::CannotEncrypt { .. })
+    ));
+}
+
+#[test]
+fn account_ids_of_records_are_collected() {
+    let mut b = RulesBuilder::new();
+    city_rules(&mut b);
+    b.record_id_name("id").unwrap();
+    let spec = RewriteSpec {
+        rules: Arc::new(b.build()),
+        ..masked()
+    };
+    let mut rw = JsonRewriter::new(spec.clone());
+    rewrite_all(
+        &mut rw,
+        br#"{"accounts":[{"id":"ACC-1","x":{"id":"not-a-record"}},{"id":2}],"id":"wrapper"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        rw.counts().account_ids,
+        vec!["ACC-1".to_owned(), "2".to_owned()]
+    );
+    let mut rw = JsonRewriter::new(spec);
+    rewrite_all(&mut rw, br#"{"id":"ACC-9","ssn":"123456789"}"#).unwrap();
+    assert_eq!(rw.counts().account_ids, vec!["ACC-9".to_owned()]);
+}

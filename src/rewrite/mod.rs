@@ -139,6 +139,21 @@ pub enum RewriteError {
         /// Offset of the first bad byte.
         offset: u64,
     },
+    /// A write carries a card number where it would be stored in the clear
+    /// (a field no selector named); `path` names the field (JSON pointer or
+    /// CSV column), never the value.
+    #[error("clear card number in field {path}")]
+    ClearCardInRequest {
+        /// Where it is.
+        path: String,
+    },
+    /// A value that must be encrypted could not be (no key, or the value
+    /// cannot be sealed); `path` names the field.
+    #[error("field {path} cannot be encrypted")]
+    CannotEncrypt {
+        /// Where it is.
+        path: String,
+    },
     /// A content encoding could not be undone or redone.
     #[error("content encoding failed: {reason}")]
     Encoding {
@@ -149,6 +164,9 @@ pub enum RewriteError {
     #[error("rewriter failed earlier")]
     Poisoned,
 }
+
+/// Most account ids one response's counts keep.
+pub const MAX_ACCOUNT_IDS: usize = 1000;
 
 /// What one response's rewriting did: the gateway uses it for logs, metrics,
 /// audit records and record budgets. Holds counts only, never values.
@@ -164,6 +182,11 @@ pub struct Counts {
     pub integrity_errors: u64,
     /// Fields removed because an allowlist did not name them.
     pub not_allowed: u64,
+    /// Values sealed into envelopes (write requests).
+    pub sealed: u64,
+    /// Values of the record id field, in order (account ids touched; capped
+    /// at [`MAX_ACCOUNT_IDS`]). Ids are not red-flag values.
+    pub account_ids: Vec<String>,
 }
 
 impl Counts {
@@ -216,6 +239,69 @@ pub enum OpenError {
 pub trait EnvelopeOpener: Send + Sync {
     /// Returns the plaintext of `envelope`, which must be of `class`.
     fn open(&self, class: FieldClass, envelope: &str) -> Result<String, OpenError>;
+}
+
+/// Why a value could not be sealed. Never carries the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The value cannot be sealed (too short, too long, bad characters).
+    #[error("value cannot be encrypted")]
+    Unsealable,
+    /// No key may encrypt now (none active, or the encryption limit reached).
+    #[error("no key may encrypt")]
+    NoKey,
+}
+
+/// Seals values into envelopes on their way into the database. Implemented
+/// by the crypto core.
+pub trait EnvelopeSealer: Send + Sync {
+    /// An envelope for `plaintext` of `class`.
+    fn seal(&self, class: FieldClass, plaintext: &str) -> Result<String, SealError>;
+    /// The blind index of `value` of `class`.
+    fn blind_index(&self, class: FieldClass, value: &str) -> Result<String, SealError>;
+}
+
+/// What to do with a card number found by a detector in a request field no
+/// selector named (a note).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectedCard {
+    /// Refuse the request, naming the field.
+    Refuse,
+    /// Encrypt the number in place.
+    Encrypt,
+}
+
+/// How a write request's body is protected before the database sees it.
+#[derive(Clone)]
+pub struct RequestProtection {
+    /// Seals values; `None` means encryption is not configured, so any value
+    /// that would need it makes the request fail.
+    pub sealer: Option<Arc<dyn EnvelopeSealer>>,
+    /// Classes stored only as envelopes.
+    pub encrypt: [bool; FieldClass::COUNT],
+    /// Classes that also get a `<field>_bidx` blind-index sibling.
+    pub blind_index: [bool; FieldClass::COUNT],
+    /// Card numbers in unnamed fields.
+    pub detected_card: DetectedCard,
+}
+
+impl std::fmt::Debug for RequestProtection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestProtection")
+            .field("sealer", &self.sealer.is_some())
+            .field("encrypt", &self.encrypt)
+            .field("blind_index", &self.blind_index)
+            .field("detected_card", &self.detected_card)
+            .finish()
+    }
+}
+
+impl RequestProtection {
+    /// True when values of `class` are stored only as envelopes.
+    pub fn encrypts(&self, class: FieldClass) -> bool {
+        self.encrypt[class.index()]
+    }
 }
 
 /// Everything a rewriter needs to rewrite one response.

@@ -103,6 +103,8 @@ pub struct MemberMatch {
     pub allowed_value: bool,
     /// A record selector names this member: it counts as one record.
     pub record: bool,
+    /// The member is named like a record's id field.
+    pub record_id: bool,
     /// Path-trie nodes active for this member's children.
     pub nodes: NodeSet,
 }
@@ -112,6 +114,7 @@ pub struct MemberMatch {
 pub struct RulesBuilder {
     names: FastMap<Vec<u8>, FieldClass>,
     allowed_names: FastMap<Vec<u8>, ()>,
+    id_names: FastMap<Vec<u8>, ()>,
     allowlist: bool,
     nodes: Vec<PathNode>,
     edges: Vec<(usize, Step, usize)>,
@@ -209,6 +212,14 @@ impl RulesBuilder {
         Ok(())
     }
 
+    /// A record's field named `name` holds its id (account ids touched are
+    /// collected from it).
+    pub fn record_id_name(&mut self, name: &str) -> Result<(), SelectorError> {
+        let key = Self::normalized(name)?;
+        self.id_names.insert(key, ());
+        Ok(())
+    }
+
     /// Detectors to run on every string value no selector claimed.
     pub fn detectors(&mut self, set: DetectorSet) {
         self.detectors = set;
@@ -287,6 +298,9 @@ impl RulesBuilder {
         }
         for (name, ()) in self.allowed_names {
             names.entry(name).or_default().allowed = true;
+        }
+        for (name, ()) in self.id_names {
+            names.entry(name).or_default().record_id = true;
         }
         for (name, edges) in name_edges {
             names.entry(name).or_default().edges = edges;
@@ -424,6 +438,7 @@ impl NameTable {
 struct NameEntry {
     class: Option<FieldClass>,
     allowed: bool,
+    record_id: bool,
     /// Path-trie edges taken by this name: (from node, to node).
     edges: Vec<(u32, u32)>,
 }
@@ -619,6 +634,7 @@ impl Rules {
             allowed_subtree: self.allow_mask & nodes != 0,
             allowed_value: entry.is_some_and(|e| e.allowed) || self.allow_mask & nodes != 0,
             record: self.record_mask & nodes != 0,
+            record_id: entry.is_some_and(|e| e.record_id),
             nodes: NodeSet(nodes),
         }
     }

@@ -1,0 +1,183 @@
+//! Step 5: protect the request. Write bodies have their card values sealed
+//! into envelopes (and card numbers in unnamed fields refused) before the
+//! upstream sees them; a card number in a query becomes its blind index or
+//! is refused, so it never reaches the database or its logs.
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Method};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::class::{Action, ActionTable, FieldClass};
+use crate::detect::{DetectorKind, DetectorSet, Detectors};
+use crate::rewrite::content::{body_kind, BodyKind};
+use crate::rewrite::csv::CsvRewriter;
+use crate::rewrite::json::BLIND_INDEX_SUFFIX;
+use crate::rewrite::text::TextRewriter;
+use crate::rewrite::{
+    rewrite_all, BodyRewriter, JsonRewriter, Limits, RequestProtection, RewriteError, RewriteSpec,
+    Rules,
+};
+
+use super::error::GatewayError;
+
+/// Methods whose bodies are written to the database.
+pub fn is_write(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+fn unprocessable(e: RewriteError) -> GatewayError {
+    match e {
+        RewriteError::ClearCardInRequest { path } => GatewayError::Unprocessable {
+            code: "clear_card_number",
+            detail: format!(
+                "{path} holds a card number; card numbers may only be written in card fields, which the gateway encrypts"
+            ),
+        },
+        RewriteError::CannotEncrypt { path } => GatewayError::Unprocessable {
+            code: "cannot_encrypt",
+            detail: format!("{path} must be stored encrypted and could not be encrypted"),
+        },
+        RewriteError::BodyTooLarge { .. } | RewriteError::TokenTooLarge { .. } => {
+            GatewayError::PayloadTooLarge
+        }
+        _ => GatewayError::BadRequest("invalid_body"),
+    }
+}
+
+/// Reads a write body (up to `limit` bytes) and returns it protected.
+pub async fn protect_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    rules: &std::sync::Arc<Rules>,
+    detectors: &std::sync::Arc<Detectors>,
+    protection: &std::sync::Arc<RequestProtection>,
+    limits: Limits,
+) -> Result<Bytes, GatewayError> {
+    let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let bytes = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                GatewayError::PayloadTooLarge
+            } else {
+                GatewayError::BadRequest("request_body_failed")
+            }
+        })?
+        .to_bytes();
+    if bytes.is_empty() {
+        return Ok(bytes);
+    }
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"))
+    {
+        // A compressed write could hide a card number from inspection.
+        return Err(GatewayError::UnsupportedMediaType);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = body_kind(content_type, &[]).map_err(|_| GatewayError::UnsupportedMediaType)?;
+    let spec = RewriteSpec {
+        rules: std::sync::Arc::clone(rules),
+        actions: ActionTable::uniform(Action::Clear),
+        detectors: std::sync::Arc::clone(detectors),
+        limits,
+        opener: None,
+    };
+    let protect = std::sync::Arc::clone(protection);
+    let mut rewriter: Box<dyn BodyRewriter> = match kind {
+        BodyKind::Json => Box::new(JsonRewriter::for_request(spec, protect)),
+        BodyKind::Ndjson => Box::new(JsonRewriter::ndjson_for_request(spec, protect)),
+        BodyKind::Csv => Box::new(CsvRewriter::for_request(spec, protect)),
+        BodyKind::Text => {
+            // Free text cannot carry an encrypted field: any card in it is refused.
+            let mut text = TextRewriter::new(spec);
+            rewrite_all(&mut text, &bytes).map_err(unprocessable)?;
+            let cards = text.counts().get(FieldClass::CardNumber, Action::Clear);
+            if cards > 0 {
+                return Err(unprocessable(RewriteError::ClearCardInRequest {
+                    path: "the text body".to_owned(),
+                }));
+            }
+            return Ok(bytes);
+        }
+        BodyKind::Passthrough => return Err(GatewayError::UnsupportedMediaType),
+    };
+    let out = rewrite_all(rewriter.as_mut(), &bytes).map_err(unprocessable)?;
+    Ok(Bytes::from(out))
+}
+
+fn decode_component(s: &str) -> Option<String> {
+    let plus = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Rewrites a query so no card number reaches the upstream: a parameter of
+/// an encrypted class becomes `<name>_bidx=<blind index>` (or is refused
+/// when the class has no blind index); a card number in any other parameter
+/// is refused.
+pub fn protect_query(
+    query: &str,
+    rules: &Rules,
+    detectors: &Detectors,
+    protection: &RequestProtection,
+) -> Result<String, GatewayError> {
+    let mut out = String::with_capacity(query.len());
+    let mut scratch = Vec::new();
+    let mut findings = Vec::new();
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(name), Some(value)) = (decode_component(raw_name), decode_component(raw_value))
+        else {
+            return Err(GatewayError::BadRequest("bad_query"));
+        };
+        let class = rules
+            .match_key(name.as_bytes(), rules.root_nodes(), &mut scratch)
+            .class;
+        match class {
+            Some(class) if protection.encrypts(class) => {
+                let sealer = protection
+                    .sealer
+                    .as_ref()
+                    .filter(|_| protection.blind_index[class.index()])
+                    .ok_or(GatewayError::BadRequest("encrypted_field_in_query"))?;
+                let index = sealer
+                    .blind_index(class, &value)
+                    .map_err(|_| GatewayError::BadRequest("bad_query"))?;
+                out.extend(percent_encoding::utf8_percent_encode(&name, QUERY_VALUE));
+                out.push_str(BLIND_INDEX_SUFFIX);
+                out.push('=');
+                out.extend(percent_encoding::utf8_percent_encode(&index, QUERY_VALUE));
+            }
+            _ => {
+                findings.clear();
+                let set = DetectorSet::NONE.with(DetectorKind::Card);
+                detectors.scan(value.as_bytes(), set, &mut findings);
+                detectors.scan(name.as_bytes(), set, &mut findings);
+                if !findings.is_empty() {
+                    return Err(GatewayError::BadRequest("card_number_in_query"));
+                }
+                out.push_str(pair);
+            }
+        }
+    }
+    Ok(out)
+}
