@@ -242,3 +242,49 @@ impl Report {
         .to_string()
     }
 }
+
+/// Peak resident memory of this process so far, in KiB (Linux `VmHWM`).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Streams a generated `{"accounts":[…]}` body of about `total` bytes
+/// through the rewriter in 64 KiB chunks without ever holding it whole.
+/// Returns (input bytes, output bytes, records seen).
+pub fn stream(
+    total: u64,
+    detectors: bool,
+) -> Result<(u64, u64, u64), crate::rewrite::RewriteError> {
+    let spec = spec(detectors);
+    let block = {
+        let one = corpus(256 * 1024);
+        // The records between the wrapper's brackets, repeated as the body.
+        one[b"{\"accounts\":[".len()..one.len() - 2].to_vec()
+    };
+    let mut rw = JsonRewriter::new(spec);
+    let mut out = Vec::with_capacity(256 * 1024);
+    let mut fed = 0u64;
+    let mut written = 0u64;
+    rw.write(b"{\"accounts\":[", &mut out)?;
+    let mut first = true;
+    while fed < total {
+        if !first {
+            rw.write(b",", &mut out)?;
+        }
+        first = false;
+        for chunk in block.chunks(64 * 1024) {
+            rw.write(chunk, &mut out)?;
+            written += out.len() as u64;
+            out.clear();
+        }
+        fed += block.len() as u64;
+    }
+    rw.write(b"]}", &mut out)?;
+    rw.finish(&mut out)?;
+    written += out.len() as u64;
+    Ok((fed, written, rw.counts().records))
+}

@@ -15,3 +15,4 @@ pub mod detect;
 pub mod identity;
 pub mod proxy;
 pub mod rewrite;
+pub mod unmask;

@@ -41,6 +41,16 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: std::net::SocketAddr,
     },
+    /// Manage the card-data keyring.
+    Keys {
+        #[command(subcommand)]
+        what: KeysCommand,
+    },
+    /// Verify, search and report on the unmask audit log.
+    Audit {
+        #[command(subcommand)]
+        what: AuditCommand,
+    },
     /// Measure the cores.
     Bench {
         #[command(subcommand)]
@@ -48,8 +58,143 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct KeyringArgs {
+    /// The keyring file.
+    #[arg(long)]
+    keyring: PathBuf,
+    /// File holding the key-encryption key (64 hex digits or base64), mode 0600.
+    #[arg(long, conflicts_with = "kek_env")]
+    kek_file: Option<PathBuf>,
+    /// Environment variable holding the key-encryption key.
+    #[arg(long, default_value = maskgate::crypto::kek::DEFAULT_KEK_ENV)]
+    kek_env: String,
+}
+
+impl KeyringArgs {
+    fn kek(&self) -> Result<maskgate::crypto::kek::Kek, String> {
+        match &self.kek_file {
+            Some(path) => maskgate::crypto::kek::Kek::from_file(path),
+            None => maskgate::crypto::kek::Kek::from_env(&self.kek_env),
+        }
+        .map_err(|e| e.to_string())
+    }
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new keyring (refuses to overwrite one). With --new-kek-file,
+    /// also writes a new key-encryption key there (mode 0600).
+    Init {
+        #[command(flatten)]
+        ring: KeyringArgs,
+        /// Write a freshly generated key-encryption key to this file first.
+        #[arg(long)]
+        new_kek_file: Option<PathBuf>,
+    },
+    /// Add a new data key; new writes use it, older keys still decrypt.
+    Rotate {
+        #[command(flatten)]
+        ring: KeyringArgs,
+    },
+    /// List keys: id, state, created, encryptions (never key bytes).
+    List {
+        #[command(flatten)]
+        ring: KeyringArgs,
+    },
+    /// Retire a key: its envelopes no longer decrypt (rewrap them first).
+    Retire {
+        #[command(flatten)]
+        ring: KeyringArgs,
+        /// The key to retire.
+        #[arg(long)]
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the chain and the signed checkpoints with only the public key.
+    /// Exit 0: intact; 1: tampered (the first bad record is named); 2: error.
+    Verify {
+        /// The audit log directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The Ed25519 public key file.
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Search records.
+    Query {
+        /// The audit log directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Records at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Records before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        /// Principal (or on-behalf-of person).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Role.
+        #[arg(long)]
+        role: Option<String>,
+        /// Field class.
+        #[arg(long)]
+        class: Option<String>,
+        /// granted | denied.
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Account id.
+        #[arg(long)]
+        account: Option<String>,
+        /// Record kind (unmask, decrypt, grant_issued, …).
+        #[arg(long)]
+        kind: Option<String>,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The quarterly access review.
+    Report {
+        /// The audit log directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The quarter, e.g. 2026Q3.
+        #[arg(long)]
+        quarter: String,
+        /// markdown | json | html.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+        /// The gateway config, to list who holds which role.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Generate the Ed25519 checkpoint signing key pair.
+    Keygen {
+        /// Private key file (PKCS#8, written 0600).
+        #[arg(long)]
+        private_key: PathBuf,
+        /// Public key file.
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Stream a generated body of SIZE bytes through the rewriter and report
+    /// peak memory (memory must stay flat, bounded by the largest token).
+    Stream {
+        /// Body size in bytes.
+        #[arg(long, default_value_t = 200_000_000)]
+        size: u64,
+        /// Run all detectors too.
+        #[arg(long)]
+        detectors: bool,
+    },
     /// Rewriter throughput against a serde_json baseline, same bytes, same run.
     Rewrite {
         /// Corpus size in bytes.
@@ -150,6 +295,23 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
+            what: BenchCommand::Stream { size, detectors },
+        } => {
+            let before = maskgate::bench::peak_rss_kib().unwrap_or(0);
+            let started = std::time::Instant::now();
+            let (fed, written, records) =
+                maskgate::bench::stream(size, detectors).map_err(|e| e.to_string())?;
+            let secs = started.elapsed().as_secs_f64();
+            let peak = maskgate::bench::peak_rss_kib().unwrap_or(0);
+            println!(
+                "{{\"input_bytes\":{fed},\"output_bytes\":{written},\"records\":{records},\"seconds\":{secs:.2},\"mb_per_s\":{:.1},\"peak_rss_kib_before\":{before},\"peak_rss_kib\":{peak}}}",
+                fed as f64 / secs / 1e6
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys { what } => keys(what),
+        Command::Audit { what } => audit(what),
+        Command::Bench {
             what: BenchCommand::Rewrite { size, json, only },
         } => {
             let report = maskgate::bench::run_only(size, only.as_deref());
@@ -185,4 +347,115 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+fn keys(what: KeysCommand) -> Result<ExitCode, String> {
+    use maskgate::crypto::cli;
+    let text = match what {
+        KeysCommand::Init { ring, new_kek_file } => {
+            if let Some(path) = &new_kek_file {
+                maskgate::crypto::kek::Kek::create_file(path).map_err(|e| e.to_string())?;
+            }
+            let kek = match &new_kek_file {
+                Some(path) => {
+                    maskgate::crypto::kek::Kek::from_file(path).map_err(|e| e.to_string())?
+                }
+                None => ring.kek()?,
+            };
+            cli::init(&ring.keyring, &kek).map_err(|e| e.to_string())?
+        }
+        KeysCommand::Rotate { ring } => {
+            cli::rotate(&ring.keyring, &ring.kek()?).map_err(|e| e.to_string())?
+        }
+        KeysCommand::List { ring } => {
+            cli::format_list(&cli::list(&ring.keyring, &ring.kek()?).map_err(|e| e.to_string())?)
+        }
+        KeysCommand::Retire { ring, key_id } => {
+            cli::retire(&ring.keyring, &ring.kek()?, &key_id).map_err(|e| e.to_string())?
+        }
+    };
+    println!("{}", text.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit(what: AuditCommand) -> Result<ExitCode, String> {
+    use maskgate::audit::cli;
+    let out = match what {
+        AuditCommand::Verify { dir, public_key } => cli::verify(&dir, &public_key),
+        AuditCommand::Keygen {
+            private_key,
+            public_key,
+        } => cli::keygen(&private_key, &public_key),
+        AuditCommand::Query {
+            dir,
+            since,
+            until,
+            principal,
+            role,
+            class,
+            outcome,
+            account,
+            kind,
+            json,
+        } => {
+            let time = |s: Option<String>| -> Result<_, String> {
+                s.map(|t| {
+                    maskgate::audit::record::parse_time(&t)
+                        .ok_or(format!("not an RFC 3339 time: {t}"))
+                })
+                .transpose()
+            };
+            let filter = maskgate::audit::query::Filter {
+                since: time(since)?,
+                until: time(until)?,
+                principal,
+                role,
+                class,
+                outcome: outcome
+                    .map(|o| {
+                        o.parse()
+                            .map_err(|_| format!("outcome must be granted or denied, not {o}"))
+                    })
+                    .transpose()?,
+                account,
+                kind: kind
+                    .map(|k| k.parse().map_err(|_| format!("unknown record kind {k}")))
+                    .transpose()?,
+                grant_id: None,
+            };
+            cli::query(&dir, &filter, json)
+        }
+        AuditCommand::Report {
+            dir,
+            quarter,
+            format,
+            config,
+        } => {
+            let format = match format.as_str() {
+                "markdown" | "md" => cli::ReportFormat::Markdown,
+                "json" => cli::ReportFormat::Json,
+                "html" => cli::ReportFormat::Html,
+                other => {
+                    return Err(format!(
+                        "format must be markdown, json or html, not {other}"
+                    ))
+                }
+            };
+            let roles: Vec<(String, Vec<String>)> = match config {
+                Some(path) => {
+                    let cfg = config::load(&path).map_err(|e| e.to_string())?;
+                    cfg.policy
+                        .principals
+                        .iter()
+                        .map(|p| (p.name.clone(), p.roles.clone()))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            cli::report(&dir, &quarter, format, &roles)
+        }
+    };
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    Ok(ExitCode::from(out.exit_code))
 }

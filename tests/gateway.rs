@@ -507,3 +507,32 @@ async fn metrics_count_requests_and_values_without_values() {
     assert!(!text.contains("ACC-100001"));
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_fails_after_the_response_started_is_aborted_not_completed() {
+    let (upstream, _) = scripted_upstream(|_req| async {
+        let mut body = String::from("{\"accounts\":[");
+        for i in 0..4000 {
+            body.push_str(&format!("{{\"id\":\"A{i}\",\"ssn\":\"123-45-6789\"}},"));
+        }
+        // Past the gateway's pre-buffer, the body turns invalid.
+        body.push_str("{\"ssn\":\"123-45-6789\" oops");
+        json_response(200, &body)
+    })
+    .await;
+    let env = Env::start(temp_dir("abort"), upstream, |_| {}).await;
+    for h2 in [false, true] {
+        let cs = env.client(Some("customer-service"), h2);
+        let r = cs.send(Method::GET, "/accounts", &[], b"").await;
+        match r {
+            // Cut off (reset, or EOF without TLS close_notify): never a whole response.
+            Err(e) => assert!(!e.contains("123-45-6789"), "{e}"),
+            Ok(reply) => panic!(
+                "an invalid body was completed ({} bytes, status {})",
+                reply.body.len(),
+                reply.status
+            ),
+        }
+    }
+    env.stop().await;
+}

@@ -237,7 +237,6 @@ pub(super) const OTHER_ID_WORDS: &[u128] = words![
     b"exit",
     b"fax",
     b"feeder",
-    b"file",
     b"gallons",
     b"gtin",
     b"hash",

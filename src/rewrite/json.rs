@@ -924,7 +924,7 @@ impl JsonRewriter {
             if !self.findings.is_empty() {
                 self.text.clear();
                 let key = String::from_utf8_lossy(&key);
-                apply_findings(
+                let changed = apply_findings(
                     &key,
                     &self.findings,
                     &self.spec.actions,
@@ -932,9 +932,11 @@ impl JsonRewriter {
                     &mut self.counts,
                     &mut self.text,
                 );
-                let mut encoded = Vec::with_capacity(self.text.len() + 2);
-                write_json_string(&self.text, &mut encoded);
-                self.pend.key_rewrite = Some(encoded);
+                if changed {
+                    let mut encoded = Vec::with_capacity(self.text.len() + 2);
+                    write_json_string(&self.text, &mut encoded);
+                    self.pend.key_rewrite = Some(encoded);
+                }
             }
         }
         Ok(())

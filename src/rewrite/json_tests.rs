@@ -656,3 +656,111 @@ fn account_ids_of_records_are_collected() {
     rewrite_all(&mut rw, br#"{"id":"ACC-9","ssn":"123456789"}"#).unwrap();
     assert_eq!(rw.counts().account_ids, vec!["ACC-9".to_owned()]);
 }
+
+fn planted_value() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (701u16..=728, 1u8..=99, 1u16..=9999).prop_map(|(a, g, s)| format!("{a:03}-{g:02}-{s:04}")),
+        (701u16..=728, 1u8..=99, 1u16..=9999).prop_map(|(a, g, s)| format!("{a:03}{g:02}{s:04}")),
+        prop::sample::select(vec![
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "5555555555554444",
+            "5555-5555-5555-4444",
+            "378282246310005",
+            "4012888888881881",
+        ])
+        .prop_map(str::to_owned),
+        (0usize..4, 1_000_000u32..9_999_999)
+            .prop_map(|(p, n)| format!("{}-{n:07}", ["94", "77", "20", "26"][p])),
+    ]
+}
+
+fn all_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|e| all_strings(e, out)),
+        serde_json::Value::Object(m) => {
+            for (k, e) in m {
+                out.push(k.clone());
+                all_strings(e, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A document with planted red-flag values anywhere: in note values, array
+/// elements, keys, with some digits written as `\u` escapes.
+fn planted_document() -> impl Strategy<Value = (String, Vec<String>)> {
+    let word = prop::sample::select(vec![
+        "paid", "call", "note", "ok", "x", "re:", "ssn", "card", "on file",
+    ]);
+    let text = (
+        prop::collection::vec(word.clone(), 0..3),
+        planted_value(),
+        prop::collection::vec(word, 0..3),
+    )
+        .prop_map(|(a, v, b)| (format!("{} {} {}", a.join(" "), v, b.join(" ")), v));
+    (prop::collection::vec((text, 0u8..4), 1..6), any::<u64>()).prop_map(|(items, seed)| {
+        let mut planted = Vec::new();
+        let mut obj = serde_json::Map::new();
+        let mut arr = Vec::new();
+        for (i, ((text, value), place)) in items.into_iter().enumerate() {
+            planted.push(value);
+            match place {
+                0 => {
+                    obj.insert(format!("note{i}"), serde_json::Value::String(text));
+                }
+                1 => arr.push(serde_json::Value::String(text)),
+                2 => {
+                    obj.insert(text, serde_json::Value::from(i));
+                }
+                _ => {
+                    obj.insert(
+                        format!("n{i}"),
+                        serde_json::json!({ "deep": [ { "comment": text } ] }),
+                    );
+                }
+            }
+        }
+        obj.insert("list".to_owned(), serde_json::Value::Array(arr));
+        let mut json = serde_json::to_string(&serde_json::Value::Object(obj)).unwrap();
+        // Write one digit of some planted values as a \u escape.
+        let mut escaped = std::collections::HashSet::new();
+        for (k, v) in planted.iter().enumerate() {
+            if (seed >> (k % 64)) & 1 == 1 && escaped.insert(v.clone()) {
+                if let Some(pos) = json.find(v.as_str()) {
+                    let d = json.as_bytes()[pos];
+                    json.replace_range(pos..pos + 1, &format!("\\u{:04x}", d));
+                }
+            }
+        }
+        (json, planted)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Planted SSNs, cards and EINs never survive for a role that may not
+    /// see them, wherever they are and however they are written; the output
+    /// stays valid JSON; a role that may see them gets them unchanged.
+    #[test]
+    fn planted_values_never_survive((json, planted) in planted_document(), sizes in prop::collection::vec(1usize..40, 1..4)) {
+        let mut b = RulesBuilder::new();
+        city_rules(&mut b);
+        b.detectors(DetectorSet::ALL);
+        let rules = Arc::new(b.build());
+        let spec = RewriteSpec { rules: Arc::clone(&rules), ..masked() };
+        let out = run_chunks(&spec, json.as_bytes(), &sizes).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let mut strings = Vec::new();
+        all_strings(&v, &mut strings);
+        for p in &planted {
+            prop_assert!(!strings.iter().any(|s| s.contains(p.as_str())), "{} survived in {}", p, String::from_utf8_lossy(&out));
+        }
+        let clear = RewriteSpec { rules, actions: ActionTable::uniform(Action::Clear), ..masked() };
+        let out = run_chunks(&clear, json.as_bytes(), &sizes).unwrap();
+        prop_assert_eq!(out, json.as_bytes());
+    }
+}
