@@ -542,6 +542,10 @@ impl Compiler<'_> {
         };
 
         let mut b = RulesBuilder::new();
+        // A record's `id` / `account_id` names the account (audit records list it).
+        for id in ["id", "account_id"] {
+            let _ = b.record_id_name(id);
+        }
         for s in env.shared {
             if let Err(e) = s.apply(&mut b) {
                 // The same selectors compiled in the same order when checked.

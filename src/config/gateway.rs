@@ -8,7 +8,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Diag, Source};
-use super::raw::{Lenient, RawGateway, RawLimits, RawLog, RawServer, RawUpstream};
+use super::raw::{Lenient, RawAudit, RawCrypto, RawData, RawGateway, RawLimits, RawLog, RawServer, RawUpstream};
 
 /// `[server]`: where and how the gateway listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +106,36 @@ impl Default for LogConfig {
     }
 }
 
+/// `[crypto]`: card data encrypted at rest.
+#[derive(Debug, Clone)]
+pub struct CryptoConfig {
+    /// The keyring file.
+    pub keyring: PathBuf,
+    /// File holding the key-encryption key.
+    pub kek_file: Option<PathBuf>,
+    /// Environment variable holding the key-encryption key (when no file).
+    pub kek_env: Option<String>,
+    /// Classes stored only as envelopes (default: card_number).
+    pub encrypt_classes: Vec<crate::class::FieldClass>,
+    /// Classes that get a blind index (default: card_number).
+    pub blind_index_classes: Vec<crate::class::FieldClass>,
+    /// Encrypt card numbers found in unnamed fields instead of refusing the write.
+    pub encrypt_detected_cards: bool,
+}
+
+/// `[audit]`: the unmask audit log.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// Where the log lives (default `<data.dir>/audit`).
+    pub dir: PathBuf,
+    /// The Ed25519 checkpoint signing key (PKCS#8, mode 0600).
+    pub signing_key: PathBuf,
+    /// A signed checkpoint every this many records.
+    pub checkpoint_every_records: u64,
+    /// A signed checkpoint at least this often.
+    pub checkpoint_every: Duration,
+}
+
 /// The gateway file's checked parts; `None` where a section had errors.
 #[derive(Debug, Default)]
 pub(crate) struct GatewayParts {
@@ -115,6 +145,10 @@ pub(crate) struct GatewayParts {
     pub log: Option<LogConfig>,
     pub data_dir: Option<PathBuf>,
     pub policy_files: Option<PolicyFiles>,
+    /// `Some(None)`: no `[crypto]`; `None`: it had errors.
+    pub crypto: Option<Option<CryptoConfig>>,
+    /// `Some(None)`: no `[audit]`; `None`: it had errors.
+    pub audit: Option<Option<AuditConfig>>,
 }
 
 /// The `[policy] files` list.
@@ -137,6 +171,10 @@ pub(crate) fn check(
     base: &Path,
     diag: &mut Diag,
 ) -> GatewayParts {
+    let data_dir_for_audit = match &raw.data {
+        Some(Lenient::Ok(RawData { dir: Some(dir) })) => base.join(dir.get_ref()),
+        _ => base.join("data"),
+    };
     let mut c = Checker {
         src,
         base,
@@ -177,6 +215,16 @@ pub(crate) fn check(
             Some(Lenient::Ok(p)) => c.policy_files(p.files),
             Some(Lenient::Failed(_)) => None,
         },
+        crypto: match raw.crypto {
+            None => Some(None),
+            Some(Lenient::Ok(cr)) => c.crypto(cr).map(Some),
+            Some(Lenient::Failed(_)) => None,
+        },
+        audit: match raw.audit {
+            None => Some(None),
+            Some(Lenient::Ok(a)) => c.audit(a, &data_dir_for_audit).map(Some),
+            Some(Lenient::Failed(_)) => None,
+        },
     }
 }
 
@@ -212,6 +260,91 @@ impl Checker<'_> {
             return None;
         }
         Some(self.base.join(value.get_ref()))
+    }
+
+    fn classes(&mut self, list: &Option<Vec<Spanned<String>>>, key: &str) -> Option<Vec<crate::class::FieldClass>> {
+        let Some(list) = list else {
+            return Some(vec![crate::class::FieldClass::CardNumber]);
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in list {
+            match crate::class::FieldClass::from_name(item.get_ref()) {
+                Some(class) if super::is_encrypted_class(class) => out.push(class),
+                Some(_) => {
+                    self.diag.at(
+                        self.src,
+                        &item.span(),
+                        format!("{key}: `{}` is not a class the gateway encrypts; use card_number, card_expiry or bank_account", item.get_ref()),
+                    );
+                    ok = false;
+                }
+                None => {
+                    self.diag.at(
+                        self.src,
+                        &item.span(),
+                        format!("{key}: unknown class `{}`", item.get_ref()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn crypto(&mut self, c: RawCrypto) -> Option<CryptoConfig> {
+        let keyring = self.path(&c.keyring, "crypto.keyring");
+        let kek_file = match &c.kek_file {
+            None => Some(None),
+            Some(f) => self.path(f, "crypto.kek_file").map(Some),
+        };
+        if let (Some(f), Some(_)) = (&c.kek_file, &c.kek_env) {
+            self.diag.at(
+                self.src,
+                &f.span(),
+                "give the key-encryption key either as kek_file or as kek_env, not both",
+            );
+            return None;
+        }
+        let encrypt = self.classes(&c.encrypt_classes, "crypto.encrypt_classes");
+        let index = self.classes(&c.blind_index_classes, "crypto.blind_index_classes");
+        let (encrypt, index) = (encrypt?, index?);
+        if let Some(list) = &c.blind_index_classes {
+            for (item, class) in list.iter().zip(&index) {
+                if !encrypt.contains(class) {
+                    self.diag.at(
+                        self.src,
+                        &item.span(),
+                        format!("crypto.blind_index_classes: `{class}` is not in encrypt_classes; only encrypted classes get a blind index"),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(CryptoConfig {
+            keyring: keyring?,
+            kek_file: kek_file?,
+            kek_env: c.kek_env.map(|v| v.into_inner()),
+            encrypt_classes: encrypt,
+            blind_index_classes: index,
+            encrypt_detected_cards: c.encrypt_detected_cards.unwrap_or(false),
+        })
+    }
+
+    fn audit(&mut self, a: RawAudit, data_dir: &Path) -> Option<AuditConfig> {
+        let dir = match &a.dir {
+            None => Some(data_dir.join("audit")),
+            Some(d) => self.path(d, "audit.dir"),
+        };
+        let key = self.path(&a.signing_key, "audit.signing_key");
+        let every = self.positive(&a.checkpoint_every_records, "checkpoint_every_records", 1000);
+        let secs = self.positive(&a.checkpoint_every_secs, "checkpoint_every_secs", 60);
+        Some(AuditConfig {
+            dir: dir?,
+            signing_key: key?,
+            checkpoint_every_records: every?,
+            checkpoint_every: Duration::from_secs(secs?),
+        })
     }
 
     fn positive(&mut self, value: &Option<Spanned<u64>>, key: &str, default: u64) -> Option<u64> {

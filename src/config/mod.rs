@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use gateway::{Limits, LogConfig, LogFormat, ServerConfig, UpstreamConfig};
+pub use gateway::{AuditConfig, CryptoConfig, Limits, LogConfig, LogFormat, ServerConfig, UpstreamConfig};
 pub use policy::{is_encrypted_class, GrantPolicy, Policy, Principal, Role, UnmaskRule};
 pub use route::Route;
 
@@ -43,6 +43,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The compiled policy.
     pub policy: Arc<Policy>,
+    /// `[crypto]`, when card encryption is configured.
+    pub crypto: Option<CryptoConfig>,
+    /// `[audit]`, when the unmask audit log is configured (without it every
+    /// unmask request is refused).
+    pub audit: Option<AuditConfig>,
 }
 
 /// Reads the gateway config at `path` and every policy file it names, checks
@@ -126,8 +131,18 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         parts.limits,
         parts.log,
         parts.data_dir,
+        parts.crypto,
+        parts.audit,
     ) {
-        (Some(server), Some(upstream), Some(limits), Some(log), Some(data_dir)) => Ok(Config {
+        (
+            Some(server),
+            Some(upstream),
+            Some(limits),
+            Some(log),
+            Some(data_dir),
+            Some(crypto),
+            Some(audit),
+        ) => Ok(Config {
             source: absolute,
             server,
             upstream,
@@ -135,6 +150,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             log,
             data_dir,
             policy: Arc::new(policy),
+            crypto,
+            audit,
         }),
         // Every missing part reported an error; this is a safety net.
         _ => Err(single("the configuration is incomplete".to_owned())),

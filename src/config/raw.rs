@@ -73,6 +73,30 @@ pub(crate) struct RawGateway {
     pub log: Option<Lenient<RawLog>>,
     pub data: Option<Lenient<RawData>>,
     pub policy: Option<Lenient<RawPolicyFiles>>,
+    pub crypto: Option<Lenient<RawCrypto>>,
+    pub audit: Option<Lenient<RawAudit>>,
+}
+
+/// `[crypto]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCrypto {
+    pub keyring: Spanned<String>,
+    pub kek_file: Option<Spanned<String>>,
+    pub kek_env: Option<Spanned<String>>,
+    pub encrypt_classes: Option<Vec<Spanned<String>>>,
+    pub blind_index_classes: Option<Vec<Spanned<String>>>,
+    pub encrypt_detected_cards: Option<bool>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub dir: Option<Spanned<String>>,
+    pub signing_key: Spanned<String>,
+    pub checkpoint_every_records: Option<Spanned<u64>>,
+    pub checkpoint_every_secs: Option<Spanned<u64>>,
 }
 
 /// `[server]`.
@@ -281,6 +305,8 @@ pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<(RawGateway
                 log: extract(src, diag, "log", &mut ok),
                 data: extract(src, diag, "data", &mut ok),
                 policy: extract(src, diag, "policy", &mut ok),
+                crypto: extract(src, diag, "crypto", &mut ok),
+                audit: extract(src, diag, "audit", &mut ok),
             };
             (raw, false)
         }
@@ -320,6 +346,16 @@ pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<(RawGateway
         is_failed(&raw.policy),
         Focus::Section("policy"),
         focus_error::<RawPolicyFiles>,
+    );
+    refocus(
+        is_failed(&raw.crypto),
+        Focus::Section("crypto"),
+        focus_error::<RawCrypto>,
+    );
+    refocus(
+        is_failed(&raw.audit),
+        Focus::Section("audit"),
+        focus_error::<RawAudit>,
     );
     Some((raw, root_ok))
 }

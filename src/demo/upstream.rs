@@ -272,6 +272,22 @@ async fn route(store: Arc<Store>, req: Request<Incoming>) -> Result<Response<Res
             }
             _ => Err(ApiError::method_not_allowed("GET, POST")),
         },
+        "/imports/accounts.ndjson" => match method {
+            Method::POST => {
+                let bytes = read_bytes(req).await?;
+                let accounts = parse_ndjson(&bytes)?;
+                import(store, accounts).await
+            }
+            _ => Err(ApiError::method_not_allowed("POST")),
+        },
+        "/imports/accounts.csv" => match method {
+            Method::POST => {
+                let bytes = read_bytes(req).await?;
+                let accounts = parse_csv_accounts(&bytes)?;
+                import(store, accounts).await
+            }
+            _ => Err(ApiError::method_not_allowed("POST")),
+        },
         "/exports/accounts.ndjson" => match method {
             Method::GET => Ok(export(&store, ExportFormat::Ndjson)),
             _ => Err(ApiError::method_not_allowed("GET")),
@@ -338,6 +354,158 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn read_json(req: Request<Incoming>) -> Result<Value, ApiError> {
+    let bytes = read_bytes(req).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // Position only: never echo the body back.
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!(
+                "malformed JSON body at line {} column {}",
+                e.line(),
+                e.column()
+            ),
+        )
+    })
+}
+
+/// Stores every imported account; 201 with their ids.
+async fn import(store: Arc<Store>, accounts: Vec<Value>) -> Result<Response<ResBody>, ApiError> {
+    let ids = blocking(move || {
+        let mut ids = Vec::with_capacity(accounts.len());
+        for a in accounts {
+            let stored = store.insert(a)?;
+            ids.push(stored.get("id").cloned().unwrap_or(Value::Null));
+        }
+        Ok::<_, StoreError>(ids)
+    })
+    .await?;
+    let body = serde_json::json!({ "imported": ids.len(), "ids": ids });
+    Ok(json_response(StatusCode::CREATED, body.to_string().into_bytes()))
+}
+
+fn parse_ndjson(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
+    let mut out = Vec::new();
+    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(line).map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("malformed JSON on line {}", n + 1),
+            )
+        })?;
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// RFC 4180 records (quoted fields, `""` escapes, CRLF or LF).
+fn csv_records(text: &str) -> Result<Vec<Vec<String>>, ApiError> {
+    let bad = || ApiError::bad_request("malformed CSV body");
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    let mut at_start = true;
+    while let Some(c) = chars.next() {
+        if quoted {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    field.push('"');
+                }
+                '"' => quoted = false,
+                c => field.push(c),
+            }
+            continue;
+        }
+        match c {
+            '"' if at_start => quoted = true,
+            '"' => return Err(bad()),
+            ',' => {
+                record.push(std::mem::take(&mut field));
+                at_start = true;
+                continue;
+            }
+            '\r' => {}
+            '\n' => {
+                record.push(std::mem::take(&mut field));
+                if !(record.len() == 1 && record[0].is_empty()) {
+                    records.push(std::mem::take(&mut record));
+                }
+                record.clear();
+                at_start = true;
+                continue;
+            }
+            c => field.push(c),
+        }
+        at_start = false;
+    }
+    if quoted {
+        return Err(bad());
+    }
+    if !field.is_empty() || !record.is_empty() {
+        record.push(field);
+        records.push(record);
+    }
+    Ok(records)
+}
+
+/// Accounts from a CSV import: columns as the export's ([`CSV_COLUMNS`]),
+/// any subset, in any order.
+fn parse_csv_accounts(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("CSV body is not UTF-8"))?;
+    let mut records = csv_records(text)?.into_iter();
+    let Some(header) = records.next() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for row in records {
+        if row.len() != header.len() {
+            return Err(ApiError::bad_request("a CSV row has a different number of fields than the header"));
+        }
+        let mut account = serde_json::Map::new();
+        let mut card = serde_json::Map::new();
+        let mut bank = serde_json::Map::new();
+        for (name, value) in header.iter().zip(row) {
+            if value.is_empty() {
+                continue;
+            }
+            let v = Value::String(value);
+            match name.as_str() {
+                "card_number" | "card_expiry" | "card_number_bidx" => {
+                    card.insert(name.clone(), v);
+                }
+                "routing_number" => {
+                    bank.insert("routing_number".into(), v);
+                }
+                "bank_account_number" => {
+                    bank.insert("account_number".into(), v);
+                }
+                "drivers_license" => {
+                    account.insert(name.clone(), serde_json::json!({ "number": v }));
+                }
+                _ => {
+                    account.insert(name.clone(), v);
+                }
+            }
+        }
+        if !card.is_empty() {
+            account.insert("cards".into(), Value::Array(vec![Value::Object(card)]));
+        }
+        if !bank.is_empty() {
+            account.insert("bank".into(), Value::Object(bank));
+        }
+        out.push(Value::Object(account));
+    }
+    Ok(out)
+}
+
+async fn read_bytes(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -363,26 +531,23 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, ApiError> {
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return Err(too_large()),
         Err(_) => return Err(ApiError::bad_request("the request body could not be read")),
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        // Position only: never echo the body back.
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!(
-                "malformed JSON body at line {} column {}",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+    Ok(bytes)
 }
 
 fn list_accounts(store: &Store, query: Option<&str>) -> Result<Response<ResBody>, ApiError> {
     let mut limit = DEFAULT_LIMIT;
     let mut offset = 0usize;
+    let mut card_index: Option<String> = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         match key {
+            "card_number_bidx" => {
+                card_index = Some(
+                    percent_encoding::percent_decode_str(value)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
+            }
             "limit" => {
                 limit = value
                     .parse::<usize>()
@@ -402,7 +567,25 @@ fn list_accounts(store: &Store, query: Option<&str>) -> Result<Response<ResBody>
             _ => {}
         }
     }
-    let (page, total) = store.page(offset, limit);
+    let (page, total) = match &card_index {
+        // Search by blind index: the database never sees the card number.
+        Some(index) => {
+            let hits: Vec<Arc<Value>> = store
+                .snapshot()
+                .into_iter()
+                .filter(|a| {
+                    a.get("cards").and_then(Value::as_array).is_some_and(|cards| {
+                        cards.iter().any(|c| {
+                            c.get("card_number_bidx").and_then(Value::as_str) == Some(index.as_str())
+                        })
+                    })
+                })
+                .collect();
+            let total = hits.len();
+            (hits.into_iter().skip(offset).take(limit).collect::<Vec<_>>(), total)
+        }
+        None => store.page(offset, limit),
+    };
     let mut body = Vec::with_capacity(page.len() * 2048 + 64);
     body.extend_from_slice(b"{\"accounts\":[");
     for (i, account) in page.iter().enumerate() {
