@@ -14,9 +14,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-use crate::identity::identify;
-use crate::proxy::pipeline::refuse;
-use crate::proxy::{ConnInfo, GatewayBody, Shared};
+use crate::audit::{Kind, Outcome, RecordDraft};
+use crate::identity::{identify, Caller};
+use crate::proxy::pipeline::refuse_error;
+use crate::proxy::{ConnInfo, GatewayBody, GatewayError, Shared};
 
 fn text(
     status: StatusCode,
@@ -39,53 +40,326 @@ fn text(
     resp
 }
 
+/// Reads a small JSON body (admin requests).
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, GatewayError> {
+    let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+        .map_err(|_| GatewayError::PayloadTooLarge)?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|_| GatewayError::BadRequest("invalid_body"))
+}
+
+fn json(status: StatusCode, value: &serde_json::Value, id: &str) -> Response<GatewayBody> {
+    text(status, "application/json", value.to_string(), id)
+}
+
+fn holds(caller: &Caller, role: &str) -> bool {
+    caller.principal.roles.iter().any(|r| r == role)
+}
+
 /// Serves `/_maskgate/…`. Health needs no identity and shows no data;
-/// everything else needs an identified caller.
+/// everything else needs an identified caller holding the right role.
 pub async fn handle(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
     req: Request<Incoming>,
     id: &str,
 ) -> Response<GatewayBody> {
-    let path = req.uri().path();
-    let get = req.method() == Method::GET || req.method() == Method::HEAD;
+    match route(shared, conn, req, id).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            shared.metrics.refused(e.code());
+            refuse_error(&e, id)
+        }
+    }
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    id: &str,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let get = method == Method::GET || method == Method::HEAD;
     if path == "/_maskgate/health" {
         return if get {
-            text(
+            Ok(text(
                 StatusCode::OK,
                 "application/json",
                 "{\"status\":\"ok\"}".to_owned(),
                 id,
-            )
+            ))
         } else {
-            refuse(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET",
-                id,
-            )
+            Err(GatewayError::Refused {
+                code: "method_not_allowed",
+                detail: "use GET".to_owned(),
+            })
         };
     }
     let config = shared.config();
-    if identify(&config.policy, conn.cert.as_ref(), req.headers()).is_err() {
-        shared.metrics.refused("unauthenticated");
-        return crate::proxy::pipeline::refuse_error(
-            &crate::proxy::GatewayError::Unauthenticated,
-            id,
-        );
-    }
-    match (path, get) {
-        ("/_maskgate/metrics", true) => text(
+    let caller = identify(&config.policy, conn.cert.as_ref(), req.headers())
+        .map_err(|_| GatewayError::Unauthenticated)?;
+    let grants = &config.policy.grants;
+    match (path.as_str(), &method) {
+        ("/_maskgate/metrics", _) if get => Ok(text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             shared.metrics.render(),
             id,
-        ),
-        _ => refuse(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such admin endpoint",
-            id,
-        ),
+        )),
+        ("/_maskgate/grants", &Method::POST) => {
+            if !holds(&caller, &grants.approver_role) {
+                return Err(GatewayError::Forbidden);
+            }
+            let audit = shared
+                .audit
+                .clone()
+                .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
+            let request: crate::unmask::IssueRequest = json_body(req).await?;
+            let actor = crate::unmask::Actor::from(caller.principal.as_ref());
+            let now = shared.clock.now();
+            let classes: Vec<String> = request
+                .classes
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect();
+            match shared.grants.issue(&config.policy, &actor, &request, now) {
+                Ok(grant) => {
+                    let draft = RecordDraft::new(
+                        Kind::GrantIssued,
+                        caller.principal.name.clone(),
+                        Outcome::Granted,
+                        "ok",
+                    )
+                    .request_id(id)
+                    .roles(caller.principal.roles.iter().cloned())
+                    .on_behalf_of(grant.grantee.clone())
+                    .classes(classes)
+                    .reason(grant.reason.clone())
+                    .grant_id(grant.id.clone());
+                    crate::proxy::audit::append(&audit, draft).await?;
+                    Ok(json(
+                        StatusCode::CREATED,
+                        &serde_json::json!({ "grant": grant }),
+                        id,
+                    ))
+                }
+                Err(e) => {
+                    let draft = RecordDraft::new(
+                        Kind::GrantRefused,
+                        caller.principal.name.clone(),
+                        Outcome::Denied,
+                        e.code(),
+                    )
+                    .request_id(id)
+                    .roles(caller.principal.roles.iter().cloned())
+                    .on_behalf_of(request.grantee.clone())
+                    .classes(classes);
+                    crate::proxy::audit::append(&audit, draft).await?;
+                    Err(GatewayError::Refused {
+                        code: e.code(),
+                        detail: e.to_string(),
+                    })
+                }
+            }
+        }
+        ("/_maskgate/grants", _) if get => {
+            if !holds(&caller, &grants.approver_role) && !holds(&caller, "security-auditor") {
+                return Err(GatewayError::Forbidden);
+            }
+            let list = shared
+                .grants
+                .list(shared.clock.now())
+                .map_err(|_| GatewayError::Unavailable("grant_store_unavailable"))?;
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "grants": list }),
+                id,
+            ))
+        }
+        (p, &Method::DELETE) if p.starts_with("/_maskgate/grants/") => {
+            if !holds(&caller, &grants.approver_role) {
+                return Err(GatewayError::Forbidden);
+            }
+            let audit = shared
+                .audit
+                .clone()
+                .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
+            let grant_id = p.trim_start_matches("/_maskgate/grants/");
+            let actor = crate::unmask::Actor::from(caller.principal.as_ref());
+            let result = shared
+                .grants
+                .revoke(&config.policy, grant_id, &actor, shared.clock.now());
+            let (outcome, why) = match &result {
+                Ok(_) => (Outcome::Granted, "ok"),
+                Err(e) => (Outcome::Denied, e.code()),
+            };
+            let mut draft = RecordDraft::new(
+                Kind::GrantRevoked,
+                caller.principal.name.clone(),
+                outcome,
+                why,
+            )
+            .request_id(id)
+            .roles(caller.principal.roles.iter().cloned());
+            if grant_id.len() == 32 && grant_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                draft = draft.grant_id(grant_id.to_owned());
+            }
+            crate::proxy::audit::append(&audit, draft).await?;
+            match result {
+                Ok(grant) => Ok(json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "grant": grant }),
+                    id,
+                )),
+                Err(e) => Err(GatewayError::Refused {
+                    code: e.code(),
+                    detail: e.to_string(),
+                }),
+            }
+        }
+        ("/_maskgate/audit", _) if get => {
+            if !holds(&caller, "security-auditor") {
+                return Err(GatewayError::Forbidden);
+            }
+            let dir = config
+                .audit
+                .as_ref()
+                .map(|a| a.dir.clone())
+                .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
+            let filter = audit_filter(req.uri().query())?;
+            let scan =
+                tokio::task::spawn_blocking(move || crate::audit::query::query(&dir, &filter))
+                    .await
+                    .map_err(|_| GatewayError::Internal)?
+                    .map_err(|_| GatewayError::Unavailable("audit_unavailable"))?;
+            Ok(text(
+                StatusCode::OK,
+                "application/x-ndjson",
+                crate::audit::query::render_json_lines(&scan.records),
+                id,
+            ))
+        }
+        ("/_maskgate/audit/verify", _) if get => {
+            if !holds(&caller, "security-auditor") {
+                return Err(GatewayError::Forbidden);
+            }
+            let audit = shared
+                .audit
+                .clone()
+                .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
+            let dir = config
+                .audit
+                .as_ref()
+                .map(|a| a.dir.clone())
+                .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
+            let key = audit.public_key().clone();
+            let report = tokio::task::spawn_blocking(move || {
+                crate::audit::verify::verify_live(&dir, &[key])
+            })
+            .await
+            .map_err(|_| GatewayError::Internal)?
+            .map_err(|_| GatewayError::Unavailable("audit_unavailable"))?;
+            let problem = report.problem.as_ref().map(|f| {
+                serde_json::json!({ "file": f.file, "line": f.line, "seq": f.seq, "detail": f.detail })
+            });
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "ok": report.is_ok(),
+                    "records": report.records,
+                    "checkpoints": report.checkpoints,
+                    "last_seq": report.last_seq,
+                    "sealed_seq": report.sealed_seq,
+                    "unsealed": report.unsealed,
+                    "problem": problem,
+                }),
+                id,
+            ))
+        }
+        ("/_maskgate/rewrap", &Method::POST) => {
+            if !holds(&caller, &grants.grantee_role) {
+                return Err(GatewayError::Forbidden);
+            }
+            let keyring = shared
+                .keyring
+                .clone()
+                .ok_or(GatewayError::Unavailable("encryption_not_configured"))?;
+            let request: RewrapRequest = json_body(req).await?;
+            let class = crate::class::FieldClass::from_name(&request.class)
+                .ok_or(GatewayError::BadRequest("unknown_class"))?;
+            if request.envelopes.len() > 1000 {
+                return Err(GatewayError::PayloadTooLarge);
+            }
+            // Plaintext never leaves the keyring: each envelope is opened and
+            // resealed under the newest key inside it.
+            let results: Vec<serde_json::Value> = request
+                .envelopes
+                .iter()
+                .map(|e| match keyring.rewrap(class, e) {
+                    Ok(new) => serde_json::json!({ "envelope": new }),
+                    Err(err) => serde_json::json!({ "error": crate::crypto::keyring::open_error(&err).to_string() }),
+                })
+                .collect();
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "results": results }),
+                id,
+            ))
+        }
+        _ => Err(GatewayError::Refused {
+            code: "not_found",
+            detail: "no such admin endpoint, or not with this method".to_owned(),
+        }),
     }
+}
+
+/// `POST /_maskgate/rewrap` body.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewrapRequest {
+    class: String,
+    envelopes: Vec<String>,
+}
+
+fn audit_filter(query: Option<&str>) -> Result<crate::audit::Filter, GatewayError> {
+    let mut f = crate::audit::Filter::default();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v)
+            .decode_utf8()
+            .map_err(|_| GatewayError::BadRequest("bad_query"))?
+            .into_owned();
+        let time = |v: &str| {
+            crate::audit::record::parse_time(v).ok_or(GatewayError::BadRequest("bad_time"))
+        };
+        match k {
+            "since" => f.since = Some(time(&v)?),
+            "until" => f.until = Some(time(&v)?),
+            "principal" => f.principal = Some(v),
+            "role" => f.role = Some(v),
+            "class" => f.class = Some(v),
+            "account" => f.account = Some(v),
+            "grant_id" => f.grant_id = Some(v),
+            "outcome" => {
+                f.outcome = Some(
+                    v.parse()
+                        .map_err(|_| GatewayError::BadRequest("bad_outcome"))?,
+                )
+            }
+            "kind" => {
+                f.kind = Some(
+                    v.parse()
+                        .map_err(|_| GatewayError::BadRequest("bad_kind"))?,
+                )
+            }
+            _ => return Err(GatewayError::BadRequest("unknown_filter")),
+        }
+    }
+    Ok(f)
 }

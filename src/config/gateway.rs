@@ -8,7 +8,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Diag, Source};
-use super::raw::{Lenient, RawAudit, RawCrypto, RawData, RawGateway, RawLimits, RawLog, RawServer, RawUpstream};
+use super::raw::{
+    Lenient, RawAudit, RawCrypto, RawData, RawGateway, RawLimits, RawLog, RawServer, RawUpstream,
+};
 
 /// `[server]`: where and how the gateway listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -262,7 +264,11 @@ impl Checker<'_> {
         Some(self.base.join(value.get_ref()))
     }
 
-    fn classes(&mut self, list: &Option<Vec<Spanned<String>>>, key: &str) -> Option<Vec<crate::class::FieldClass>> {
+    fn classes(
+        &mut self,
+        list: &Option<Vec<Spanned<String>>>,
+        key: &str,
+    ) -> Option<Vec<crate::class::FieldClass>> {
         let Some(list) = list else {
             return Some(vec![crate::class::FieldClass::CardNumber]);
         };
@@ -337,7 +343,11 @@ impl Checker<'_> {
             Some(d) => self.path(d, "audit.dir"),
         };
         let key = self.path(&a.signing_key, "audit.signing_key");
-        let every = self.positive(&a.checkpoint_every_records, "checkpoint_every_records", 1000);
+        let every = self.positive(
+            &a.checkpoint_every_records,
+            "checkpoint_every_records",
+            1000,
+        );
         let secs = self.positive(&a.checkpoint_every_secs, "checkpoint_every_secs", 60);
         Some(AuditConfig {
             dir: dir?,

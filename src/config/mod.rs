@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use gateway::{AuditConfig, CryptoConfig, Limits, LogConfig, LogFormat, ServerConfig, UpstreamConfig};
+pub use gateway::{
+    AuditConfig, CryptoConfig, Limits, LogConfig, LogFormat, ServerConfig, UpstreamConfig,
+};
 pub use policy::{is_encrypted_class, GrantPolicy, Policy, Principal, Role, UnmaskRule};
 pub use route::Route;
 

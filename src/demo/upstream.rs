@@ -381,7 +381,10 @@ async fn import(store: Arc<Store>, accounts: Vec<Value>) -> Result<Response<ResB
     })
     .await?;
     let body = serde_json::json!({ "imported": ids.len(), "ids": ids });
-    Ok(json_response(StatusCode::CREATED, body.to_string().into_bytes()))
+    Ok(json_response(
+        StatusCode::CREATED,
+        body.to_string().into_bytes(),
+    ))
 }
 
 fn parse_ndjson(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
@@ -458,7 +461,8 @@ fn csv_records(text: &str) -> Result<Vec<Vec<String>>, ApiError> {
 /// Accounts from a CSV import: columns as the export's ([`CSV_COLUMNS`]),
 /// any subset, in any order.
 fn parse_csv_accounts(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("CSV body is not UTF-8"))?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| ApiError::bad_request("CSV body is not UTF-8"))?;
     let mut records = csv_records(text)?.into_iter();
     let Some(header) = records.next() else {
         return Ok(Vec::new());
@@ -466,7 +470,9 @@ fn parse_csv_accounts(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
     let mut out = Vec::new();
     for row in records {
         if row.len() != header.len() {
-            return Err(ApiError::bad_request("a CSV row has a different number of fields than the header"));
+            return Err(ApiError::bad_request(
+                "a CSV row has a different number of fields than the header",
+            ));
         }
         let mut account = serde_json::Map::new();
         let mut card = serde_json::Map::new();
@@ -574,15 +580,24 @@ fn list_accounts(store: &Store, query: Option<&str>) -> Result<Response<ResBody>
                 .snapshot()
                 .into_iter()
                 .filter(|a| {
-                    a.get("cards").and_then(Value::as_array).is_some_and(|cards| {
-                        cards.iter().any(|c| {
-                            c.get("card_number_bidx").and_then(Value::as_str) == Some(index.as_str())
+                    a.get("cards")
+                        .and_then(Value::as_array)
+                        .is_some_and(|cards| {
+                            cards.iter().any(|c| {
+                                c.get("card_number_bidx").and_then(Value::as_str)
+                                    == Some(index.as_str())
+                            })
                         })
-                    })
                 })
                 .collect();
             let total = hits.len();
-            (hits.into_iter().skip(offset).take(limit).collect::<Vec<_>>(), total)
+            (
+                hits.into_iter()
+                    .skip(offset)
+                    .take(limit)
+                    .collect::<Vec<_>>(),
+                total,
+            )
         }
         None => store.page(offset, limit),
     };

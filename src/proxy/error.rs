@@ -33,6 +33,15 @@ pub enum GatewayError {
         /// Which field, and what to do about it.
         detail: String,
     },
+    /// Refused by policy, with a reason code and a sentence (an unmask
+    /// request without its reason, over its limit, …).
+    #[error("refused")]
+    Refused {
+        /// Stable code.
+        code: &'static str,
+        /// Why, in words (never a value).
+        detail: String,
+    },
     /// Too many requests.
     #[error("rate limited")]
     TooManyRequests,
@@ -66,6 +75,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            GatewayError::Refused { .. } => StatusCode::FORBIDDEN,
             GatewayError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamResponseInvalid(_) => {
@@ -84,7 +94,7 @@ impl GatewayError {
             GatewayError::BadRequest(code) => code,
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::UnsupportedMediaType => "unsupported_media_type",
-            GatewayError::Unprocessable { code, .. } => code,
+            GatewayError::Unprocessable { code, .. } | GatewayError::Refused { code, .. } => code,
             GatewayError::TooManyRequests => "too_many_requests",
             GatewayError::Unavailable(code) => code,
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
@@ -97,7 +107,9 @@ impl GatewayError {
     /// A human-readable message (fixed text or a field name, never a value).
     pub fn message(&self) -> std::borrow::Cow<'static, str> {
         match self {
-            GatewayError::Unprocessable { detail, .. } => std::borrow::Cow::Owned(detail.clone()),
+            GatewayError::Unprocessable { detail, .. } | GatewayError::Refused { detail, .. } => {
+                std::borrow::Cow::Owned(detail.clone())
+            }
             other => std::borrow::Cow::Borrowed(other.fixed_message()),
         }
     }
@@ -105,6 +117,7 @@ impl GatewayError {
     fn fixed_message(&self) -> &'static str {
         match self {
             GatewayError::Unprocessable { .. } => "the request body cannot be stored as it is",
+            GatewayError::Refused { .. } => "refused by policy",
             GatewayError::TooManyRequests => "too many requests; retry later",
             GatewayError::Unavailable(_) => {
                 "a service the gateway needs is unavailable; nothing was released"

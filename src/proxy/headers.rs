@@ -28,7 +28,10 @@ const CONDITIONAL: [&str; 6] = [
 
 /// Headers the gateway sets itself towards the upstream; a client's copies
 /// are removed first.
-const GATEWAY_SET: [&str; 6] = [
+const GATEWAY_SET: [&str; 9] = [
+    "x-unmask",
+    "x-unmask-reason",
+    "x-unmask-grant",
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-proto",

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::detect::Detectors;
 use crate::identity::PeerCertificate;
 
+pub mod audit;
 pub mod authorize;
 pub mod error;
 pub mod headers;
@@ -50,6 +51,15 @@ pub struct Shared {
     pub protection: Arc<crate::rewrite::RequestProtection>,
     /// The keyring, when card encryption is configured.
     pub keyring: Option<Arc<crate::crypto::keyring::Keyring>>,
+    /// The unmask audit log, when configured (without it, unmask requests
+    /// are refused).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
+    /// Decrypt grants.
+    pub grants: Arc<dyn crate::unmask::GrantBackend>,
+    /// Per-principal unmask budgets.
+    pub unmask_counters: crate::unmask::RateCounters,
+    /// The time, for grants and budgets.
+    pub clock: Arc<dyn crate::unmask::Clock>,
 }
 
 impl Shared {
@@ -75,6 +85,9 @@ pub enum ServeError {
     /// The keyring or its key-encryption key could not be loaded.
     #[error("card encryption: {0}")]
     Crypto(String),
+    /// The audit log or the grant store could not be opened.
+    #[error("audit: {0}")]
+    Audit(String),
 }
 
 /// A running gateway.
@@ -111,21 +124,86 @@ type CryptoSetup = (
 );
 
 /// Loads the keyring (when configured) and the write-protection settings.
-fn crypto_setup(_config: &Config) -> Result<CryptoSetup, ServeError> {
+fn crypto_setup(config: &Config) -> Result<CryptoSetup, ServeError> {
     use crate::class::FieldClass;
     let mut encrypt = [false; FieldClass::COUNT];
-    // Without a keyring card values cannot be stored, so writes carrying
-    // them are refused rather than stored in the clear.
-    encrypt[FieldClass::CardNumber.index()] = true;
+    let mut blind_index = [false; FieldClass::COUNT];
+    let Some(c) = &config.crypto else {
+        // Without a keyring card values cannot be stored, so writes carrying
+        // them are refused rather than stored in the clear.
+        encrypt[FieldClass::CardNumber.index()] = true;
+        return Ok((
+            None,
+            crate::rewrite::RequestProtection {
+                sealer: None,
+                encrypt,
+                blind_index,
+                detected_card: crate::rewrite::DetectedCard::Refuse,
+            },
+        ));
+    };
+    for class in &c.encrypt_classes {
+        encrypt[class.index()] = true;
+    }
+    for class in &c.blind_index_classes {
+        blind_index[class.index()] = true;
+    }
+    let kek = match (&c.kek_file, &c.kek_env) {
+        (Some(path), _) => crate::crypto::kek::Kek::from_file(path),
+        (None, Some(var)) => crate::crypto::kek::Kek::from_env(var),
+        (None, None) => crate::crypto::kek::Kek::from_env(crate::crypto::kek::DEFAULT_KEK_ENV),
+    }
+    .map_err(|e| ServeError::Crypto(e.to_string()))?;
+    let ring = crate::crypto::keyring::Keyring::load(&c.keyring, kek, Default::default())
+        .map_err(|e| ServeError::Crypto(e.to_string()))?;
+    let ring = Arc::new(ring);
     Ok((
-        None,
+        Some(Arc::clone(&ring)),
         crate::rewrite::RequestProtection {
-            sealer: None,
+            sealer: Some(ring),
             encrypt,
-            blind_index: [false; FieldClass::COUNT],
-            detected_card: crate::rewrite::DetectedCard::Refuse,
+            blind_index,
+            detected_card: if c.encrypt_detected_cards {
+                crate::rewrite::DetectedCard::Encrypt
+            } else {
+                crate::rewrite::DetectedCard::Refuse
+            },
         },
     ))
+}
+
+/// Once a second: lets the audit log write time-driven checkpoints; once a
+/// minute: records grants that expired unused.
+async fn housekeeping(shared: Arc<Shared>) {
+    let mut ticks = 0u64;
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        interval.tick().await;
+        if Arc::strong_count(&shared) == 1 {
+            return;
+        }
+        ticks += 1;
+        let Some(audit) = shared.audit.clone() else {
+            continue;
+        };
+        audit.tick();
+        if ticks % 60 == 0 {
+            let now = shared.clock.now();
+            if let Ok(expired) = shared.grants.sweep_expired(now) {
+                for g in expired {
+                    let draft = crate::audit::RecordDraft::new(
+                        crate::audit::Kind::GrantExpired,
+                        g.approver.clone(),
+                        crate::audit::Outcome::Granted,
+                        "expired",
+                    )
+                    .on_behalf_of(g.grantee.clone())
+                    .grant_id(g.id.clone());
+                    let _ = audit::append(&audit, draft).await;
+                }
+            }
+        }
+    }
 }
 
 /// Starts the gateway on its configured address.
@@ -151,6 +229,28 @@ pub async fn start_on(
     let metrics = Arc::new(Metrics::new());
     let grace = config.server.shutdown_grace;
     let (keyring, protection) = crypto_setup(&config)?;
+    let audit = match &config.audit {
+        Some(a) => {
+            let key = crate::audit::SigningKey::load(&a.signing_key)
+                .map_err(|e| ServeError::Audit(e.to_string()))?;
+            let options = crate::audit::AuditOptions {
+                checkpoint: crate::audit::CheckpointPolicy {
+                    every_records: a.checkpoint_every_records,
+                    every: a.checkpoint_every,
+                },
+                ..Default::default()
+            };
+            let log = crate::audit::AuditLog::open(&a.dir, key, options)
+                .map_err(|e| ServeError::Audit(e.to_string()))?;
+            if let Some(torn) = &log.open_report().torn {
+                tracing::warn!(target: "maskgate::audit", file = %torn.file.display(), bytes = torn.len, "a torn last audit line was cut off and kept aside");
+            }
+            Some(Arc::new(log))
+        }
+        None => None,
+    };
+    let grants = crate::unmask::GrantStore::open(&config.data_dir)
+        .map_err(|e| ServeError::Audit(format!("grant store: {e}")))?;
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         upstream,
@@ -158,7 +258,12 @@ pub async fn start_on(
         metrics: Arc::clone(&metrics),
         protection: Arc::new(protection),
         keyring,
+        audit,
+        grants: Arc::new(grants),
+        unmask_counters: crate::unmask::RateCounters::new(),
+        clock: Arc::new(crate::unmask::SystemClock),
     });
+    tokio::spawn(housekeeping(Arc::clone(&shared)));
     let (tx, rx) = watch::channel(false);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let task = tokio::spawn(listener::accept_loop(tcp, acceptor, shared, rx, grace));

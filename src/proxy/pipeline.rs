@@ -16,6 +16,7 @@ use crate::rewrite::content::{
 };
 use crate::rewrite::{Limits as RewriteLimits, RewriteSpec};
 
+use super::audit;
 use super::authorize::{authorize, Authorized};
 use super::error::{error_response, GatewayError};
 use super::headers::{protect_request_headers, protect_response_headers, request_id};
@@ -23,6 +24,8 @@ use super::protect_request::{is_write, protect_body, protect_query};
 use super::rewrite_response::{BodyOutcome, RewriteBody, PREBUFFER_BYTES};
 use super::upstream::UpstreamBody;
 use super::{ConnInfo, GatewayBody, Shared};
+use crate::audit::Outcome;
+use crate::unmask::UnmaskRequest;
 
 /// Serves one request. Never fails: every refusal is a JSON response.
 pub async fn handle(
@@ -146,6 +149,16 @@ async fn proxy(
     log.role = Some(Arc::from(auth.role.name.as_str()));
     log.route = Some(Arc::clone(&auth.route_name));
 
+    // unmask: decided (and, when refused, recorded) before anything else
+    let unmasking = match UnmaskRequest::from_headers(req.headers())
+        .map_err(|e| GatewayError::BadRequest(e.code()))?
+    {
+        Some(request) => {
+            Some(audit::decide(shared, &caller, &auth, req.method(), &log.id, request).await?)
+        }
+        None => None,
+    };
+
     // protect request
     let (parts, body) = req.into_parts();
     let limit = config.limits.max_request_body_bytes;
@@ -267,14 +280,20 @@ async fn proxy(
     };
     let spec = RewriteSpec {
         rules: Arc::clone(&auth.role.rules),
-        actions: auth.role.actions,
+        actions: unmasking
+            .as_ref()
+            .map_or(auth.role.actions, |u| u.grant.apply(auth.role.actions)),
         detectors: Arc::clone(&shared.detectors),
         limits: RewriteLimits {
             max_depth: config.limits.max_json_depth,
             max_body_bytes: config.limits.max_response_body_bytes,
             max_token_bytes: config.limits.max_token_bytes,
         },
-        opener: None,
+        opener: shared
+            .keyring
+            .clone()
+            .filter(|_| unmasking.is_some())
+            .map(|k| k as Arc<dyn crate::rewrite::EnvelopeOpener>),
     };
     let decode_limits = DecodeLimits {
         max_decompressed_bytes: config.limits.max_decompressed_bytes,
@@ -291,6 +310,20 @@ async fn proxy(
         config.limits.max_response_body_bytes,
         Box::new(move |outcome| end_log.finish(&end_shared, status, started, Some(&outcome))),
     );
+    if let Some(unmasking) = unmasking {
+        return audit_then_release(
+            shared,
+            &caller,
+            &auth,
+            &parts.method,
+            &log.id,
+            unmasking,
+            parts_out,
+            body,
+            rewritten,
+        )
+        .await;
+    }
     let complete = match body.fill(PREBUFFER_BYTES).await {
         Ok(complete) => complete,
         Err(e) => {
@@ -321,6 +354,113 @@ async fn proxy(
         body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             .boxed_unsync(),
     ))
+}
+
+/// Largest unmasked response: it is rewritten whole, recorded, then sent.
+const UNMASK_MAX_BYTES: usize = 4 << 20;
+
+/// Step 8 for an unmask request: the whole response is rewritten first; it
+/// is refused if it holds more records than the request may unmask; then
+/// its record (with the count of clear values and the accounts) is written
+/// durably; only then does any of it leave.
+#[allow(clippy::too_many_arguments)]
+async fn audit_then_release(
+    shared: &Arc<Shared>,
+    caller: &Caller,
+    auth: &Authorized,
+    method: &Method,
+    id: &str,
+    unmasking: audit::Unmasking,
+    mut parts_out: http::response::Parts,
+    mut body: RewriteBody,
+    rewritten: bool,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let log_audit = shared
+        .audit
+        .as_ref()
+        .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
+    let kind = unmasking.kind();
+    let request = &unmasking.request;
+    let base = |outcome, why: &str| {
+        let mut d = audit::draft(kind, caller, auth, method, id, outcome, why)
+            .classes(request.classes.iter().map(|c| c.name().to_owned()));
+        if let Some(r) = &request.reason {
+            d = d.reason(r.clone());
+        }
+        if let Some(g) = &unmasking.grant.grant {
+            d = d.grant_id(g.grant_id.clone());
+        }
+        d
+    };
+    let refused = match body.fill(UNMASK_MAX_BYTES).await {
+        Ok(true) => None,
+        Ok(false) => Some((
+            "response_too_large",
+            GatewayError::Refused {
+                code: "unmask_denied",
+                detail:
+                    "response_too_large: an unmasked response must be small; ask for fewer records"
+                        .to_owned(),
+            },
+        )),
+        Err(_) => Some((
+            "upstream_body_invalid",
+            GatewayError::UpstreamResponseInvalid("upstream_body_invalid"),
+        )),
+    };
+    let counts = body.counts();
+    let over = counts.records > u64::from(unmasking.grant.record_limit);
+    let refused = refused.or_else(|| {
+        over.then(|| {
+            (
+                "over_record_limit",
+                GatewayError::Refused {
+                    code: "unmask_denied",
+                    detail: format!(
+                "over_record_limit: this request may unmask at most {} record(s); ask for fewer",
+                unmasking.grant.record_limit
+            ),
+                },
+            )
+        })
+    });
+    if let Some((why, err)) = refused {
+        drop(body);
+        audit::append(
+            log_audit,
+            base(Outcome::Denied, why).accounts(counts.account_ids.clone()),
+        )
+        .await?;
+        return Err(err);
+    }
+    let released = counts.clear_released();
+    let receipt = audit::append(
+        log_audit,
+        base(Outcome::Granted, "ok")
+            .accounts(counts.account_ids.clone())
+            .released(released),
+    )
+    .await?;
+    unmasking
+        .grant
+        .commit(u32::try_from(counts.records).unwrap_or(u32::MAX));
+    let bytes = body.take_buffered();
+    drop(body);
+    protect_response_headers(&mut parts_out.headers, rewritten);
+    set_request_id(&mut parts_out.headers, id);
+    Ok(release(&receipt, parts_out, bytes))
+}
+
+/// Sends an unmasked body: only with the receipt of its durable audit record.
+fn release(
+    _receipt: &crate::audit::AuditReceipt,
+    mut parts: http::response::Parts,
+    bytes: Bytes,
+) -> Response<GatewayBody> {
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Response::from_parts(parts, Full::new(bytes).map_err(never).boxed_unsync())
 }
 
 fn set_request_id(headers: &mut http::HeaderMap, id: &str) {

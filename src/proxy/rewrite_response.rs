@@ -170,7 +170,8 @@ impl RewriteBody {
         Bytes::from(std::mem::take(&mut self.out))
     }
 
-    fn counts(&self) -> Counts {
+    /// What the rewriter did so far.
+    pub fn counts(&self) -> Counts {
         self.rewriter
             .as_ref()
             .map(|r| r.counts().clone())
