@@ -136,6 +136,8 @@ pub struct AuditConfig {
     pub checkpoint_every_records: u64,
     /// A signed checkpoint at least this often.
     pub checkpoint_every: Duration,
+    /// Start a new log file past this size (default 64 MiB).
+    pub rotate_bytes: u64,
 }
 
 /// The gateway file's checked parts; `None` where a section had errors.
@@ -349,11 +351,13 @@ impl Checker<'_> {
             1000,
         );
         let secs = self.positive(&a.checkpoint_every_secs, "checkpoint_every_secs", 60);
+        let rotate = self.positive(&a.rotate_bytes, "rotate_bytes", 64 << 20);
         Some(AuditConfig {
             dir: dir?,
             signing_key: key?,
             checkpoint_every_records: every?,
             checkpoint_every: Duration::from_secs(secs?),
+            rotate_bytes: rotate?,
         })
     }
 

@@ -97,6 +97,7 @@ pub(crate) struct RawAudit {
     pub signing_key: Spanned<String>,
     pub checkpoint_every_records: Option<Spanned<u64>>,
     pub checkpoint_every_secs: Option<Spanned<u64>>,
+    pub rotate_bytes: Option<Spanned<u64>>,
 }
 
 /// `[server]`.

@@ -217,6 +217,15 @@ pub async fn start_on(
     config: Config,
     tcp: tokio::net::TcpListener,
 ) -> Result<GatewayHandle, ServeError> {
+    start_with_clock(config, tcp, Arc::new(crate::unmask::SystemClock)).await
+}
+
+/// [`start_on`] with the clock grants and unmask budgets use (tests move it).
+pub async fn start_with_clock(
+    config: Config,
+    tcp: tokio::net::TcpListener,
+    clock: Arc<dyn crate::unmask::Clock>,
+) -> Result<GatewayHandle, ServeError> {
     let tls = listener::tls_config(
         &config.server.cert,
         &config.server.key,
@@ -238,6 +247,7 @@ pub async fn start_on(
                     every_records: a.checkpoint_every_records,
                     every: a.checkpoint_every,
                 },
+                rotate_bytes: Some(a.rotate_bytes),
                 ..Default::default()
             };
             let log = crate::audit::AuditLog::open(&a.dir, key, options)
@@ -261,7 +271,7 @@ pub async fn start_on(
         audit,
         grants: Arc::new(grants),
         unmask_counters: crate::unmask::RateCounters::new(),
-        clock: Arc::new(crate::unmask::SystemClock),
+        clock,
     });
     tokio::spawn(housekeeping(Arc::clone(&shared)));
     let (tx, rx) = watch::channel(false);
