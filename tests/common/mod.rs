@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+use maskgate::class::FieldClass;
 use maskgate::config::Config;
 use maskgate::demo;
 use maskgate::proxy::GatewayHandle;
@@ -165,6 +166,19 @@ pub fn json_response(status: u16, body: &str) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
+/// How a test gateway is set up.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// Card encryption (fresh keyring under `dir/keys`) and the audit log on.
+    pub secure: bool,
+    /// Encrypt card numbers found in unnamed fields instead of refusing.
+    pub encrypt_detected_cards: bool,
+    /// The clock for grants and budgets.
+    pub clock: Option<Arc<maskgate::unmask::ManualClock>>,
+    /// Audit log file size before rotation.
+    pub audit_rotate_bytes: Option<u64>,
+}
+
 pub struct Env {
     pub dir: PathBuf,
     pub gateway: Option<GatewayHandle>,
@@ -182,6 +196,27 @@ impl Env {
 
     /// Gateway in front of `upstream`, with the loaded config adjusted by `tune`.
     pub async fn start(dir: PathBuf, upstream: Upstream, tune: impl FnOnce(&mut Config)) -> Env {
+        Env::start_with(dir, upstream, Options::default(), tune).await
+    }
+
+    /// Gateway with card encryption (a fresh keyring) and the audit log on.
+    pub async fn secure(dir: PathBuf, upstream: Upstream, options: Options, tune: impl FnOnce(&mut Config)) -> Env {
+        Env::start_with(dir, upstream, Options { secure: true, ..options }, tune).await
+    }
+
+    /// The audit log directory (secure environments).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.dir.join("data").join("audit")
+    }
+
+    /// Every audit record so far.
+    pub fn audit_records(&self) -> Vec<maskgate::audit::Record> {
+        maskgate::audit::query::query(&self.audit_dir(), &maskgate::audit::Filter::default())
+            .unwrap()
+            .records
+    }
+
+    pub async fn start_with(dir: PathBuf, upstream: Upstream, options: Options, tune: impl FnOnce(&mut Config)) -> Env {
         let mut names: Vec<&str> = ROLES.to_vec();
         names.extend(["revoked-app", "nobody"]);
         demo::certs::generate(&dir.join("certs"), &names).unwrap();
@@ -194,8 +229,32 @@ impl Env {
         )
         .unwrap();
         let mut cfg = maskgate::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        if options.secure {
+            maskgate::demo::run::ensure_keys(&dir).unwrap();
+            let keys = dir.join("keys");
+            cfg.crypto = Some(maskgate::config::CryptoConfig {
+                keyring: keys.join("keyring.mgkr"),
+                kek_file: Some(keys.join("kek")),
+                kek_env: None,
+                encrypt_classes: vec![FieldClass::CardNumber],
+                blind_index_classes: vec![FieldClass::CardNumber],
+                encrypt_detected_cards: options.encrypt_detected_cards,
+            });
+            cfg.audit = Some(maskgate::config::AuditConfig {
+                dir: dir.join("data").join("audit"),
+                signing_key: keys.join("audit-signing.key"),
+                checkpoint_every_records: 1000,
+                checkpoint_every: Duration::from_secs(60),
+                rotate_bytes: options.audit_rotate_bytes.unwrap_or(64 << 20),
+            });
+        }
         tune(&mut cfg);
-        let gateway = maskgate::proxy::start(cfg).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let clock: Arc<dyn maskgate::unmask::Clock> = match &options.clock {
+            Some(c) => c.clone(),
+            None => Arc::new(maskgate::unmask::SystemClock),
+        };
+        let gateway = maskgate::proxy::start_with_clock(cfg, listener, clock).await.unwrap();
         let addr = gateway.local_addr;
         Env {
             dir,
