@@ -18,19 +18,33 @@ async fn secure_demo(tag: &str, options: Options) -> Env {
     let upstream = demo_upstream(&dir, 0).await;
     let env = Env::secure(dir, upstream, options, |_| {}).await;
     // Seed through the gateway: cards are stored as envelopes.
-    maskgate::demo::run::seed_through_gateway(env.addr, &env.certs(), maskgate::demo::data::generate(2016, 40))
-        .await
-        .unwrap();
+    maskgate::demo::run::seed_through_gateway(
+        env.addr,
+        &env.certs(),
+        maskgate::demo::data::generate(2016, 40),
+    )
+    .await
+    .unwrap();
     env
 }
 
 fn last_record(env: &Env) -> maskgate::audit::Record {
-    env.audit_records().into_iter().last().expect("no audit record")
+    env.audit_records()
+        .into_iter()
+        .last()
+        .expect("no audit record")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collections_unmasks_an_ssn_only_with_a_reason_and_every_try_is_recorded() {
-    let env = secure_demo("unmask-ssn", Options { encrypt_detected_cards: true, ..Options::default() }).await;
+    let env = secure_demo(
+        "unmask-ssn",
+        Options {
+            encrypt_detected_cards: true,
+            ..Options::default()
+        },
+    )
+    .await;
     // a residential account: its SSN as written (SSNs are not encrypted at rest)
     let (acct, raw_ssn) = maskgate::demo::data::generate(2016, 40)
         .into_iter()
@@ -47,7 +61,10 @@ async fn collections_unmasks_an_ssn_only_with_a_reason_and_every_try_is_recorded
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.json()["ssn"], raw_ssn.as_str());
         // other classes stay masked
-        let dl = r.json()["drivers_license"]["number"].as_str().unwrap().to_owned();
+        let dl = r.json()["drivers_license"]["number"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert!(dl.starts_with("****"), "{dl}");
         let records = env.audit_records();
         assert_eq!(records.len(), before + 1);
@@ -59,7 +76,10 @@ async fn collections_unmasks_an_ssn_only_with_a_reason_and_every_try_is_recorded
         assert_eq!(rec.accounts, vec![acct.clone()]);
         assert_eq!(rec.released, 1);
         assert_eq!(rec.route.as_deref(), Some("account"));
-        assert_eq!(rec.request_id.as_deref(), r.headers["x-request-id"].to_str().ok());
+        assert_eq!(
+            rec.request_id.as_deref(),
+            r.headers["x-request-id"].to_str().ok()
+        );
         let line = serde_json::to_string(&rec.reason).unwrap();
         assert!(!line.contains(&raw_ssn));
         // without a reason: 403 and a denied record
@@ -68,10 +88,19 @@ async fn collections_unmasks_an_ssn_only_with_a_reason_and_every_try_is_recorded
         assert_eq!(r.error_code(), "unmask_denied");
         assert!(!r.text().contains(&raw_ssn));
         let rec = last_record(&env);
-        assert_eq!((rec.outcome, rec.why.as_str()), (Outcome::Denied, "reason_missing"));
+        assert_eq!(
+            (rec.outcome, rec.why.as_str()),
+            (Outcome::Denied, "reason_missing")
+        );
         // a reason that does not name a collection case: 403, recorded
         let r = col
-            .get_with(&path, &[("x-unmask", "ssn"), ("x-unmask-reason", "just curious about it")])
+            .get_with(
+                &path,
+                &[
+                    ("x-unmask", "ssn"),
+                    ("x-unmask-reason", "just curious about it"),
+                ],
+            )
             .await;
         assert_eq!(r.status, 403);
         assert_eq!(last_record(&env).outcome, Outcome::Denied);
@@ -82,15 +111,24 @@ async fn collections_unmasks_an_ssn_only_with_a_reason_and_every_try_is_recorded
             .await;
         assert_eq!(r.status, 403);
         let rec = last_record(&env);
-        assert_eq!((rec.principal.as_str(), rec.outcome), ("customer-service", Outcome::Denied));
+        assert_eq!(
+            (rec.principal.as_str(), rec.outcome),
+            ("customer-service", Outcome::Denied)
+        );
         // a list of more records than one request may unmask is refused whole
         let r = col
-            .get_with("/accounts?limit=10", &[("x-unmask", "ssn"), ("x-unmask-reason", REASON)])
+            .get_with(
+                "/accounts?limit=10",
+                &[("x-unmask", "ssn"), ("x-unmask-reason", REASON)],
+            )
             .await;
         assert_eq!(r.status, 403, "{}", r.text());
         assert!(!r.text().contains(&raw_ssn));
         let rec = last_record(&env);
-        assert_eq!((rec.outcome, rec.why.as_str()), (Outcome::Denied, "over_record_limit"));
+        assert_eq!(
+            (rec.outcome, rec.why.as_str()),
+            (Outcome::Denied, "over_record_limit")
+        );
     }
     // the log verifies with only the public key
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_maskgate"))
@@ -100,7 +138,12 @@ async fn collections_unmasks_an_ssn_only_with_a_reason_and_every_try_is_recorded
         .arg(env.dir.join("keys/audit-signing.pub"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     env.stop().await;
 }
 
@@ -129,11 +172,26 @@ async fn issue(env: &Env, grantee: &str, account: &str, minutes: u32) -> Reply {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decrypting_card_data_takes_a_grant_from_another_person_used_once() {
-    let clock = Arc::new(maskgate::unmask::ManualClock::new(std::time::SystemTime::now()));
-    let env = secure_demo("grants", Options { clock: Some(clock.clone()), encrypt_detected_cards: true, ..Options::default() }).await;
+    let clock = Arc::new(maskgate::unmask::ManualClock::new(
+        std::time::SystemTime::now(),
+    ));
+    let env = secure_demo(
+        "grants",
+        Options {
+            clock: Some(clock.clone()),
+            encrypt_detected_cards: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let (account, want) = maskgate::demo::data::generate(2016, 40)
         .into_iter()
-        .find_map(|a| Some((a["id"].as_str()?.to_owned(), a["cards"][0]["card_number"].as_str()?.to_owned())))
+        .find_map(|a| {
+            Some((
+                a["id"].as_str()?.to_owned(),
+                a["cards"][0]["card_number"].as_str()?.to_owned(),
+            ))
+        })
         .expect("a demo account with a card");
     let account = account.as_str();
     let it = env.client(Some("it-data-management"), true);
@@ -142,14 +200,21 @@ async fn decrypting_card_data_takes_a_grant_from_another_person_used_once() {
         async move {
             it.get_with(
                 &format!("/accounts/{account}"),
-                &[("x-unmask", "card_number"), ("x-unmask-reason", IT_REASON), ("x-unmask-grant", grant.as_str())],
+                &[
+                    ("x-unmask", "card_number"),
+                    ("x-unmask-reason", IT_REASON),
+                    ("x-unmask-grant", grant.as_str()),
+                ],
             )
             .await
         }
     };
     // without a grant: refused
     let r = it
-        .get_with(&format!("/accounts/{account}"), &[("x-unmask", "card_number"), ("x-unmask-reason", IT_REASON)])
+        .get_with(
+            &format!("/accounts/{account}"),
+            &[("x-unmask", "card_number"), ("x-unmask-reason", IT_REASON)],
+        )
         .await;
     assert_eq!(r.status, 403);
     assert_eq!(last_record(&env).why, "grant_required");
@@ -186,7 +251,12 @@ async fn decrypting_card_data_takes_a_grant_from_another_person_used_once() {
     let revoked = g.json()["grant"]["id"].as_str().unwrap().to_owned();
     let r = env
         .client(Some("pmo-approver"), false)
-        .send(Method::DELETE, &format!("/_maskgate/grants/{revoked}"), &[], b"")
+        .send(
+            Method::DELETE,
+            &format!("/_maskgate/grants/{revoked}"),
+            &[],
+            b"",
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
@@ -201,7 +271,11 @@ async fn decrypting_card_data_takes_a_grant_from_another_person_used_once() {
         .client(Some("collections"), false)
         .get_with(
             &format!("/accounts/{account}"),
-            &[("x-unmask", "card_number"), ("x-unmask-reason", IT_REASON), ("x-unmask-grant", other.as_str())],
+            &[
+                ("x-unmask", "card_number"),
+                ("x-unmask-reason", IT_REASON),
+                ("x-unmask-grant", other.as_str()),
+            ],
         )
         .await;
     assert_eq!(r.status, 403);
@@ -210,19 +284,40 @@ async fn decrypting_card_data_takes_a_grant_from_another_person_used_once() {
     let v = auditor.get("/_maskgate/audit/verify").await;
     assert_eq!(v.status, 200);
     assert_eq!(v.json()["ok"], true, "{}", v.text());
-    let q = auditor.get("/_maskgate/audit?kind=decrypt&outcome=granted").await;
+    let q = auditor
+        .get("/_maskgate/audit?kind=decrypt&outcome=granted")
+        .await;
     assert_eq!(q.status, 200);
     assert_eq!(q.text().lines().count(), 1);
     assert!(!q.text().contains(&want));
-    assert_eq!(env.client(Some("collections"), false).get("/_maskgate/audit").await.status, 403);
+    assert_eq!(
+        env.client(Some("collections"), false)
+            .get("/_maskgate/audit")
+            .await
+            .status,
+        403
+    );
     env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_log_that_cannot_be_written_stops_unmasking_but_not_masked_reads() {
-    let env = secure_demo("audit-fails", Options { audit_rotate_bytes: Some(4096), encrypt_detected_cards: true, ..Options::default() }).await;
+    let env = secure_demo(
+        "audit-fails",
+        Options {
+            audit_rotate_bytes: Some(4096),
+            encrypt_detected_cards: true,
+            ..Options::default()
+        },
+    )
+    .await;
     let col = env.client(Some("collections"), false);
-    let unmask = || col.get_with("/accounts/ACC-100003", &[("x-unmask", "ssn"), ("x-unmask-reason", REASON)]);
+    let unmask = || {
+        col.get_with(
+            "/accounts/ACC-100003",
+            &[("x-unmask", "ssn"), ("x-unmask-reason", REASON)],
+        )
+    };
     assert_eq!(unmask().await.status, 200);
     // The next log file cannot be created: a directory holds its name.
     for n in 1..=50 {
@@ -237,7 +332,10 @@ async fn an_audit_log_that_cannot_be_written_stops_unmasking_but_not_masked_read
                 refused += 1;
                 assert_eq!(r.error_code(), "audit_unavailable");
                 assert!(!r.text().contains("-**-"), "{}", r.text());
-                let masked = env.client(Some("customer-service"), false).get("/accounts/ACC-100003").await;
+                let masked = env
+                    .client(Some("customer-service"), false)
+                    .get("/accounts/ACC-100003")
+                    .await;
                 assert_eq!(masked.status, 200, "masked reads keep flowing");
             }
             s => panic!("unexpected status {s}: {}", r.text()),

@@ -200,8 +200,22 @@ impl Env {
     }
 
     /// Gateway with card encryption (a fresh keyring) and the audit log on.
-    pub async fn secure(dir: PathBuf, upstream: Upstream, options: Options, tune: impl FnOnce(&mut Config)) -> Env {
-        Env::start_with(dir, upstream, Options { secure: true, ..options }, tune).await
+    pub async fn secure(
+        dir: PathBuf,
+        upstream: Upstream,
+        options: Options,
+        tune: impl FnOnce(&mut Config),
+    ) -> Env {
+        Env::start_with(
+            dir,
+            upstream,
+            Options {
+                secure: true,
+                ..options
+            },
+            tune,
+        )
+        .await
     }
 
     /// The audit log directory (secure environments).
@@ -216,7 +230,12 @@ impl Env {
             .records
     }
 
-    pub async fn start_with(dir: PathBuf, upstream: Upstream, options: Options, tune: impl FnOnce(&mut Config)) -> Env {
+    pub async fn start_with(
+        dir: PathBuf,
+        upstream: Upstream,
+        options: Options,
+        tune: impl FnOnce(&mut Config),
+    ) -> Env {
         let mut names: Vec<&str> = ROLES.to_vec();
         names.extend(["revoked-app", "nobody"]);
         demo::certs::generate(&dir.join("certs"), &names).unwrap();
@@ -254,7 +273,9 @@ impl Env {
             Some(c) => c.clone(),
             None => Arc::new(maskgate::unmask::SystemClock),
         };
-        let gateway = maskgate::proxy::start_with_clock(cfg, listener, clock).await.unwrap();
+        let gateway = maskgate::proxy::start_with_clock(cfg, listener, clock)
+            .await
+            .unwrap();
         let addr = gateway.local_addr;
         Env {
             dir,
@@ -405,5 +426,16 @@ impl TestClient {
 
     pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.send(Method::GET, path, headers, b"").await.unwrap()
+    }
+}
+
+impl TestClient {
+    /// GET that reports transport errors instead of panicking.
+    pub async fn get_with_result(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, String> {
+        self.send(Method::GET, path, headers, b"").await
     }
 }
