@@ -136,7 +136,7 @@ fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
         );
         if line.contains("/accounts/") {
             let v: serde_json::Value = serde_json::from_str(body).unwrap();
-            assert_eq!(v["id"], "ACC-100001");
+            assert_eq!(v["id"], maskgate::demo::curl::EXAMPLE_ACCOUNT);
             let ssn = v.get("ssn").and_then(|s| s.as_str());
             if line.contains("non-utilities") || line.contains("greenwaste") {
                 assert!(ssn.is_none(), "{line}: ssn must be removed");

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// The account every example line fetches.
-pub const EXAMPLE_ACCOUNT: &str = "ACC-100001";
+pub const EXAMPLE_ACCOUNT: &str = "ACC-100006";
 
 /// The path the example line for `role` requests: the gateway's metrics for
 /// the roles that see no customer data, else one account.
@@ -16,7 +16,7 @@ pub fn example_path(role: &str) -> String {
 }
 
 /// One curl line per role, e.g.
-/// `curl --cacert certs/ca.pem --cert certs/billing.pem --key certs/billing.key https://127.0.0.1:8443/accounts/ACC-100001`.
+/// `curl --cacert certs/ca.pem --cert certs/billing.pem --key certs/billing.key https://127.0.0.1:8443/accounts/ACC-100006`.
 ///
 /// Paths are used as given (relative stays relative); arguments that need
 /// it are single-quoted for a POSIX shell.
@@ -66,7 +66,7 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "curl --cacert certs/ca.pem --cert certs/billing.pem --key certs/billing.key https://127.0.0.1:8443/accounts/ACC-100001",
+                "curl --cacert certs/ca.pem --cert certs/billing.pem --key certs/billing.key https://127.0.0.1:8443/accounts/ACC-100006",
                 "curl --cacert certs/ca.pem --cert certs/security-auditor.pem --key certs/security-auditor.key https://127.0.0.1:8443/_maskgate/metrics",
                 "curl --cacert certs/ca.pem --cert certs/pmo-approver.pem --key certs/pmo-approver.key https://127.0.0.1:8443/_maskgate/metrics",
             ]
