@@ -1,19 +1,26 @@
 //! Merging, checking and compiling the policy files into a [`Policy`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http::Method;
 use toml::Spanned;
 
+use super::access::{
+    normalize_serial, AccessWindow, AdmitSettings, DailyHours, DaySet, PageCap, RatePeriod,
+    RateSpec, Revocations, RouteRate,
+};
 use super::error::{Diag, Source};
 use super::policy::{
     is_encrypted_class, method_bit, GrantPolicy, Policy, Principal, Role, UnmaskRule, GET, HEAD,
 };
 use super::raw::{
-    Lenient, RawClass, RawDetectors, RawGrant, RawGrantPolicy, RawPolicyFile, RawPrincipal,
-    RawRole, RawRoute, RawUnmask,
+    Lenient, RawAdmit, RawClass, RawDetectors, RawGrant, RawGrantPolicy, RawHours, RawKeyList,
+    RawPolicyFile, RawPrincipal, RawRate, RawRevocations, RawRole, RawRoute, RawRouteRate,
+    RawUnmask,
 };
 use super::route::Route;
 use crate::class::{Action, ActionTable, FieldClass};
@@ -96,6 +103,9 @@ fn selector_hint(e: &SelectorError) -> &'static str {
     }
 }
 
+/// Largest `record_budget_per_day`.
+const LIMIT_RECORD_BUDGET: u64 = 1_000_000_000;
+
 /// True for role and route names: 1 to 64 letters, digits, '-', '_' or '.'.
 fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
@@ -174,8 +184,11 @@ pub(crate) fn compile(
             }
         }
     }
-    let principals = c.principals(merged.principals, &roles, &broken_roles);
+    let principals_complete = c.complete && !merged.broken_principals;
+    let (principals, principal_names) = c.principals(merged.principals, &roles, &broken_roles);
     let grants = c.grant_policy(merged.grants, &roles, &broken_roles);
+    let revocations = c.revocations(merged.revocations, &principal_names, principals_complete);
+    let admit = c.admit_settings(merged.admit, &roles, &broken_roles);
 
     let mut route_order: Vec<usize> = (0..routes.len()).collect();
     route_order.sort_by(|&a, &b| routes[a].specificity_cmp(&routes[b]));
@@ -201,6 +214,8 @@ pub(crate) fn compile(
         routes,
         principals,
         grants,
+        revocations,
+        admit,
         route_order,
         by_name,
         by_cert_name,
@@ -217,7 +232,12 @@ struct Merged<'a> {
     routes: Vec<Def<'a, RawRoute>>,
     roles: Vec<Def<'a, RawRole>>,
     principals: Vec<(&'a Source, RawPrincipal)>,
+    /// True when some `[[principals]]` entry could not be read: its name is
+    /// unknown, so names in `[revocations]` are not reported as unknown.
+    broken_principals: bool,
     grants: Option<(&'a Source, Spanned<RawGrantPolicy>)>,
+    revocations: Vec<(&'a Source, RawRevocations)>,
+    admit: Option<(&'a Source, Spanned<RawAdmit>)>,
 }
 
 struct RoleEnv<'e> {
@@ -294,6 +314,23 @@ impl Compiler<'_> {
                     m.grants = Some((src, grants));
                 }
             }
+            match raw.revocations {
+                Some(Lenient::Ok(r)) => m.revocations.push((src, r.into_inner())),
+                Some(Lenient::Failed(_)) | None => {}
+            }
+            if let Some(Lenient::Ok(admit)) = raw.admit {
+                let span = admit.span();
+                if let Some((first_src, first)) = &m.admit {
+                    let first = first_src.place(&first.span());
+                    self.err(
+                        src,
+                        &span,
+                        format!("[admit] is already defined at {first}; define it once"),
+                    );
+                } else {
+                    m.admit = Some((src, admit));
+                }
+            }
             let mut take = |kind: &'static str,
                             name: Spanned<String>|
              -> Option<(String, Place<'a>)> {
@@ -341,8 +378,9 @@ impl Compiler<'_> {
                 }
             }
             for p in raw.principals.into_iter().flatten() {
-                if let Lenient::Ok(p) = p {
-                    m.principals.push((src, p));
+                match p {
+                    Lenient::Ok(p) => m.principals.push((src, p)),
+                    Lenient::Failed(_) => m.broken_principals = true,
                 }
             }
         }
@@ -464,6 +502,10 @@ impl Compiler<'_> {
                     types.push(lower);
                 }
             }
+            let page_cap = self.page_cap(src, &body);
+            if page_cap.is_err() {
+                ok = false;
+            }
             let path = body.path;
             match Route::new(
                 def.name.clone(),
@@ -476,7 +518,8 @@ impl Compiler<'_> {
                     broken.insert(def.name);
                     self.err(src, &path.span(), message);
                 }
-                Ok(route) => {
+                Ok(mut route) => {
+                    route.page_cap = page_cap.unwrap_or(None);
                     if let Some((first_name, first_at)) = shapes.get(&route.shape()) {
                         self.err(
                             src,
@@ -498,6 +541,183 @@ impl Compiler<'_> {
             }
         }
         (routes, broken)
+    }
+
+    /// A route's `page_param` and `max_page_size`; `Err` after reporting.
+    fn page_cap(&mut self, src: &Source, body: &RawRoute) -> Result<Option<PageCap>, ()> {
+        let max = match (&body.page_param, &body.max_page_size) {
+            (None, None) => return Ok(None),
+            (Some(p), None) => {
+                self.err(
+                    src,
+                    &p.span(),
+                    "page_param needs max_page_size: set the largest page size passed upstream, such as max_page_size = 100",
+                );
+                return Err(());
+            }
+            (_, Some(max)) => max,
+        };
+        let mut ok = true;
+        let limit = match u32::try_from(*max.get_ref()) {
+            Ok(n) if (1..=PageCap::LIMIT).contains(&n) => n,
+            _ => {
+                self.err(
+                    src,
+                    &max.span(),
+                    format!(
+                        "max_page_size must be 1 to {}; it is the most records one page may ask for",
+                        PageCap::LIMIT
+                    ),
+                );
+                ok = false;
+                0
+            }
+        };
+        let param = match &body.page_param {
+            None => "limit".to_owned(),
+            Some(p) if valid_name(p.get_ref()) => p.get_ref().clone(),
+            Some(p) => {
+                self.err(
+                    src,
+                    &p.span(),
+                    format!(
+                        "page_param `{}` is not a query parameter name; use 1-64 letters, digits, '-', '_' or '.', such as \"limit\"",
+                        p.get_ref()
+                    ),
+                );
+                ok = false;
+                String::new()
+            }
+        };
+        if ok {
+            Ok(Some(PageCap { param, max: limit }))
+        } else {
+            Err(())
+        }
+    }
+
+    /// A rate limit table; `None` after reporting its errors. `key` names
+    /// it in messages (`rate`, `route_rates.accounts.role_rate`).
+    fn rate(&mut self, src: &Source, raw: &Spanned<RawRate>, key: &str) -> Option<RateSpec> {
+        let table = raw.get_ref();
+        let in_range = |this: &mut Self, v: &Spanned<u64>, what: &str| -> Option<NonZeroU32> {
+            let n = u32::try_from(*v.get_ref())
+                .ok()
+                .filter(|n| *n <= RateSpec::LIMIT)
+                .and_then(NonZeroU32::new);
+            if n.is_none() {
+                this.err(
+                    src,
+                    &v.span(),
+                    format!(
+                        "{key}.{what} must be 1 to {}; to remove a limit, remove the table",
+                        RateSpec::LIMIT
+                    ),
+                );
+            }
+            n
+        };
+        let (count, period) = match (&table.per_second, &table.per_minute) {
+            (Some(_), Some(m)) => {
+                self.err(
+                    src,
+                    &m.span(),
+                    format!("{key} gives both per_second and per_minute; keep one"),
+                );
+                return None;
+            }
+            (None, None) => {
+                self.err(
+                    src,
+                    &raw.span(),
+                    format!(
+                        "{key} needs per_second or per_minute, such as {{ per_second = 20, burst = 40 }}"
+                    ),
+                );
+                return None;
+            }
+            (Some(v), None) => (in_range(self, v, "per_second"), RatePeriod::Second),
+            (None, Some(v)) => (in_range(self, v, "per_minute"), RatePeriod::Minute),
+        };
+        let burst = match &table.burst {
+            None => count,
+            Some(b) => in_range(self, b, "burst"),
+        };
+        Some(RateSpec {
+            count: count?,
+            period,
+            burst: burst?,
+        })
+    }
+
+    /// A role's `route_rates`: each route known and granted to the role.
+    fn route_rates(
+        &mut self,
+        src: &Source,
+        map: BTreeMap<Spanned<String>, Spanned<RawRouteRate>>,
+        grants: &[u8],
+        env: &RoleEnv<'_>,
+    ) -> BTreeMap<usize, RouteRate> {
+        let mut out = BTreeMap::new();
+        for (name, value) in map {
+            let route = name.get_ref().as_str();
+            let index = match env.route_index.get(route) {
+                Some(&i) => Some(i),
+                None if !self.complete || env.broken_routes.contains(route) => None,
+                None => {
+                    let mut names: Vec<&str> = env
+                        .route_index
+                        .keys()
+                        .copied()
+                        .chain(env.broken_routes.iter().map(String::as_str))
+                        .collect();
+                    names.sort_unstable();
+                    let hint = if names.is_empty() {
+                        "no route is defined yet".to_owned()
+                    } else {
+                        format!("use one of: {}", names.join(", "))
+                    };
+                    self.err(
+                        src,
+                        &name.span(),
+                        format!("unknown route `{route}` in route_rates; {hint}"),
+                    );
+                    None
+                }
+            };
+            if let Some(i) = index {
+                if grants.get(i).copied().unwrap_or(0) == 0 {
+                    self.err(
+                        src,
+                        &name.span(),
+                        format!(
+                            "the role may not call route `{route}` (its `routes` do not grant it), so it needs no rate there; grant the route or remove it from route_rates"
+                        ),
+                    );
+                }
+            }
+            let span = value.span();
+            let value = value.into_inner();
+            if value.rate.is_none() && value.role_rate.is_none() {
+                self.err(
+                    src,
+                    &span,
+                    format!("route_rates.{route} sets no limit; give rate and/or role_rate, or remove it"),
+                );
+            }
+            let rate = value
+                .rate
+                .as_ref()
+                .and_then(|r| self.rate(src, r, &format!("route_rates.{route}.rate")));
+            let role_rate = value
+                .role_rate
+                .as_ref()
+                .and_then(|r| self.rate(src, r, &format!("route_rates.{route}.role_rate")));
+            if let Some(i) = index {
+                out.insert(i, RouteRate { rate, role_rate });
+            }
+        }
+        out
     }
 
     fn role(
@@ -531,7 +751,46 @@ impl Compiler<'_> {
             Some(flag) => *flag.get_ref() || !allow_fields.is_empty(),
             None => !allow_fields.is_empty(),
         };
-        let grants = self.grants(src, body.routes.unwrap_or_default(), allowlist, env);
+        let may_export = match &body.may_export {
+            None => !allowlist,
+            Some(flag) if *flag.get_ref() && allowlist => {
+                self.err(
+                    src,
+                    &flag.span(),
+                    "allowlist roles may not export: bulk export routes hand over whole tables; remove may_export or turn allowlist mode off",
+                );
+                false
+            }
+            Some(flag) => *flag.get_ref(),
+        };
+        let grants = self.grants(
+            src,
+            body.routes.unwrap_or_default(),
+            allowlist,
+            may_export,
+            env,
+        );
+        let rate = body.rate.as_ref().and_then(|r| self.rate(src, r, "rate"));
+        let role_rate = body
+            .role_rate
+            .as_ref()
+            .and_then(|r| self.rate(src, r, "role_rate"));
+        let route_rates = self.route_rates(src, body.route_rates.unwrap_or_default(), &grants, env);
+        let record_budget_per_day = body.record_budget_per_day.as_ref().and_then(|b| {
+            let n = *b.get_ref();
+            if (1..=LIMIT_RECORD_BUDGET).contains(&n) {
+                Some(n)
+            } else {
+                self.err(
+                    src,
+                    &b.span(),
+                    format!(
+                        "record_budget_per_day must be 1 to {LIMIT_RECORD_BUDGET} records; remove it for no budget"
+                    ),
+                );
+                None
+            }
+        });
         let actions = self.actions(src, body.actions.unwrap_or_default(), allowlist);
         let unmask = body
             .unmask
@@ -590,6 +849,11 @@ impl Compiler<'_> {
             rules: Arc::new(b.build()),
             read_only,
             unmask,
+            rate,
+            role_rate,
+            route_rates,
+            record_budget_per_day,
+            may_export,
             grants,
         })
     }
@@ -603,6 +867,7 @@ impl Compiler<'_> {
         src: &Source,
         list: Vec<RawGrant>,
         allowlist: bool,
+        may_export: bool,
         env: &RoleEnv<'_>,
     ) -> Vec<u8> {
         let mut grants = vec![0u8; env.routes.len()];
@@ -678,6 +943,20 @@ impl Compiler<'_> {
                 bits |= bit;
             }
             if let Some(i) = index {
+                if env.routes[i].export && !may_export {
+                    let why = if allowlist {
+                        "allowlist roles may not export"
+                    } else {
+                        "the role has may_export = false"
+                    };
+                    self.err(
+                        src,
+                        &route_span,
+                        format!(
+                            "route `{route_name}` is a bulk export route and {why}; remove the grant"
+                        ),
+                    );
+                }
                 grants[i] = bits;
             }
         }
@@ -1128,7 +1407,7 @@ impl Compiler<'_> {
         list: Vec<(&Source, RawPrincipal)>,
         roles: &BTreeMap<String, Arc<Role>>,
         broken_roles: &HashSet<String>,
-    ) -> Vec<Principal> {
+    ) -> (Vec<Principal>, HashSet<String>) {
         let mut out = Vec::new();
         let mut names: HashMap<String, String> = HashMap::new();
         let mut certs: HashMap<String, (String, String)> = HashMap::new();
@@ -1226,6 +1505,7 @@ impl Compiler<'_> {
                 keys.insert(hash, (name.clone(), src.place(&v.span())));
                 Some(hash)
             });
+            let window = self.window(src, &name, &p.valid_from, &p.valid_until, p.hours);
             if self.diag_len() == before {
                 out.push(Principal {
                     name,
@@ -1234,8 +1514,278 @@ impl Compiler<'_> {
                     api_key_sha256,
                     may_delegate: p.may_delegate.unwrap_or(false),
                     revoked: p.revoked.unwrap_or(false),
+                    window,
                 });
             }
+        }
+        (out, names.into_keys().collect())
+    }
+
+    /// A principal's `valid_from`, `valid_until` and `hours`.
+    fn window(
+        &mut self,
+        src: &Source,
+        name: &str,
+        from: &Option<Spanned<toml::Value>>,
+        until: &Option<Spanned<toml::Value>>,
+        hours: Option<Spanned<RawHours>>,
+    ) -> AccessWindow {
+        let valid_from = from
+            .as_ref()
+            .and_then(|v| self.instant(src, v, "valid_from"));
+        let valid_until = until
+            .as_ref()
+            .and_then(|v| self.instant(src, v, "valid_until"));
+        if let (Some(f), Some(u), Some(at)) = (valid_from, valid_until, until) {
+            if u <= f {
+                self.err(
+                    src,
+                    &at.span(),
+                    format!("valid_until of principal `{name}` is not after its valid_from; the principal could never call: correct one of them"),
+                );
+            }
+        }
+        AccessWindow {
+            valid_from,
+            valid_until,
+            hours: hours.and_then(|h| self.hours(src, h)),
+        }
+    }
+
+    /// An RFC 3339 instant, written as a string or a TOML offset date-time.
+    fn instant(&mut self, src: &Source, v: &Spanned<toml::Value>, key: &str) -> Option<SystemTime> {
+        const FIX: &str = "write an RFC 3339 date-time with an offset, such as \"2027-06-30T23:59:59-07:00\" or \"2027-07-01T00:00:00Z\"";
+        let text = match v.get_ref() {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Datetime(d) => d.to_string(),
+            other => {
+                self.err(
+                    src,
+                    &v.span(),
+                    format!(
+                        "{key} must be a date-time, not a {}; {FIX}",
+                        other.type_str()
+                    ),
+                );
+                return None;
+            }
+        };
+        let parsed = text
+            .trim()
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .and_then(|t| SystemTime::try_from(t).ok());
+        if parsed.is_none() {
+            self.err(
+                src,
+                &v.span(),
+                format!("{key} `{text}` is not a date-time with an offset; {FIX}"),
+            );
+        }
+        parsed
+    }
+
+    /// `hours = { tz, days, from, until }`.
+    fn hours(&mut self, src: &Source, raw: Spanned<RawHours>) -> Option<DailyHours> {
+        let table_span = raw.span();
+        let raw = raw.into_inner();
+        let before = self.diag_len();
+        let tz = self.time_zone(src, &raw.tz, "hours.tz");
+        let mut days = DaySet::default();
+        match &raw.days {
+            None => days = DaySet::ALL,
+            Some(list) => {
+                for d in list {
+                    match DaySet::day_from_name(d.get_ref()) {
+                        Some(day) => days = days.with(day),
+                        None => self.err(
+                            src,
+                            &d.span(),
+                            format!(
+                                "unknown day `{}` in hours.days; use {}",
+                                d.get_ref(),
+                                DaySet::NAMES.join(", ")
+                            ),
+                        ),
+                    }
+                }
+                if list.is_empty() {
+                    self.err(
+                        src,
+                        &table_span,
+                        "hours.days is empty, so the principal could never call; list the allowed days, such as days = [\"mon\", \"tue\"], or remove `days` for every day",
+                    );
+                }
+            }
+        }
+        let from = self.time_of_day(src, &raw.from, "hours.from", false);
+        let until = self.time_of_day(src, &raw.until, "hours.until", true);
+        if from.is_some() && from == until {
+            // Empty or the whole day: ambiguous either way.
+            self.err(
+                src,
+                &raw.until.span(),
+                "hours.until equals hours.from; give the end of the window (\"24:00\" for midnight), or remove `hours` to allow every hour",
+            );
+        }
+        if self.diag_len() != before {
+            return None;
+        }
+        Some(DailyHours {
+            tz: tz?,
+            tz_name: raw.tz.into_inner(),
+            days,
+            from_minute: from?,
+            until_minute: until?,
+        })
+    }
+
+    /// An IANA time zone name from the bundled database.
+    fn time_zone(
+        &mut self,
+        src: &Source,
+        name: &Spanned<String>,
+        key: &str,
+    ) -> Option<jiff::tz::TimeZone> {
+        match jiff::tz::TimeZone::get(name.get_ref()) {
+            Ok(tz) => Some(tz),
+            Err(_) => {
+                self.err(
+                    src,
+                    &name.span(),
+                    format!(
+                        "{key}: unknown time zone `{}`; use an IANA name such as \"America/Los_Angeles\" or \"UTC\"",
+                        name.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// `HH:MM` (24-hour) as minutes after midnight; `24:00` only when
+    /// `end` is true.
+    fn time_of_day(
+        &mut self,
+        src: &Source,
+        v: &Spanned<String>,
+        key: &str,
+        end: bool,
+    ) -> Option<u16> {
+        let text = v.get_ref().trim();
+        let parsed = text.split_once(':').and_then(|(h, m)| {
+            let digits = |s: &str, n: std::ops::RangeInclusive<usize>| {
+                n.contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
+            };
+            if !digits(h, 1..=2) || !digits(m, 2..=2) {
+                return None;
+            }
+            let (h, m) = (h.parse::<u16>().ok()?, m.parse::<u16>().ok()?);
+            let minutes = h * 60 + m;
+            let ok = m < 60 && (h < 24 || (end && minutes == 24 * 60));
+            ok.then_some(minutes)
+        });
+        if parsed.is_none() {
+            let also = if end { " (\"24:00\" = midnight)" } else { "" };
+            self.err(
+                src,
+                &v.span(),
+                format!(
+                    "{key} `{text}` is not a time of day; write HH:MM on a 24-hour clock{also}, such as \"07:00\""
+                ),
+            );
+        }
+        parsed
+    }
+
+    /// `[revocations]` of every file, merged.
+    fn revocations(
+        &mut self,
+        list: Vec<(&Source, RawRevocations)>,
+        principal_names: &HashSet<String>,
+        names_complete: bool,
+    ) -> Revocations {
+        let mut out = Revocations::default();
+        for (src, raw) in list {
+            for p in raw.principals.iter().flatten() {
+                let name = p.get_ref();
+                if names_complete && !principal_names.contains(name) {
+                    self.err(
+                        src,
+                        &p.span(),
+                        format!(
+                            "unknown principal `{name}` in revocations.principals; a misspelt name would leave the principal it means active: use a name defined under [[principals]]"
+                        ),
+                    );
+                    continue;
+                }
+                out.principals.insert(name.clone());
+            }
+            if let Some(keys) = &raw.api_key_sha256 {
+                match keys.get_ref() {
+                    RawKeyList::NotList => self.err(
+                        src,
+                        &keys.span(),
+                        "revocations.api_key_sha256 must be a list of hexadecimal SHA-256 strings, such as [\"9f86…\"]; the value is not repeated here",
+                    ),
+                    RawKeyList::List(items) => {
+                        for item in items {
+                            if let Some(hash) = self.key_hash(src, item) {
+                                out.api_key_sha256.insert(hash);
+                            }
+                        }
+                    }
+                }
+            }
+            for serial in raw.cert_serials.iter().flatten() {
+                match normalize_serial(serial.get_ref()) {
+                    Some(s) => {
+                        out.cert_serials.insert(s);
+                    }
+                    None => self.err(
+                        src,
+                        &serial.span(),
+                        format!(
+                            "cert serial `{}` is not a hexadecimal serial number of up to 20 octets; write it as `openssl x509 -noout -serial` prints it, such as \"1A2B3C4D\" (colons allowed)",
+                            serial.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        out
+    }
+
+    /// `[admit]`, defaults filled in; the freeze role is checked against
+    /// the compiled roles.
+    fn admit_settings(
+        &mut self,
+        raw: Option<(&Source, Spanned<RawAdmit>)>,
+        roles: &BTreeMap<String, Arc<Role>>,
+        broken_roles: &HashSet<String>,
+    ) -> AdmitSettings {
+        let mut out = AdmitSettings::default();
+        let Some((src, raw)) = raw else {
+            return out;
+        };
+        let raw = raw.into_inner();
+        if let Some(tz) = &raw.budget_tz {
+            if let Some(zone) = self.time_zone(src, tz, "admit.budget_tz") {
+                out.budget_tz = zone;
+                out.budget_tz_name = tz.get_ref().clone();
+            }
+        }
+        if let Some(role) = &raw.freeze_role {
+            let name = role.get_ref();
+            let known = roles.contains_key(name) || broken_roles.contains(name);
+            if !known && self.complete {
+                self.err(
+                    src,
+                    &role.span(),
+                    format!("unknown role `{name}` in admit.freeze_role; define it under [roles] or name a defined role"),
+                );
+            }
+            out.freeze_role = name.clone();
         }
         out
     }

@@ -9,7 +9,8 @@ use toml::Spanned;
 
 use super::error::{Diag, Source};
 use super::raw::{
-    Lenient, RawAudit, RawCrypto, RawData, RawGateway, RawLimits, RawLog, RawServer, RawUpstream,
+    Lenient, RawAudit, RawCrypto, RawData, RawGateway, RawLimits, RawLockout, RawLog, RawServer,
+    RawState, RawUpstream,
 };
 
 /// `[server]`: where and how the gateway listens.
@@ -140,6 +141,51 @@ pub struct AuditConfig {
     pub rotate_bytes: u64,
 }
 
+/// `[lockout]`: how many failed authentications of one identity (API key,
+/// certificate subject, or source address for unknown callers) within a
+/// window lock it, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockoutConfig {
+    /// Failures within `window` that lock (default 3).
+    pub max_failures: u32,
+    /// How far back failures count (default 15 minutes).
+    pub window: Duration,
+    /// How long a lock lasts unless lifted earlier (default 15 minutes).
+    pub lock: Duration,
+}
+
+impl LockoutConfig {
+    /// Largest `max_failures` accepted.
+    pub const LIMIT_FAILURES: u64 = 1000;
+    /// Largest `window_secs` and `lock_secs` accepted: 30 days.
+    pub const LIMIT_SECS: u64 = 30 * 24 * 3600;
+}
+
+impl Default for LockoutConfig {
+    fn default() -> LockoutConfig {
+        LockoutConfig {
+            max_failures: 3,
+            window: Duration::from_secs(900),
+            lock: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Where lockouts, freezes and budget counters are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StateBackend {
+    /// Files under the data directory (`crate::admit::LocalStateStore`).
+    #[default]
+    Local,
+}
+
+/// `[state]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateConfig {
+    /// The backend (only `local` in this build).
+    pub backend: StateBackend,
+}
+
 /// The gateway file's checked parts; `None` where a section had errors.
 #[derive(Debug, Default)]
 pub(crate) struct GatewayParts {
@@ -153,6 +199,10 @@ pub(crate) struct GatewayParts {
     pub crypto: Option<Option<CryptoConfig>>,
     /// `Some(None)`: no `[audit]`; `None`: it had errors.
     pub audit: Option<Option<AuditConfig>>,
+    /// `[lockout]`, defaults filled in.
+    pub lockout: Option<LockoutConfig>,
+    /// `[state]`, defaults filled in.
+    pub state: Option<StateConfig>,
 }
 
 /// The `[policy] files` list.
@@ -227,6 +277,16 @@ pub(crate) fn check(
         audit: match raw.audit {
             None => Some(None),
             Some(Lenient::Ok(a)) => c.audit(a, &data_dir_for_audit).map(Some),
+            Some(Lenient::Failed(_)) => None,
+        },
+        lockout: match raw.lockout {
+            None => Some(LockoutConfig::default()),
+            Some(Lenient::Ok(l)) => c.lockout(l),
+            Some(Lenient::Failed(_)) => None,
+        },
+        state: match raw.state {
+            None => Some(StateConfig::default()),
+            Some(Lenient::Ok(s)) => c.state(s),
             Some(Lenient::Failed(_)) => None,
         },
     }
@@ -359,6 +419,85 @@ impl Checker<'_> {
             checkpoint_every: Duration::from_secs(secs?),
             rotate_bytes: rotate?,
         })
+    }
+
+    fn lockout(&mut self, l: RawLockout) -> Option<LockoutConfig> {
+        let d = LockoutConfig::default();
+        let within = |this: &mut Self,
+                      v: &Option<Spanned<u64>>,
+                      key: &str,
+                      default: u64,
+                      max: u64,
+                      unit: &str| {
+            match v {
+                None => Some(default),
+                Some(v) if (1..=max).contains(v.get_ref()) => Some(*v.get_ref()),
+                Some(v) => {
+                    this.diag.at(
+                        this.src,
+                        &v.span(),
+                        format!("lockout.{key} must be 1 to {max}{unit} (default {default})"),
+                    );
+                    None
+                }
+            }
+        };
+        let failures = within(
+            self,
+            &l.max_failures,
+            "max_failures",
+            u64::from(d.max_failures),
+            LockoutConfig::LIMIT_FAILURES,
+            "",
+        );
+        let window = within(
+            self,
+            &l.window_secs,
+            "window_secs",
+            d.window.as_secs(),
+            LockoutConfig::LIMIT_SECS,
+            " seconds (30 days)",
+        );
+        let lock = within(
+            self,
+            &l.lock_secs,
+            "lock_secs",
+            d.lock.as_secs(),
+            LockoutConfig::LIMIT_SECS,
+            " seconds (30 days); a security auditor can lift a lock earlier",
+        );
+        Some(LockoutConfig {
+            max_failures: u32::try_from(failures?).ok()?,
+            window: Duration::from_secs(window?),
+            lock: Duration::from_secs(lock?),
+        })
+    }
+
+    fn state(&mut self, s: RawState) -> Option<StateConfig> {
+        let Some(backend) = &s.backend else {
+            return Some(StateConfig::default());
+        };
+        match backend.get_ref().as_str() {
+            "local" => Some(StateConfig {
+                backend: StateBackend::Local,
+            }),
+            "postgres" => {
+                self.diag.at(
+                    self.src,
+                    &backend.span(),
+                    "state backend \"postgres\" is not available in this build; use \"local\" (files under the data directory)",
+                );
+                None
+            }
+            other => {
+                self.diag.at(
+                    self.src,
+                    &backend.span(),
+                    format!("unknown state backend `{other}`; use \"local\""),
+                );
+                None
+            }
+        }
     }
 
     fn positive(&mut self, value: &Option<Spanned<u64>>, key: &str, default: u64) -> Option<u64> {

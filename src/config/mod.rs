@@ -7,6 +7,7 @@
 //! not read certificate or key files (it only checks that they are named);
 //! it reads the policy files.
 
+mod access;
 mod compile;
 mod error;
 mod gateway;
@@ -19,9 +20,14 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use access::{
+    normalize_serial, AccessWindow, AdmitSettings, DailyHours, DaySet, PageCap, RatePeriod,
+    RateSpec, Revocations, RouteRate,
+};
 pub use error::{ConfigError, ConfigErrors};
 pub use gateway::{
-    AuditConfig, CryptoConfig, Limits, LogConfig, LogFormat, ServerConfig, UpstreamConfig,
+    AuditConfig, CryptoConfig, Limits, LockoutConfig, LogConfig, LogFormat, ServerConfig,
+    StateBackend, StateConfig, UpstreamConfig,
 };
 pub use policy::{is_encrypted_class, GrantPolicy, Policy, Principal, Role, UnmaskRule};
 pub use route::Route;
@@ -50,6 +56,10 @@ pub struct Config {
     /// `[audit]`, when the unmask audit log is configured (without it every
     /// unmask request is refused).
     pub audit: Option<AuditConfig>,
+    /// `[lockout]`, defaults filled in.
+    pub lockout: LockoutConfig,
+    /// `[state]`, defaults filled in.
+    pub state: StateConfig,
 }
 
 /// Reads the gateway config at `path` and every policy file it names, checks
@@ -135,6 +145,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         parts.data_dir,
         parts.crypto,
         parts.audit,
+        parts.lockout,
+        parts.state,
     ) {
         (
             Some(server),
@@ -144,6 +156,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             Some(data_dir),
             Some(crypto),
             Some(audit),
+            Some(lockout),
+            Some(state),
         ) => Ok(Config {
             source: absolute,
             server,
@@ -154,6 +168,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             policy: Arc::new(policy),
             crypto,
             audit,
+            lockout,
+            state,
         }),
         // Every missing part reported an error; this is a safety net.
         _ => Err(single("the configuration is incomplete".to_owned())),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use http::Method;
 
+use super::access::{AccessWindow, AdmitSettings, Revocations, RouteRate};
 use super::route::Route;
 use crate::class::{ActionTable, FieldClass};
 use crate::rewrite::rules::Rules;
@@ -24,6 +25,10 @@ pub struct Policy {
     pub principals: Vec<Principal>,
     /// `[grants]`: limits and roles of decrypt grants, defaults filled in.
     pub grants: GrantPolicy,
+    /// `[revocations]` of every policy file together.
+    pub revocations: Revocations,
+    /// `[admit]`, defaults filled in.
+    pub admit: AdmitSettings,
     /// Route indexes, most specific first.
     pub(super) route_order: Vec<usize>,
     /// Principal indexes by name, cert name and key hash.
@@ -101,6 +106,20 @@ pub struct Role {
     /// `[roles.NAME.unmask]`: what the role may ask to see in the clear,
     /// per request (`X-Unmask`); `None` when it may not.
     pub unmask: Option<UnmaskRule>,
+    /// `rate`: the limit for each principal acting in this role, on each
+    /// route (each principal and route has its own bucket); `None` = none.
+    pub rate: Option<super::RateSpec>,
+    /// `role_rate`: the limit for all principals of this role together, on
+    /// each route; `None` = none.
+    pub role_rate: Option<super::RateSpec>,
+    /// `route_rates`: per route index, limits replacing the two above.
+    pub route_rates: BTreeMap<usize, RouteRate>,
+    /// `record_budget_per_day`: most customer records one principal may
+    /// receive per day in this role; `None` = no budget.
+    pub record_budget_per_day: Option<u64>,
+    /// `may_export`: may be granted `export` routes (default: true, but
+    /// false for allowlist roles).
+    pub may_export: bool,
     /// Method bits per route index.
     pub(super) grants: Vec<u8>,
 }
@@ -136,6 +155,17 @@ impl Role {
                     .collect();
                 (i, methods)
             })
+    }
+
+    /// The rate limits on the route with index `route_index`: the route's
+    /// own (`route_rates`) where given, else the role's `rate` and
+    /// `role_rate`.
+    pub fn rates(&self, route_index: usize) -> RouteRate {
+        let own = self.route_rates.get(&route_index);
+        RouteRate {
+            rate: own.and_then(|r| r.rate).or(self.rate),
+            role_rate: own.and_then(|r| r.role_rate).or(self.role_rate),
+        }
     }
 
     /// True in allowlist mode: every field the role's `allow_fields` do not
@@ -259,6 +289,8 @@ pub struct Principal {
     pub may_delegate: bool,
     /// Refused everything.
     pub revoked: bool,
+    /// `valid_from`, `valid_until` and `hours`: when the principal may call.
+    pub window: AccessWindow,
 }
 
 impl fmt::Debug for Principal {
@@ -271,6 +303,7 @@ impl fmt::Debug for Principal {
             .field("api_key_sha256", &self.api_key_sha256.map(|_| "<set>"))
             .field("may_delegate", &self.may_delegate)
             .field("revoked", &self.revoked)
+            .field("window", &self.window)
             .finish()
     }
 }

@@ -75,6 +75,24 @@ pub(crate) struct RawGateway {
     pub policy: Option<Lenient<RawPolicyFiles>>,
     pub crypto: Option<Lenient<RawCrypto>>,
     pub audit: Option<Lenient<RawAudit>>,
+    pub lockout: Option<Lenient<RawLockout>>,
+    pub state: Option<Lenient<RawState>>,
+}
+
+/// `[lockout]`: failed authentications that lock an identity.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLockout {
+    pub max_failures: Option<Spanned<u64>>,
+    pub window_secs: Option<Spanned<u64>>,
+    pub lock_secs: Option<Spanned<u64>>,
+}
+
+/// `[state]`: where lockouts, freezes and budget counters are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    pub backend: Option<Spanned<String>>,
 }
 
 /// `[crypto]`.
@@ -171,6 +189,75 @@ pub(crate) struct RawPolicyFile {
     pub roles: Option<Named<RawRole>>,
     pub principals: Option<Vec<Lenient<RawPrincipal>>>,
     pub grants: Option<Lenient<Spanned<RawGrantPolicy>>>,
+    pub revocations: Option<Lenient<Spanned<RawRevocations>>>,
+    pub admit: Option<Lenient<Spanned<RawAdmit>>>,
+}
+
+/// `[revocations]`: refused at once. The key hashes are any TOML value,
+/// checked by hand so that no error message repeats one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRevocations {
+    pub principals: Option<Vec<Spanned<String>>>,
+    pub api_key_sha256: Option<Spanned<RawKeyList>>,
+    pub cert_serials: Option<Vec<Spanned<String>>>,
+}
+
+/// A list of API key hashes. Anything but a list is [`RawKeyList::NotList`],
+/// so that no serde message repeats a hash written in the wrong place.
+#[derive(Debug)]
+pub(crate) enum RawKeyList {
+    /// `["9f86…", …]`: each element any TOML value, checked by hand.
+    List(Vec<Spanned<toml::Value>>),
+    /// Something else.
+    NotList,
+}
+
+impl<'de> Deserialize<'de> for RawKeyList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawKeyList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of hexadecimal SHA-256 strings")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawKeyList, A::Error> {
+                let mut list = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<toml::Value>>()? {
+                    list.push(item);
+                }
+                Ok(RawKeyList::List(list))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<RawKeyList, E> {
+                Ok(RawKeyList::NotList)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<RawKeyList, E> {
+                Ok(RawKeyList::NotList)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<RawKeyList, E> {
+                Ok(RawKeyList::NotList)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<RawKeyList, E> {
+                Ok(RawKeyList::NotList)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<RawKeyList, E> {
+                Ok(RawKeyList::NotList)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawKeyList, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(RawKeyList::NotList)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[admit]`: policy-wide admission settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmit {
+    pub budget_tz: Option<Spanned<String>>,
+    pub freeze_role: Option<Spanned<String>>,
 }
 
 /// `[grants]`: the limits and roles of decrypt grants.
@@ -206,6 +293,8 @@ pub(crate) struct RawRoute {
     pub red_flag: Option<bool>,
     pub export: Option<bool>,
     pub passthrough_types: Option<Vec<Spanned<String>>>,
+    pub page_param: Option<Spanned<String>>,
+    pub max_page_size: Option<Spanned<u64>>,
 }
 
 /// `[roles.NAME]`.
@@ -219,6 +308,28 @@ pub(crate) struct RawRole {
     pub allowlist: Option<Spanned<bool>>,
     pub actions: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     pub unmask: Option<Spanned<RawUnmask>>,
+    pub rate: Option<Spanned<RawRate>>,
+    pub role_rate: Option<Spanned<RawRate>>,
+    pub route_rates: Option<BTreeMap<Spanned<String>, Spanned<RawRouteRate>>>,
+    pub record_budget_per_day: Option<Spanned<u64>>,
+    pub may_export: Option<Spanned<bool>>,
+}
+
+/// A rate limit: `{ per_second = 20, burst = 40 }` (or `per_minute`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRate {
+    pub per_second: Option<Spanned<u64>>,
+    pub per_minute: Option<Spanned<u64>>,
+    pub burst: Option<Spanned<u64>>,
+}
+
+/// `[roles.NAME.route_rates.ROUTE]`: a route's own limits in a role.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouteRate {
+    pub rate: Option<Spanned<RawRate>>,
+    pub role_rate: Option<Spanned<RawRate>>,
 }
 
 /// `[roles.NAME.unmask]`: what the role may ask to see in the clear.
@@ -286,6 +397,21 @@ pub(crate) struct RawPrincipal {
     pub api_key_sha256: Option<Spanned<toml::Value>>,
     pub may_delegate: Option<bool>,
     pub revoked: Option<bool>,
+    /// RFC 3339 string or TOML offset date-time.
+    pub valid_from: Option<Spanned<toml::Value>>,
+    /// RFC 3339 string or TOML offset date-time.
+    pub valid_until: Option<Spanned<toml::Value>>,
+    pub hours: Option<Spanned<RawHours>>,
+}
+
+/// A principal's allowed days and hours.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHours {
+    pub tz: Spanned<String>,
+    pub days: Option<Vec<Spanned<String>>>,
+    pub from: Spanned<String>,
+    pub until: Spanned<String>,
 }
 
 // ---------------------------------------------------------------- parsing
@@ -308,6 +434,8 @@ pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<(RawGateway
                 policy: extract(src, diag, "policy", &mut ok),
                 crypto: extract(src, diag, "crypto", &mut ok),
                 audit: extract(src, diag, "audit", &mut ok),
+                lockout: extract(src, diag, "lockout", &mut ok),
+                state: extract(src, diag, "state", &mut ok),
             };
             (raw, false)
         }
@@ -358,6 +486,16 @@ pub(crate) fn parse_gateway(src: &Source, diag: &mut Diag) -> Option<(RawGateway
         Focus::Section("audit"),
         focus_error::<RawAudit>,
     );
+    refocus(
+        is_failed(&raw.lockout),
+        Focus::Section("lockout"),
+        focus_error::<RawLockout>,
+    );
+    refocus(
+        is_failed(&raw.state),
+        Focus::Section("state"),
+        focus_error::<RawState>,
+    );
     Some((raw, root_ok))
 }
 
@@ -379,6 +517,8 @@ pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<(RawPolicyFi
                 roles: extract(src, diag, "roles", &mut ok),
                 principals: extract(src, diag, "principals", &mut ok),
                 grants: extract(src, diag, "grants", &mut ok),
+                revocations: extract(src, diag, "revocations", &mut ok),
+                admit: extract(src, diag, "admit", &mut ok),
             };
             (raw, false)
         }
@@ -410,6 +550,20 @@ pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<(RawPolicyFi
             src,
             diag,
             focus_error::<RawGrantPolicy>(text, Focus::Section("grants")),
+        );
+    }
+    if is_failed(&raw.revocations) {
+        report_focus(
+            src,
+            diag,
+            focus_error::<RawRevocations>(text, Focus::Section("revocations")),
+        );
+    }
+    if is_failed(&raw.admit) {
+        report_focus(
+            src,
+            diag,
+            focus_error::<RawAdmit>(text, Focus::Section("admit")),
         );
     }
     entries(src, diag, "classes", &raw.classes);

@@ -37,6 +37,8 @@ pub struct Route {
     pub export: bool,
     /// Content types passed without rewriting, lower case (`image/png`).
     pub passthrough_types: Vec<String>,
+    /// `page_param` and `max_page_size`: the page size cap, if any.
+    pub page_cap: Option<super::PageCap>,
     segments: Vec<Segment>,
 }
 
@@ -56,6 +58,7 @@ impl Route {
             red_flag,
             export,
             passthrough_types,
+            page_cap: None,
             segments,
         })
     }

@@ -173,6 +173,8 @@ const RIGHTS: &[Rights] = &[
             ("account", &["GET", "PUT", "PATCH"]),
             ("export-ndjson", &["GET"]),
             ("export-csv", &["GET"]),
+            ("import-ndjson", &["POST"]),
+            ("import-csv", &["POST"]),
         ],
     },
     Rights {

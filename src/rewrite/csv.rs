@@ -35,7 +35,7 @@ use memchr::memchr2;
 use super::json::effective_plain;
 use super::mask::looks_like_envelope;
 use super::text::{envelope_display, mask_detected, mask_named};
-use super::{BodyRewriter, Counts, DetectedCard, RequestProtection, RewriteError, RewriteSpec};
+use super::{BodyRewriter, Counts, RequestProtection, RewriteError, RewriteSpec};
 use crate::class::{Action, FieldClass};
 use crate::detect::Finding;
 
@@ -249,40 +249,10 @@ impl CsvRewriter {
                     self.spec.rules.detector_set(),
                     &mut self.findings,
                 );
-                let sealed_here = |f: &Finding| {
-                    f.class() == FieldClass::CardNumber || protect.encrypts(f.class())
-                };
-                if !self.findings.iter().any(sealed_here) {
-                    out.extend_from_slice(raw.as_bytes());
-                    return Ok(());
+                match protect.seal_detected(&value, &self.findings, &path, &mut self.counts)? {
+                    None => out.extend_from_slice(raw.as_bytes()),
+                    Some(rebuilt) => write_cell(&rebuilt, out),
                 }
-                let sealer = match (protect.detected_card, protect.sealer.as_ref()) {
-                    (DetectedCard::Encrypt, Some(sealer)) => sealer,
-                    _ => return Err(RewriteError::ClearCardInRequest { path: path() }),
-                };
-                let mut rebuilt = String::with_capacity(value.len() + 64);
-                let mut last = 0;
-                for f in self.findings.iter().filter(|f| sealed_here(f)) {
-                    let (Some(before), Some(found)) =
-                        (value.get(last..f.start), value.get(f.start..f.end))
-                    else {
-                        return Err(RewriteError::ClearCardInRequest { path: path() });
-                    };
-                    rebuilt.push_str(before);
-                    let class = if protect.encrypts(f.class()) {
-                        f.class()
-                    } else {
-                        FieldClass::CardNumber
-                    };
-                    let envelope = sealer
-                        .seal(class, found)
-                        .map_err(|_| RewriteError::CannotEncrypt { path: path() })?;
-                    rebuilt.push_str(&envelope);
-                    last = f.end;
-                }
-                rebuilt.push_str(value.get(last..).unwrap_or(""));
-                self.counts.sealed += 1;
-                write_cell(&rebuilt, out);
                 Ok(())
             }
         }

@@ -21,7 +21,7 @@ use super::mask::{
 };
 use super::rules::{MemberMatch, NodeSet};
 use super::{
-    BodyRewriter, Counts, DetectedCard, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
+    BodyRewriter, Counts, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
     MAX_ACCOUNT_IDS,
 };
 use crate::class::{Action, ActionTable, FieldClass};
@@ -1241,41 +1241,16 @@ impl JsonRewriter {
                 self.spec
                     .detectors
                     .scan(text.as_bytes(), set, &mut self.findings);
-                let sealed_here = |f: &Finding| {
-                    f.class() == FieldClass::CardNumber || protect.encrypts(f.class())
-                };
-                if !self.findings.iter().any(sealed_here) {
-                    out.extend_from_slice(raw);
-                    return Ok(());
-                }
                 let path = self.value_path();
-                let sealer = match (protect.detected_card, protect.sealer.as_ref()) {
-                    (DetectedCard::Encrypt, Some(sealer)) => sealer,
-                    _ => return Err(RewriteError::ClearCardInRequest { path }),
-                };
-                let mut rebuilt = String::with_capacity(text.len() + 64);
-                let mut last = 0;
-                for f in self.findings.iter().filter(|f| sealed_here(f)) {
-                    let (Some(before), Some(value)) =
-                        (text.get(last..f.start), text.get(f.start..f.end))
-                    else {
-                        return Err(RewriteError::ClearCardInRequest { path });
-                    };
-                    rebuilt.push_str(before);
-                    let class = if protect.encrypts(f.class()) {
-                        f.class()
-                    } else {
-                        FieldClass::CardNumber
-                    };
-                    let envelope = sealer
-                        .seal(class, value)
-                        .map_err(|_| RewriteError::CannotEncrypt { path: path.clone() })?;
-                    rebuilt.push_str(&envelope);
-                    self.counts.sealed += 1;
-                    last = f.end;
+                match protect.seal_detected(
+                    &text,
+                    &self.findings,
+                    &|| path.clone(),
+                    &mut self.counts,
+                )? {
+                    None => out.extend_from_slice(raw),
+                    Some(rebuilt) => write_json_string(&rebuilt, out),
                 }
-                rebuilt.push_str(text.get(last..).unwrap_or(""));
-                write_json_string(&rebuilt, out);
                 Ok(())
             }
         }

@@ -304,6 +304,56 @@ impl RequestProtection {
     }
 }
 
+impl RequestProtection {
+    /// True when a detector finding may not be stored in the clear: card
+    /// numbers, and values of any encrypted class.
+    pub fn must_seal(&self, f: &crate::detect::Finding) -> bool {
+        f.class() == FieldClass::CardNumber || self.encrypts(f.class())
+    }
+
+    /// Free text of a write request with every finding that may not be
+    /// stored in the clear: `Ok(None)` when there is none; otherwise the
+    /// text with each such value replaced by its envelope (when the policy
+    /// encrypts detected cards), or an error naming `path`.
+    pub fn seal_detected(
+        &self,
+        text: &str,
+        findings: &[crate::detect::Finding],
+        path: &dyn Fn() -> String,
+        counts: &mut Counts,
+    ) -> Result<Option<String>, RewriteError> {
+        if !findings.iter().any(|f| self.must_seal(f)) {
+            return Ok(None);
+        }
+        let sealer = match (self.detected_card, self.sealer.as_ref()) {
+            (DetectedCard::Encrypt, Some(sealer)) => sealer,
+            _ => return Err(RewriteError::ClearCardInRequest { path: path() }),
+        };
+        let mut rebuilt = String::with_capacity(text.len() + 64);
+        let mut last = 0;
+        for f in findings.iter().filter(|f| self.must_seal(f)) {
+            let (Some(before), Some(value)) = (text.get(last..f.start), text.get(f.start..f.end))
+            else {
+                return Err(RewriteError::ClearCardInRequest { path: path() });
+            };
+            rebuilt.push_str(before);
+            let class = if self.encrypts(f.class()) {
+                f.class()
+            } else {
+                FieldClass::CardNumber
+            };
+            let envelope = sealer
+                .seal(class, value)
+                .map_err(|_| RewriteError::CannotEncrypt { path: path() })?;
+            rebuilt.push_str(&envelope);
+            counts.sealed += 1;
+            last = f.end;
+        }
+        rebuilt.push_str(text.get(last..).unwrap_or(""));
+        Ok(Some(rebuilt))
+    }
+}
+
 /// Everything a rewriter needs to rewrite one response.
 #[derive(Clone)]
 pub struct RewriteSpec {

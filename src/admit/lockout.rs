@@ -1,0 +1,155 @@
+//! Lockout: repeated failed authentications of one identity lock it.
+//!
+//! `max_failures` failures within `window` (gateway `[lockout]`) lock the
+//! identity for `lock`; a locked identity is refused (401) until the lock
+//! ends or a security auditor lifts it ([`Lockout::unlock`]). The gateway
+//! checks every identity an attempt carries ([`attempt_identities`]) before
+//! it authenticates, and counts a failure against each of them.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::state::{IdentityKey, LockEntry, StateError, StateStore};
+use crate::config::LockoutConfig;
+use crate::identity::PeerCertificate;
+
+/// Where an identity stands after a failed authentication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockState {
+    /// Not locked: `failures` of the `max_failures` allowed within the window.
+    Counting {
+        /// Failures within the window, this one included.
+        failures: u32,
+        /// Failures that lock.
+        max_failures: u32,
+    },
+    /// Locked until `until`.
+    Locked {
+        /// When the lock ends by itself.
+        until: SystemTime,
+        /// True for the failure that started the lock: the caller records
+        /// the lockout (audit, log) exactly once.
+        new: bool,
+    },
+}
+
+/// Why [`Lockout::check`] refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// The identity is locked (401).
+    #[error("{identity} is locked out")]
+    Locked {
+        /// The locked identity.
+        identity: IdentityKey,
+        /// When the lock ends by itself.
+        until: SystemTime,
+    },
+    /// The state store failed (503: fail closed).
+    #[error(transparent)]
+    Store(#[from] StateError),
+}
+
+/// The lockout rule over a [`StateStore`]. Cheap to clone; thread-safe.
+#[derive(Clone, Debug)]
+pub struct Lockout {
+    store: Arc<dyn StateStore>,
+    config: LockoutConfig,
+}
+
+impl Lockout {
+    /// The rule `config` over `store`.
+    pub fn new(store: Arc<dyn StateStore>, config: LockoutConfig) -> Lockout {
+        Lockout { store, config }
+    }
+
+    /// The rule's settings.
+    pub fn config(&self) -> &LockoutConfig {
+        &self.config
+    }
+
+    /// `Err(Locked)` when `identity` is locked at `now`.
+    pub fn check(&self, identity: &IdentityKey, now: SystemTime) -> Result<(), LockError> {
+        match self.store.lock_of(identity, now)? {
+            Some(lock) => Err(LockError::Locked {
+                identity: lock.identity,
+                until: lock.until,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Lockout::check`] of each identity; the first locked one is the error.
+    pub fn check_all(&self, identities: &[IdentityKey], now: SystemTime) -> Result<(), LockError> {
+        identities.iter().try_for_each(|id| self.check(id, now))
+    }
+
+    /// Counts a failed authentication of `identity` at `now`. The failure
+    /// that reaches `max_failures` within the window locks the identity for
+    /// `lock` ([`LockState::Locked`] with `new`); failures of an identity
+    /// locked already change nothing (the lock is not extended).
+    pub fn record_failure(
+        &self,
+        identity: &IdentityKey,
+        now: SystemTime,
+    ) -> Result<LockState, StateError> {
+        if let Some(lock) = self.store.lock_of(identity, now)? {
+            return Ok(LockState::Locked {
+                until: lock.until,
+                new: false,
+            });
+        }
+        let failures = self.store.add_failure(identity, now, self.config.window)?;
+        if failures < self.config.max_failures {
+            return Ok(LockState::Counting {
+                failures,
+                max_failures: self.config.max_failures,
+            });
+        }
+        let until = now
+            .checked_add(self.config.lock)
+            .unwrap_or(now + Duration::from_secs(u64::from(u32::MAX)));
+        let new = self.store.lock(identity, now, until)?;
+        let until = match self.store.lock_of(identity, now)? {
+            Some(lock) => lock.until,
+            None => until,
+        };
+        Ok(LockState::Locked { until, new })
+    }
+
+    /// A successful authentication of `identity`: its failures are forgotten.
+    pub fn record_success(&self, identity: &IdentityKey) -> Result<(), StateError> {
+        self.store.clear_failures(identity)
+    }
+
+    /// Lifts the lock on `identity` (the admin API, by a security auditor)
+    /// and forgets its failures; returns the lock that was in force.
+    pub fn unlock(
+        &self,
+        identity: &IdentityKey,
+        now: SystemTime,
+    ) -> Result<Option<LockEntry>, StateError> {
+        self.store.unlock(identity, now)
+    }
+
+    /// Every lock in force at `now`.
+    pub fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError> {
+        self.store.locks(now)
+    }
+}
+
+/// The identities an authentication attempt is checked under and counted
+/// against: the source address always (so that guessing keys or presenting
+/// unknown certificates from one address locks that address), the client
+/// certificate's subject name when there is one, and the API key's id when
+/// one was sent.
+pub fn attempt_identities(
+    cert: Option<&PeerCertificate>,
+    api_key_sha256: Option<&[u8; 32]>,
+    source: IpAddr,
+) -> Vec<IdentityKey> {
+    let mut out = vec![IdentityKey::source(source)];
+    out.extend(cert.and_then(IdentityKey::cert));
+    out.extend(api_key_sha256.map(IdentityKey::api_key_hash));
+    out
+}
