@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admit;
 pub mod audit;
 pub mod bench;
 pub mod class;

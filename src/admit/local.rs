@@ -296,7 +296,7 @@ impl Auth {
             .iter()
             .filter_map(|(k, times)| times.back().map(|t| (*t, k.clone())))
             .collect();
-        last.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        last.sort_unstable_by_key(|a| a.0);
         let excess = self.failures.len() - MAX_TRACKED * 9 / 10;
         for (_, key) in last.into_iter().take(excess) {
             self.failures.remove(&key);

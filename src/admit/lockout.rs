@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::state::{IdentityKey, LockEntry, StateError, StateStore};
 use crate::config::LockoutConfig;
@@ -106,9 +106,10 @@ impl Lockout {
                 max_failures: self.config.max_failures,
             });
         }
+        // Year 9999 if `now + lock` does not fit (it always does in practice).
         let until = now
             .checked_add(self.config.lock)
-            .unwrap_or(now + Duration::from_secs(u64::from(u32::MAX)));
+            .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799));
         let new = self.store.lock(identity, now, until)?;
         let until = match self.store.lock_of(identity, now)? {
             Some(lock) => lock.until,

@@ -108,8 +108,8 @@ impl FromStr for IdentityKey {
         let (kind, value) = s.split_once(':').ok_or(BadIdentity)?;
         match kind {
             "key" => {
-                let ok = value.len() == 2 * KEY_ID_BYTES
-                    && value.bytes().all(|b| b.is_ascii_hexdigit());
+                let ok =
+                    value.len() == 2 * KEY_ID_BYTES && value.bytes().all(|b| b.is_ascii_hexdigit());
                 ok.then(|| IdentityKey::ApiKey(value.to_ascii_lowercase()))
                     .ok_or(BadIdentity)
             }

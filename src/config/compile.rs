@@ -1563,7 +1563,7 @@ impl Compiler<'_> {
                     src,
                     &v.span(),
                     format!(
-                        "{key} must be a date-time, not a {}; {FIX}",
+                        "{key} must be a date-time (found {}); {FIX}",
                         other.type_str()
                     ),
                 );

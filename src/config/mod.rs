@@ -8,6 +8,8 @@
 //! it reads the policy files.
 
 mod access;
+#[cfg(test)]
+mod access_tests;
 mod compile;
 mod error;
 mod gateway;

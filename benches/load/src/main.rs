@@ -4,6 +4,7 @@
 //! loadkit setup DIR GATEWAY_ADDR STREAM_GATEWAY_ADDR UPSTREAM_ADDR CS_KEY COLLECTIONS_KEY
 //! loadkit upstream ADDR DIR
 //! loadkit proxy ADDR UPSTREAM_ADDR CERT_PEM KEY_PEM
+//! loadkit check-stream < RESPONSE_BODY
 //! ```
 //!
 //! - `setup` writes, with maskgate's own demo code, everything the run needs
@@ -16,6 +17,9 @@
 //!   every request costs the same whichever proxy sends it.
 //! - `proxy` is the baseline: a plain pass-through reverse proxy, hyper 1 +
 //!   tokio-rustls with maskgate's TLS settings, streaming, no masking.
+//! - `check-stream` reads a (streamed) list response on stdin in constant
+//!   memory and prints one JSON object: bytes read, `"ssn"` values still
+//!   in the clear and masked, and whether the document ended as a list does.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,7 +48,8 @@ use tokio_rustls::TlsAcceptor;
 const USAGE: &str = "usage:
   loadkit setup DIR GATEWAY_ADDR STREAM_GATEWAY_ADDR UPSTREAM_ADDR CS_KEY COLLECTIONS_KEY
   loadkit upstream ADDR DIR
-  loadkit proxy ADDR UPSTREAM_ADDR CERT_PEM KEY_PEM";
+  loadkit proxy ADDR UPSTREAM_ADDR CERT_PEM KEY_PEM
+  loadkit check-stream < RESPONSE_BODY";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +57,7 @@ fn main() -> ExitCode {
         Some("setup") => setup(&args[1..]),
         Some("upstream") => runtime().and_then(|rt| rt.block_on(upstream(&args[1..]))),
         Some("proxy") => runtime().and_then(|rt| rt.block_on(proxy(&args[1..]))),
+        Some("check-stream") => check_stream(),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -74,7 +80,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 fn addr(s: &str) -> Result<SocketAddr, String> {
     let a: SocketAddr = s.parse().map_err(|e| format!("{s}: {e}"))?;
     if !a.ip().is_loopback() {
-        return Err(format!("{s}: only loopback addresses are used by the load bench"));
+        return Err(format!(
+            "{s}: only loopback addresses are used by the load bench"
+        ));
     }
     Ok(a)
 }
@@ -103,7 +111,10 @@ fn setup(args: &[String]) -> Result<(), String> {
     let roles_path = policy.join("roles.toml");
     let roles = std::fs::read_to_string(&roles_path).map_err(|e| e.to_string())?;
     let raised = roles
-        .replace("max_records_per_hour = 50", "max_records_per_hour = 1000000")
+        .replace(
+            "max_records_per_hour = 50",
+            "max_records_per_hour = 1000000",
+        )
         .replace("max_records_per_day = 200", "max_records_per_day = 1000000");
     if raised == roles {
         return Err("roles.toml: the collections budgets to raise were not found".to_owned());
@@ -146,19 +157,22 @@ fn setup(args: &[String]) -> Result<(), String> {
         .iter()
         .map(maskgate::demo::data::account_to_string)
         .collect();
-    // 2 KB: one account at the document root (GET /accounts/{id}), a
-    // residential one with an SSN (the unmask mix asks for it), the one
-    // closest to 2 KB.
-    let (single, _) = accounts
+    // One account at the document root (GET /accounts/{id}): a residential
+    // one with an SSN. Demo accounts are under 1 KB each.
+    let with_ssn: Vec<String> = accounts
         .iter()
         .zip(&records)
         .filter(|(a, _)| a["ssn"].is_string())
-        .map(|(_, r)| (r, r.len().abs_diff(SIZES[0].1)))
-        .min_by_key(|(_, d)| *d)
-        .ok_or("no account with an SSN")?;
-    write(&bodies.join("2k.json"), single.as_bytes())?;
-    // 64 KB and 1 MB: a list page (GET /accounts), as many accounts as come
-    // closest to the size.
+        .map(|(_, r)| r.clone())
+        .collect();
+    let single = with_ssn.first().ok_or("no account with an SSN")?;
+    write(&bodies.join("record.json"), single.as_bytes())?;
+    // 2 KB: a short list page (GET /accounts) of accounts that all carry an
+    // SSN, so the unmask mix has an SSN to release in every record.
+    let body = list_closest(&with_ssn, SIZES[0].1)?;
+    write(&bodies.join("2k.json"), body.as_bytes())?;
+    // 64 KB and 1 MB: list pages of consecutive demo accounts, as many as
+    // come closest to the size.
     for (name, size) in &SIZES[1..] {
         let body = list_closest(&records, *size)?;
         write(&bodies.join(format!("{name}.json")), body.as_bytes())?;
@@ -167,7 +181,7 @@ fn setup(args: &[String]) -> Result<(), String> {
     let mut jsonl = records[..256].join("\n");
     jsonl.push('\n');
     write(&bodies.join("records.jsonl"), jsonl.as_bytes())?;
-    for name in ["2k", "64k", "1m"] {
+    for name in ["record", "2k", "64k", "1m"] {
         let len = std::fs::metadata(bodies.join(format!("{name}.json")))
             .map_err(|e| e.to_string())?
             .len();
@@ -199,7 +213,7 @@ fn list_closest(records: &[String], size: usize) -> Result<String, String> {
         }
     }
     match best {
-        Some(b) if b.len() * 10 >= size * 9 => Ok(b),
+        Some(b) if b.len() * 4 >= size * 3 => Ok(b),
         _ => Err(format!("not enough accounts for a {size}-byte list")),
     }
 }
@@ -211,6 +225,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), String> {
 // ---------------------------------------------------------------- upstream
 
 struct Bodies {
+    record: Bytes,
     b2k: Bytes,
     b64k: Bytes,
     b1m: Bytes,
@@ -223,8 +238,8 @@ type UpBody = BoxBody<Bytes, Infallible>;
 
 /// Serves the fixed bodies:
 ///
-/// - `GET /accounts/{anything}` → the 2 KB account;
-/// - `GET /accounts?size=64k` / `?size=1m` → the list pages;
+/// - `GET /accounts/{anything}` → the single account;
+/// - `GET /accounts?size=2k` / `?size=64k` / `?size=1m` → the list pages;
 /// - `GET /accounts?stream=BYTES` → a list of at least BYTES, chunked,
 ///   generated on the fly by repeating one block (no buffering).
 async fn upstream(args: &[String]) -> Result<(), String> {
@@ -253,6 +268,7 @@ async fn upstream(args: &[String]) -> Result<(), String> {
         }
     }
     let bodies = Arc::new(Bodies {
+        record: read("record.json")?,
         b2k: read("2k.json")?,
         b64k: read("64k.json")?,
         b1m: read("1m.json")?,
@@ -284,7 +300,8 @@ fn json_response(status: StatusCode, body: UpBody, len: Option<usize>) -> Respon
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(len) = len {
-        resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
     resp
 }
@@ -307,7 +324,7 @@ fn serve_body(bodies: &Bodies, req: &Request<Incoming>) -> Response<UpBody> {
         })
     };
     if path.starts_with("/accounts/") {
-        return fixed(&bodies.b2k);
+        return fixed(&bodies.record);
     }
     if path == "/accounts" {
         if let Some(n) = param("stream").and_then(|v| v.parse::<u64>().ok()) {
@@ -427,14 +444,9 @@ async fn proxy(args: &[String]) -> Result<(), String> {
         return Err(USAGE.to_owned());
     };
     let upstream = addr(upstream)?;
-    let authority: http::uri::Authority = upstream
-        .to_string()
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(
-        Path::new(cert),
-        Path::new(key),
-    )?));
+    let authority: http::uri::Authority =
+        upstream.to_string().parse().map_err(|e| format!("{e}"))?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(Path::new(cert), Path::new(key))?));
     // The same pool as maskgate's default upstream client.
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
@@ -534,4 +546,67 @@ fn error(status: StatusCode) -> Response<ProxyBody> {
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+// ---------------------------------------------------------------- check-stream
+
+/// `ddd-dd-dddd"`: an SSN value in the clear, closing quote included.
+fn clear_ssn(v: &[u8]) -> bool {
+    v.len() >= 12
+        && v[..11].iter().enumerate().all(|(i, &b)| {
+            if i == 3 || i == 6 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+        && v[11] == b'"'
+}
+
+fn check_stream() -> Result<(), String> {
+    use std::io::Read;
+    const KEY: &[u8] = b"\"ssn\":\"";
+    const NEED: usize = KEY.len() + 12;
+    let mut stdin = std::io::stdin().lock();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut buf: Vec<u8> = Vec::with_capacity(128 * 1024);
+    let mut tail: Vec<u8> = Vec::with_capacity(128 * 1024);
+    let (mut total, mut clear, mut masked) = (0u64, 0u64, 0u64);
+    loop {
+        let n = match stdin.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        let eof = n == 0;
+        total += n as u64;
+        buf.extend_from_slice(&chunk[..n]);
+        tail.extend_from_slice(&chunk[..n]);
+        if tail.len() > 64 {
+            tail.drain(..tail.len() - 64);
+        }
+        let mut i = 0;
+        while i + KEY.len() <= buf.len() && (eof || i + NEED <= buf.len()) {
+            if buf[i] == b'"' && buf[i..].starts_with(KEY) {
+                if clear_ssn(&buf[i + KEY.len()..]) {
+                    clear += 1;
+                } else {
+                    masked += 1;
+                }
+                i += KEY.len();
+            } else {
+                i += 1;
+            }
+        }
+        buf.drain(..i);
+        if eof {
+            break;
+        }
+    }
+    let end = String::from_utf8_lossy(&tail);
+    let complete = end.trim_end().ends_with("\"offset\":0}");
+    println!(
+        "{{\"bytes\":{total},\"ssn_clear\":{clear},\"ssn_masked\":{masked},\"complete\":{complete}}}"
+    );
+    Ok(())
 }
