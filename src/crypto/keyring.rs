@@ -1101,6 +1101,10 @@ impl EnvelopeSealer for Keyring {
     fn blind_index(&self, class: FieldClass, value: &str) -> Result<String, SealError> {
         Keyring::blind_index(self, class, value).map_err(|_| SealError::Unsealable)
     }
+
+    fn verify(&self, class: FieldClass, envelope: &str) -> bool {
+        Keyring::open(self, class, envelope).is_ok()
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,9 @@ use super::audit;
 use super::authorize::{authorize, Authorized};
 use super::error::{error_response, GatewayError};
 use super::headers::{protect_request_headers, protect_response_headers, request_id};
-use super::protect_request::{is_write, protect_body, protect_query};
+use super::protect_request::{
+    has_body, is_write, protect_body, protect_path_and_headers, protect_query,
+};
 use super::rewrite_response::{BodyOutcome, RewriteBody, PREBUFFER_BYTES};
 use super::upstream::UpstreamBody;
 use super::{ConnInfo, GatewayBody, Shared};
@@ -203,7 +205,8 @@ async fn proxy(
         None => None,
     };
     let uri = shared.upstream.uri(&auth.path, query.as_deref())?;
-    let upstream_body: UpstreamBody = if is_write(&parts.method) {
+    protect_path_and_headers(&auth.path, &headers, &shared.detectors)?;
+    let upstream_body: UpstreamBody = if is_write(&parts.method) || has_body(&headers_in) {
         let limits = RewriteLimits {
             max_depth: config.limits.max_json_depth,
             max_body_bytes: limit,

@@ -113,6 +113,49 @@ pub async fn protect_body(
     Ok(Bytes::from(out))
 }
 
+/// True when a request carries a body (whatever its method).
+pub fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+fn holds_card(detectors: &Detectors, text: &[u8]) -> bool {
+    let mut findings = Vec::new();
+    detectors.scan(
+        text,
+        DetectorSet::NONE.with(DetectorKind::Card),
+        &mut findings,
+    );
+    !findings.is_empty()
+}
+
+/// Refuses a request whose path or header values hold a card number: they
+/// would reach the database's logs in the clear.
+pub fn protect_path_and_headers(
+    path: &str,
+    headers: &HeaderMap,
+    detectors: &Detectors,
+) -> Result<(), GatewayError> {
+    // Segment by segment: the detectors do not take a number glued to `/`.
+    for segment in path.split('/') {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        if holds_card(detectors, decoded.as_bytes()) {
+            return Err(GatewayError::BadRequest("card_number_in_path"));
+        }
+    }
+    if headers
+        .values()
+        .any(|v| holds_card(detectors, v.as_bytes()))
+    {
+        return Err(GatewayError::BadRequest("card_number_in_header"));
+    }
+    Ok(())
+}
+
 fn decode_component(s: &str) -> Option<String> {
     let plus = s.replace('+', " ");
     percent_encoding::percent_decode_str(&plus)

@@ -186,7 +186,8 @@ impl CsvRewriter {
 
     /// A rewriter for a write request's CSV body: cells of encrypted classes
     /// become envelopes; a card number in any other cell is refused (or
-    /// encrypted in place). CSV bodies get no blind-index column.
+    /// encrypted in place). Each blind-indexed column gets a `<name>_bidx`
+    /// column after it; client-supplied `*_bidx` columns are dropped.
     pub fn for_request(
         spec: RewriteSpec,
         protect: std::sync::Arc<RequestProtection>,
@@ -221,7 +222,12 @@ impl CsvRewriter {
                     return Ok(());
                 }
                 if looks_like_envelope(&value) {
-                    if super::mask::envelope_view(&value).is_some() {
+                    let genuine = super::mask::envelope_view(&value).is_some()
+                        && protect
+                            .sealer
+                            .as_ref()
+                            .is_some_and(|s| s.verify(class, &value));
+                    if genuine {
                         out.extend_from_slice(raw.as_bytes());
                         return Ok(());
                     }
@@ -238,18 +244,22 @@ impl CsvRewriter {
                 self.counts.sealed += 1;
                 Ok(())
             }
-            Some(_) => {
-                out.extend_from_slice(raw.as_bytes());
-                Ok(())
-            }
-            None => {
+            // Other classes (and unnamed columns) are written as they are,
+            // unless a card number hides in them.
+            _ => {
                 self.findings.clear();
                 self.spec.detectors.scan(
                     value.as_bytes(),
                     self.spec.rules.detector_set(),
                     &mut self.findings,
                 );
-                match protect.seal_detected(&value, &self.findings, &path, &mut self.counts)? {
+                let sealed =
+                    protect.seal_detected(&value, &self.findings, &path, &mut self.counts)?;
+                // What would be stored must not hide a card either.
+                if protect.hides_card(sealed.as_deref().unwrap_or(&value)) {
+                    return Err(RewriteError::ClearCardInRequest { path: path() });
+                }
+                match sealed {
                     None => out.extend_from_slice(raw.as_bytes()),
                     Some(rebuilt) => write_cell(&rebuilt, out),
                 }
@@ -492,9 +502,11 @@ impl CsvRewriter {
             }
             let m = rules.match_key(name.as_bytes(), rules.root_nodes(), &mut self.norm);
             let action = m.class.map(|c| self.spec.actions.get(c));
+            let client_index =
+                self.protect.is_some() && name.ends_with(super::json::BLIND_INDEX_SUFFIX);
             let column = if action == Some(Action::Remove) {
                 Column::Removed(m.class)
-            } else if rules.is_allowlist() && !m.allowed_value {
+            } else if client_index || (rules.is_allowlist() && !m.allowed_value) {
                 Column::Removed(None)
             } else {
                 Column::Keep(m.class)
@@ -518,6 +530,15 @@ impl CsvRewriter {
                 write_cell(&self.text, out);
             } else {
                 out.extend_from_slice(raw.as_bytes());
+            }
+            if let (Some(p), Some(class)) = (&self.protect, m.class) {
+                if p.blind_index[class.index()] && p.encrypts(class) {
+                    // The gateway's own blind-index column follows.
+                    out.push(b',');
+                    let mut index_name = name.clone().into_owned();
+                    index_name.push_str(super::json::BLIND_INDEX_SUFFIX);
+                    write_cell(&index_name, out);
+                }
             }
         }
         keep_nonblank(first, start, out);
@@ -550,7 +571,26 @@ impl CsvRewriter {
                     let raw = self.raw(text, f)?;
                     match self.protect.clone() {
                         Some(protect) => {
-                            self.protect_cell(&protect, raw, f.quoted, class, index, out)?
+                            self.protect_cell(&protect, raw, f.quoted, class, index, out)?;
+                            if let Some(class) = class
+                                .filter(|c| protect.blind_index[c.index()] && protect.encrypts(*c))
+                            {
+                                out.push(b',');
+                                let value = unquote(raw, f.quoted);
+                                if !value.is_empty() && !looks_like_envelope(&value) {
+                                    let sealer = protect.sealer.as_ref().ok_or_else(|| {
+                                        RewriteError::CannotEncrypt {
+                                            path: format!("column {index}"),
+                                        }
+                                    })?;
+                                    let idx = sealer.blind_index(class, &value).map_err(|_| {
+                                        RewriteError::CannotEncrypt {
+                                            path: format!("column {index}"),
+                                        }
+                                    })?;
+                                    write_cell(&idx, out);
+                                }
+                            }
                         }
                         None => self.cell(raw, f.quoted, class, out),
                     }

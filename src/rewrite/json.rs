@@ -646,7 +646,7 @@ impl JsonRewriter {
                     StrKind::Skip
                 } else {
                     match (ctx.class, action) {
-                        _ if self.want_id => StrKind::Capture,
+                        _ if self.want_id || self.protect.is_some() => StrKind::Capture,
                         (Some(c), _) if self.protect.as_ref().is_some_and(|p| p.encrypts(c)) => {
                             StrKind::Capture
                         }
@@ -668,7 +668,7 @@ impl JsonRewriter {
             b'-' | b'0'..=b'9' => {
                 if !skipping {
                     let capture = match (ctx.class, action) {
-                        _ if self.want_id => true,
+                        _ if self.want_id || self.protect.is_some() => true,
                         (Some(c), _) if self.protect.as_ref().is_some_and(|p| p.encrypts(c)) => {
                             true
                         }
@@ -910,10 +910,21 @@ impl JsonRewriter {
         };
         let parent = self.stack.last().map_or(NodeSet::EMPTY, |f| f.ctx.nodes);
         self.pend.member = self.spec.rules.match_key(&key, parent, &mut self.norm);
-        if self.protect.is_some() {
+        if let Some(protect) = self.protect.clone() {
             self.pend_key.clear();
             self.pend_key.push_str(&String::from_utf8_lossy(&key));
             self.drop_member = self.pend_key.ends_with(BLIND_INDEX_SUFFIX);
+            // A card number as a member name would be stored in the clear too.
+            self.findings.clear();
+            self.spec
+                .detectors
+                .scan(&key, self.spec.rules.detector_set(), &mut self.findings);
+            if self.findings.iter().any(|f| protect.must_seal(f)) {
+                let mut path = self.path.clone();
+                path.push('/');
+                push_pointer_segment("(a member name)", &mut path);
+                return Err(RewriteError::ClearCardInRequest { path });
+            }
         }
         let detectors = self.spec.rules.detector_set();
         if !detectors.is_empty() && count_digits(raw) >= self.spec.detectors.min_digits(detectors) {
@@ -1199,8 +1210,14 @@ impl JsonRewriter {
             Some(class) if protect.encrypts(class) => {
                 if looks_like_envelope(&text) {
                     // Already sealed (a record read and written back): keep
-                    // it if well-formed, refuse junk that claims to be one.
-                    return if envelope_view(&text).is_some() {
+                    // it only if it is genuine — a look-alike could carry
+                    // anything in the clear.
+                    let genuine = envelope_view(&text).is_some()
+                        && protect
+                            .sealer
+                            .as_ref()
+                            .is_some_and(|s| s.verify(class, &text));
+                    return if genuine {
                         out.extend_from_slice(raw);
                         Ok(())
                     } else {
@@ -1227,11 +1244,9 @@ impl JsonRewriter {
                 }
                 Ok(())
             }
-            Some(_) => {
-                out.extend_from_slice(raw);
-                Ok(())
-            }
-            None => {
+            // Other classes (and unnamed fields) are written as they are,
+            // unless a card number hides in them.
+            _ => {
                 self.findings.clear();
                 let set = if number {
                     DetectorSet::NONE.with(DetectorKind::Card)
@@ -1242,12 +1257,17 @@ impl JsonRewriter {
                     .detectors
                     .scan(text.as_bytes(), set, &mut self.findings);
                 let path = self.value_path();
-                match protect.seal_detected(
+                let sealed = protect.seal_detected(
                     &text,
                     &self.findings,
                     &|| path.clone(),
                     &mut self.counts,
-                )? {
+                )?;
+                // What would be stored must not hide a card either.
+                if !number && protect.hides_card(sealed.as_deref().unwrap_or(&text)) {
+                    return Err(RewriteError::ClearCardInRequest { path });
+                }
+                match sealed {
                     None => out.extend_from_slice(raw),
                     Some(rebuilt) => write_json_string(&rebuilt, out),
                 }

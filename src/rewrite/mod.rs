@@ -260,6 +260,9 @@ pub trait EnvelopeSealer: Send + Sync {
     fn seal(&self, class: FieldClass, plaintext: &str) -> Result<String, SealError>;
     /// The blind index of `value` of `class`.
     fn blind_index(&self, class: FieldClass, value: &str) -> Result<String, SealError>;
+    /// True when `envelope` is genuine: it opens under a usable key as
+    /// `class`. A write may only carry envelopes that pass this.
+    fn verify(&self, class: FieldClass, envelope: &str) -> bool;
 }
 
 /// What to do with a card number found by a detector in a request field no
@@ -309,6 +312,46 @@ impl RequestProtection {
     /// numbers, and values of any encrypted class.
     pub fn must_seal(&self, f: &crate::detect::Finding) -> bool {
         f.class() == FieldClass::CardNumber || self.encrypts(f.class())
+    }
+
+    /// Write requests only: a card number run together with letters or
+    /// other digits (`…4111111111111111AAAA…`), which the word-bounded
+    /// detectors do not report, or a look-alike envelope that does not open.
+    /// Such text is refused rather than stored.
+    pub fn hides_card(&self, text: &str) -> bool {
+        if let Some(sealer) = &self.sealer {
+            if crate::rewrite::mask::looks_like_envelope(text)
+                && !sealer.verify(FieldClass::CardNumber, text)
+            {
+                return true;
+            }
+        } else if crate::rewrite::mask::looks_like_envelope(text) {
+            return true;
+        }
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if !bytes[i].is_ascii_digit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            let run = &bytes[start..i];
+            if run.len() >= 13 {
+                // every 13–19 digit window of a long run
+                for len in 13..=19.min(run.len()) {
+                    for w in run.windows(len) {
+                        if crate::detect::validate::card_valid(w) {
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// Free text of a write request with every finding that may not be
