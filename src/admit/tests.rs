@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Tests of admission: lockouts, windows, rate limits, budgets, freezes,
 //! page caps, export denial and revocations, with a manual clock and real
 //! files.

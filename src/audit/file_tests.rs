@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Tests of the file sink: appends, group commit, torn-line recovery,
 //! failure and poisoning, rotation, the head file.
 

@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Tests of the quarterly access review.
 
 use time::macros::{datetime, offset};

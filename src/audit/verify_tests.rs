@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Tamper tests: each kind of damage is caught and named by file, line and seq.
 //!
 //! The log: 25 records, a checkpoint every 10, a final checkpoint at close.

@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Tests of the access-lifecycle keys: `[lockout]`, `[state]`, principals'
 //! windows, `[revocations]`, `[admit]`, rates, budgets, page caps and
 //! `may_export`. Their errors are in the broken fixtures.

@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Tests of the loader against the fixtures in `tests/data/config/` and the
 //! shipped default policy in `policies/`.
 

@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Test helpers: private temporary directories.
 
 use std::path::{Path, PathBuf};

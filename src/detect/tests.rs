@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Detection tests: positive cases per detector, boundaries, the
 //! false-positive corpus, properties, and an ignored throughput probe.
 

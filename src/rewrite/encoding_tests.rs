@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

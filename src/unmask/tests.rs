@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 //! Tests of the unmask decision and the grant flow against the shipped
 //! default policy and small policies of their own.
 

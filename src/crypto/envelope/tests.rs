@@ -1,3 +1,4 @@
+// Compiled only under #[cfg(test)] (see the parent module).
 use super::dangerous::FixedNonce;
 use super::*;
 use crate::rewrite::mask;
