@@ -536,3 +536,40 @@ async fn a_body_that_fails_after_the_response_started_is_aborted_not_completed()
     }
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contractor_is_refused_outside_its_contract_window_and_pages_are_capped() {
+    let dir = temp_dir("window");
+    let upstream = demo_upstream(&dir, 150).await;
+    // Sunday 2026-07-19 12:00 in Palo Alto: GreenWaste's contract allows Mon–Sat.
+    let clock = std::sync::Arc::new(maskgate::unmask::ManualClock::at_unix(
+        WEDNESDAY_NOON_PALO_ALTO + 4 * 86_400,
+    ));
+    let env = Env::start_with(
+        dir,
+        upstream,
+        Options {
+            clock: Some(clock.clone()),
+            ..Options::default()
+        },
+        |_| {},
+    )
+    .await;
+    let gw = env.client(Some("greenwaste"), false);
+    let r = gw.get("/accounts/ACC-100001").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.error_code(), "outside_access_window");
+    // Monday morning: allowed again.
+    clock.advance(Duration::from_secs(86_400 - 3 * 3600));
+    let r = gw.get("/accounts/ACC-100001").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // the account list is capped at 100 records whatever the client asks
+    let r = env
+        .client(Some("customer-service"), false)
+        .get("/accounts?limit=500")
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["accounts"].as_array().unwrap().len(), 100);
+    assert_eq!(r.json()["limit"], 100);
+    env.stop().await;
+}

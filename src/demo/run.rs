@@ -234,6 +234,9 @@ pub async fn run(
     for line in curl::curl_lines(certs_rel, &base, &ROLES) {
         println!("    {line}");
     }
+    println!(
+        "  (greenwaste is answered only inside its contract window: Mon-Sat 06:00-18:00 Pacific)"
+    );
     println!("  Ctrl-C stops both.");
     shutdown.await;
     gateway.shutdown().await;

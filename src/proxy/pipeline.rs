@@ -146,6 +146,38 @@ async fn proxy(
     log.principal = Some(Arc::from(caller.principal.name.as_str()));
     log.on_behalf_of.clone_from(&caller.on_behalf_of);
 
+    // admit: revocations are checked on every request (so they reach
+    // connections already open), then the principal's validity window.
+    let key_hash = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(_, key)| crate::identity::api_key_hash(key.trim().as_bytes()));
+    crate::admit::revoke::check(policy, &caller.principal, key_hash.as_ref(), conn.cert.as_ref())
+        .map_err(|r| {
+            tracing::info!(target: "maskgate::auth", request_id = %log.id, reason = r.code(), "revoked credential");
+            GatewayError::Unauthenticated
+        })?;
+    if let Err(outside) = crate::admit::window::check(&caller.principal.window, shared.clock.now())
+    {
+        if let Some(audit_log) = &shared.audit {
+            let draft = crate::audit::RecordDraft::new(
+                crate::audit::Kind::Alert,
+                caller.principal.name.clone(),
+                Outcome::Denied,
+                outside.code(),
+            )
+            .request_id(log.id.clone())
+            .roles(caller.principal.roles.iter().cloned());
+            audit::append(audit_log, draft).await?;
+        }
+        return Err(GatewayError::Refused {
+            code: "outside_access_window",
+            detail: outside.to_string(),
+        });
+    }
+
     // authorize
     let auth: Authorized = authorize(policy, &caller, req.method(), req.uri().path())?;
     log.role = Some(Arc::from(auth.role.name.as_str()));
@@ -196,12 +228,20 @@ async fn proxy(
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
     let query = match parts.uri.query() {
-        Some(q) => Some(protect_query(
-            q,
-            &auth.role.rules,
-            &shared.detectors,
-            &shared.protection,
-        )?),
+        Some(q) => {
+            // Page sizes above the route's cap are clamped before the upstream.
+            let capped = policy
+                .routes
+                .get(auth.route_index)
+                .and_then(|route| crate::admit::page_cap(route, q));
+            let q = capped.as_deref().unwrap_or(q);
+            Some(protect_query(
+                q,
+                &auth.role.rules,
+                &shared.detectors,
+                &shared.protection,
+            )?)
+        }
         None => None,
     };
     let uri = shared.upstream.uri(&auth.path, query.as_deref())?;

@@ -25,6 +25,9 @@ use maskgate::proxy::GatewayHandle;
 /// Roles of the default policy.
 pub const ROLES: [&str; 9] = demo::run::ROLES;
 
+/// 2026-07-15T19:00:00Z: a Wednesday, 12:00 in America/Los_Angeles.
+pub const WEDNESDAY_NOON_PALO_ALTO: u64 = 1_784_142_000;
+
 /// The API key of the test principal `report-app` (customer-service role).
 pub const TEST_API_KEY: &str = "test-key-4f1d8a2c9b7e6d5f";
 
@@ -269,9 +272,13 @@ impl Env {
         }
         tune(&mut cfg);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // A fixed time inside every default access window (a Wednesday noon
+        // in Palo Alto), so results do not depend on when the tests run.
         let clock: Arc<dyn maskgate::unmask::Clock> = match &options.clock {
             Some(c) => c.clone(),
-            None => Arc::new(maskgate::unmask::SystemClock),
+            None => Arc::new(maskgate::unmask::ManualClock::at_unix(
+                WEDNESDAY_NOON_PALO_ALTO,
+            )),
         };
         let gateway = maskgate::proxy::start_with_clock(cfg, listener, clock)
             .await

@@ -236,12 +236,17 @@ struct Bodies {
 
 type UpBody = BoxBody<Bytes, Infallible>;
 
+/// Connections the upstream has accepted.
+static ACCEPTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Serves the fixed bodies:
 ///
 /// - `GET /accounts/{anything}` → the single account;
 /// - `GET /accounts?size=2k` / `?size=64k` / `?size=1m` → the list pages;
 /// - `GET /accounts?stream=BYTES` → a list of at least BYTES, chunked,
-///   generated on the fly by repeating one block (no buffering).
+///   generated on the fly by repeating one block (no buffering);
+/// - `GET /_stats` → `{"accepted":N}`: connections accepted so far (how
+///   often a proxy opened a new upstream connection).
 async fn upstream(args: &[String]) -> Result<(), String> {
     let [listen, dir] = args else {
         return Err(USAGE.to_owned());
@@ -280,6 +285,7 @@ async fn upstream(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("{listen}: {e}"))?;
     loop {
         let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+        ACCEPTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
         let bodies = Arc::clone(&bodies);
         tokio::spawn(async move {
@@ -323,6 +329,11 @@ fn serve_body(bodies: &Bodies, req: &Request<Incoming>) -> Response<UpBody> {
             (k == name).then_some(v)
         })
     };
+    if path == "/_stats" {
+        let n = ACCEPTED.load(std::sync::atomic::Ordering::Relaxed);
+        let body = Bytes::from(format!("{{\"accepted\":{n}}}"));
+        return fixed(&body);
+    }
     if path.starts_with("/accounts/") {
         return fixed(&bodies.record);
     }
