@@ -13,6 +13,7 @@ pub mod config;
 pub mod crypto;
 pub mod demo;
 pub mod detect;
+mod fsutil;
 pub mod identity;
 pub mod proxy;
 pub mod rewrite;
