@@ -1,5 +1,8 @@
 -- wrk script for benches/load/run. Everything comes from the environment:
 --   WRK_AUTH           API key, sent as "Authorization: Bearer <key>"
+--   WRK_AUTH_ROTATE    if N > 0: the keys are "<WRK_AUTH>-1" … "<WRK_AUTH>-N",
+--                      one after the other, request by request (N callers
+--                      with their own budgets); the requests are formatted once
 --   WRK_UNMASK_REASON  if set: "X-Unmask: ssn" and this X-Unmask-Reason
 --   WRK_DELAY_MS       if > 0: each connection waits on average this long
 --                      (uniformly 0..2x) before each request, so the offered
@@ -22,6 +25,25 @@ local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0") or 0
 if delay_ms > 0 then
   function delay()
     return math.floor(math.random() * 2 * delay_ms + 0.5)
+  end
+end
+
+local rotate = tonumber(os.getenv("WRK_AUTH_ROTATE") or "0") or 0
+if rotate > 0 then
+  local requests, n = {}, 0
+  function init(args)
+    for i = 1, rotate do
+      local h = {}
+      for k, v in pairs(wrk.headers) do
+        h[k] = v
+      end
+      h["Authorization"] = "Bearer " .. auth .. "-" .. i
+      requests[i] = wrk.format(nil, nil, h)
+    end
+  end
+  function request()
+    n = n % rotate + 1
+    return requests[n]
   end
 end
 

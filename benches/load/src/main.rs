@@ -89,6 +89,9 @@ fn addr(s: &str) -> Result<SocketAddr, String> {
 
 // ---------------------------------------------------------------- setup
 
+/// API-key principals with the collections role (see `setup`).
+const COLLECTIONS_PRINCIPALS: usize = 8;
+
 /// Target sizes of the fixed bodies.
 const SIZES: [(&str, usize); 3] = [("2k", 2 * 1024), ("64k", 64 * 1024), ("1m", 1024 * 1024)];
 
@@ -123,10 +126,19 @@ fn setup(args: &[String]) -> Result<(), String> {
     let principals_path = policy.join("principals.toml");
     let mut principals = std::fs::read_to_string(&principals_path).map_err(|e| e.to_string())?;
     if !principals.contains("bench-customer-service") {
-        for (name, role, key) in [
-            ("bench-customer-service", "customer-service", cs_key),
-            ("bench-collections", "collections", coll_key),
-        ] {
+        // Collections' unmask budget counts records per principal and is at
+        // most 1,000,000 an hour: the unmask load is spread over
+        // COLLECTIONS_PRINCIPALS callers, keys `<COLLECTIONS_KEY>-1`, `-2`, ….
+        let coll_keys: Vec<(String, String)> = (1..=COLLECTIONS_PRINCIPALS)
+            .map(|i| (format!("bench-collections-{i}"), format!("{coll_key}-{i}")))
+            .collect();
+        let mut callers = vec![(
+            "bench-customer-service".to_owned(),
+            "customer-service",
+            cs_key.clone(),
+        )];
+        callers.extend(coll_keys.into_iter().map(|(n, k)| (n, "collections", k)));
+        for (name, role, key) in callers {
             let hash = hex::encode(maskgate::identity::api_key_hash(key.as_bytes()));
             principals.push_str(&format!(
                 "\n# Added by benches/load: an API-key caller (wrk sends no client certificate).\n\
