@@ -87,6 +87,8 @@ pub struct Caller {
     pub credential: Credential,
     /// The person an application is calling for, if the principal may delegate.
     pub on_behalf_of: Option<String>,
+    /// SHA-256 of the API key presented, if any (revocation lists name keys by it).
+    pub api_key_sha256: Option<[u8; 32]>,
 }
 
 /// SHA-256 of an API key, as the policy stores it.
@@ -122,6 +124,7 @@ pub fn identify(
         ),
         None => None,
     };
+    let mut key_hash = None;
     let by_key = match headers.get(http::header::AUTHORIZATION) {
         Some(value) => {
             let value = value
@@ -134,9 +137,11 @@ pub fn identify(
             if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
                 return Err(IdentifyError::MalformedAuthorization);
             }
+            let hash = api_key_hash(key.as_bytes());
+            key_hash = Some(hash);
             Some(
                 policy
-                    .principal_by_key_hash(&api_key_hash(key.as_bytes()))
+                    .principal_by_key_hash(&hash)
                     .ok_or(IdentifyError::UnknownKey)?,
             )
         }
@@ -167,5 +172,6 @@ pub fn identify(
         principal: Arc::new(principal.clone()),
         credential,
         on_behalf_of,
+        api_key_sha256: key_hash,
     })
 }

@@ -148,13 +148,12 @@ async fn proxy(
 
     // admit: revocations are checked on every request (so they reach
     // connections already open), then the principal's validity window.
-    let key_hash = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .map(|(_, key)| crate::identity::api_key_hash(key.trim().as_bytes()));
-    crate::admit::revoke::check(policy, &caller.principal, key_hash.as_ref(), conn.cert.as_ref())
+    crate::admit::revoke::check(
+        policy,
+        &caller.principal,
+        caller.api_key_sha256.as_ref(),
+        conn.cert.as_ref(),
+    )
         .map_err(|r| {
             tracing::info!(target: "maskgate::auth", request_id = %log.id, reason = r.code(), "revoked credential");
             GatewayError::Unauthenticated
@@ -204,7 +203,8 @@ async fn proxy(
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::PayloadTooLarge);
     }
-    let headers_in = parts.headers.clone();
+    // Decided before hygiene removes Transfer-Encoding.
+    let body_present = has_body(&parts.headers);
     let mut headers = parts.headers;
     protect_request_headers(&mut headers, auth.red_flag);
     if let Ok(v) = HeaderValue::from_str(&log.id) {
@@ -246,14 +246,14 @@ async fn proxy(
     };
     let uri = shared.upstream.uri(&auth.path, query.as_deref())?;
     protect_path_and_headers(&auth.path, &headers, &shared.detectors)?;
-    let upstream_body: UpstreamBody = if is_write(&parts.method) || has_body(&headers_in) {
+    let upstream_body: UpstreamBody = if is_write(&parts.method) || body_present {
         let limits = RewriteLimits {
             max_depth: config.limits.max_json_depth,
             max_body_bytes: limit,
             max_token_bytes: config.limits.max_token_bytes,
         };
         let protected = protect_body(
-            &headers_in,
+            &headers,
             body,
             &auth.role.rules,
             &shared.detectors,
