@@ -212,7 +212,7 @@ pub(crate) fn compile(
     Policy {
         roles,
         routes,
-        principals,
+        principals: principals.into_iter().map(Arc::new).collect(),
         grants,
         revocations,
         admit,

@@ -22,7 +22,7 @@ pub struct Policy {
     /// [`Policy::match_route`] returns and [`Role::allows`] takes.
     pub routes: Vec<Route>,
     /// Principals in definition order.
-    pub principals: Vec<Principal>,
+    pub principals: Vec<Arc<Principal>>,
     /// `[grants]`: limits and roles of decrypt grants, defaults filled in.
     pub grants: GrantPolicy,
     /// `[revocations]` of every policy file together.
@@ -57,17 +57,17 @@ impl Policy {
 
     /// The principal a client certificate name (CN or DNS SAN) identifies;
     /// compared exactly.
-    pub fn principal_by_cert_name(&self, name: &str) -> Option<&Principal> {
+    pub fn principal_by_cert_name(&self, name: &str) -> Option<&Arc<Principal>> {
         self.by_cert_name.get(name).map(|&i| &self.principals[i])
     }
 
     /// The principal whose API key has this SHA-256.
-    pub fn principal_by_key_hash(&self, sha256: &[u8; 32]) -> Option<&Principal> {
+    pub fn principal_by_key_hash(&self, sha256: &[u8; 32]) -> Option<&Arc<Principal>> {
         self.by_key_hash.get(sha256).map(|&i| &self.principals[i])
     }
 
     /// The principal named `name`.
-    pub fn principal(&self, name: &str) -> Option<&Principal> {
+    pub fn principal(&self, name: &str) -> Option<&Arc<Principal>> {
         self.by_name.get(name).map(|&i| &self.principals[i])
     }
 }

@@ -169,7 +169,7 @@ pub fn identify(
         None
     };
     Ok(Caller {
-        principal: Arc::new(principal.clone()),
+        principal: Arc::clone(principal),
         credential,
         on_behalf_of,
         api_key_sha256: key_hash,
