@@ -390,14 +390,13 @@ fn default_policy_routes_match_the_demo_api() {
 
 /// Walks `path` (object keys; `#` for an array index) through `rules`.
 fn walk(rules: &crate::rewrite::rules::Rules, path: &[&str]) -> crate::rewrite::rules::MemberMatch {
-    let mut scratch = Vec::new();
     let mut nodes = rules.root_nodes();
     let mut m = crate::rewrite::rules::MemberMatch::default();
     for step in path {
         m = if *step == "#" {
             rules.match_index(nodes)
         } else {
-            rules.match_key(step.as_bytes(), nodes, &mut scratch)
+            rules.match_key(step.as_bytes(), nodes)
         };
         nodes = m.nodes;
     }

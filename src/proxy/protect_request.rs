@@ -181,7 +181,6 @@ pub fn protect_query(
     protection: &RequestProtection,
 ) -> Result<String, GatewayError> {
     let mut out = String::with_capacity(query.len());
-    let mut scratch = Vec::new();
     let mut findings = Vec::new();
     for (i, pair) in query.split('&').enumerate() {
         if i > 0 {
@@ -192,9 +191,7 @@ pub fn protect_query(
         else {
             return Err(GatewayError::BadRequest("bad_query"));
         };
-        let class = rules
-            .match_key(name.as_bytes(), rules.root_nodes(), &mut scratch)
-            .class;
+        let class = rules.match_key(name.as_bytes(), rules.root_nodes()).class;
         match class {
             Some(class) if protection.encrypts(class) => {
                 let sealer = protection

@@ -102,7 +102,6 @@ pub struct CsvRewriter {
     bom_done: bool,
     counts: Counts,
     poisoned: bool,
-    norm: Vec<u8>,
     findings: Vec<Finding>,
     text: String,
     /// Write requests: how the body is protected.
@@ -176,7 +175,6 @@ impl CsvRewriter {
             bom_done: false,
             counts: Counts::default(),
             poisoned: false,
-            norm: Vec::new(),
             findings: Vec::new(),
             text: String::new(),
             protect: None,
@@ -500,7 +498,7 @@ impl CsvRewriter {
             if self.protect.is_some() {
                 self.names.push(name.chars().take(64).collect());
             }
-            let m = rules.match_key(name.as_bytes(), rules.root_nodes(), &mut self.norm);
+            let m = rules.match_key(name.as_bytes(), rules.root_nodes());
             let action = m.class.map(|c| self.spec.actions.get(c));
             let client_index =
                 self.protect.is_some() && name.ends_with(super::json::BLIND_INDEX_SUFFIX);

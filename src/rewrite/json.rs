@@ -151,7 +151,6 @@ pub struct JsonRewriter {
     consumed: u64,
     counts: Counts,
     poisoned: bool,
-    norm: Vec<u8>,
     findings: Vec<Finding>,
     text: String,
     /// The next value is a record's id: collect it.
@@ -268,7 +267,6 @@ impl JsonRewriter {
             consumed: 0,
             counts: Counts::default(),
             poisoned: false,
-            norm: Vec::new(),
             findings: Vec::new(),
             text: String::new(),
             want_id: false,
@@ -909,7 +907,7 @@ impl JsonRewriter {
             Cow::Borrowed(raw)
         };
         let parent = self.stack.last().map_or(NodeSet::EMPTY, |f| f.ctx.nodes);
-        self.pend.member = self.spec.rules.match_key(&key, parent, &mut self.norm);
+        self.pend.member = self.spec.rules.match_key(&key, parent);
         if let Some(protect) = self.protect.clone() {
             self.pend_key.clear();
             self.pend_key.push_str(&String::from_utf8_lossy(&key));

@@ -556,9 +556,8 @@ impl Rules {
         self.root_record
     }
 
-    /// Matches an object member by its (decoded, raw) key. `scratch` is reused
-    /// between calls to avoid allocation.
-    pub fn match_key(&self, key: &[u8], parent: NodeSet, _scratch: &mut Vec<u8>) -> MemberMatch {
+    /// Matches an object member by its decoded key.
+    pub fn match_key(&self, key: &[u8], parent: NodeSet) -> MemberMatch {
         if key.len() > CACHED_KEY_LEN {
             return self.step(self.names.lookup(key), parent);
         }
@@ -658,7 +657,6 @@ mod tests {
     #[test]
     fn names_match_case_and_separator_insensitively() {
         let r = rules();
-        let mut s = Vec::new();
         for k in [
             "SSN",
             "ssn",
@@ -667,28 +665,27 @@ mod tests {
             "social_security_number",
         ] {
             assert_eq!(
-                r.match_key(k.as_bytes(), r.root_nodes(), &mut s).class,
+                r.match_key(k.as_bytes(), r.root_nodes()).class,
                 Some(FieldClass::Ssn),
                 "{k}"
             );
         }
-        assert_eq!(r.match_key(b"ssn_last", r.root_nodes(), &mut s).class, None);
+        assert_eq!(r.match_key(b"ssn_last", r.root_nodes()).class, None);
     }
 
     #[test]
     fn paths_follow_wildcards_and_names() {
         let r = rules();
-        let mut s = Vec::new();
-        let accounts = r.match_key(b"accounts", r.root_nodes(), &mut s);
+        let accounts = r.match_key(b"accounts", r.root_nodes());
         assert!(!accounts.record);
         let elem = r.match_index(accounts.nodes);
         assert!(elem.record);
-        let card = r.match_key(b"Card", elem.nodes, &mut s);
+        let card = r.match_key(b"Card", elem.nodes);
         assert_eq!(card.class, None);
-        let number = r.match_key(b"number", card.nodes, &mut s);
+        let number = r.match_key(b"number", card.nodes);
         assert_eq!(number.class, Some(FieldClass::CardNumber));
         // the same name elsewhere is not selected
-        let other = r.match_key(b"number", r.root_nodes(), &mut s);
+        let other = r.match_key(b"number", r.root_nodes());
         assert_eq!(other.class, None);
     }
 
