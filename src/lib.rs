@@ -17,4 +17,6 @@ mod fsutil;
 pub mod identity;
 pub mod proxy;
 pub mod rewrite;
+#[cfg(test)]
+mod testutil;
 pub mod unmask;

@@ -128,7 +128,11 @@ async fn route(
                 .iter()
                 .map(|c| c.name().to_owned())
                 .collect();
-            match shared.grants.issue(&config.policy, &actor, &request, now) {
+            match shared
+                .grants
+                .issue(&config.policy, &actor, &request, now)
+                .await
+            {
                 Ok(grant) => {
                     let draft = RecordDraft::new(
                         Kind::GrantIssued,
@@ -175,6 +179,7 @@ async fn route(
             let list = shared
                 .grants
                 .list(shared.clock.now())
+                .await
                 .map_err(|_| GatewayError::Unavailable("grant_store_unavailable"))?;
             Ok(json(
                 StatusCode::OK,
@@ -194,7 +199,8 @@ async fn route(
             let actor = crate::unmask::Actor::from(caller.principal.as_ref());
             let result = shared
                 .grants
-                .revoke(&config.policy, grant_id, &actor, shared.clock.now());
+                .revoke(&config.policy, grant_id, &actor, shared.clock.now())
+                .await;
             let (outcome, why) = match &result {
                 Ok(_) => (Outcome::Granted, "ok"),
                 Err(e) => (Outcome::Denied, e.code()),

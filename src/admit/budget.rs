@@ -84,7 +84,7 @@ impl Budget {
     /// Before a request: `Err` when `principal` has no room left today
     /// (used ≥ limit). Never alerts. Without a budget (`limit` `None`)
     /// always passes without reading the store.
-    pub fn check(
+    pub async fn check(
         &self,
         principal: &str,
         limit: Option<u64>,
@@ -93,7 +93,7 @@ impl Budget {
         let Some(limit) = limit else {
             return Ok(Remaining { used: 0, limit });
         };
-        let used = self.store.records(principal, &self.day(now))?;
+        let used = self.store.records(principal, &self.day(now)).await?;
         if used >= limit {
             return Err(BudgetExceeded {
                 limit,
@@ -113,7 +113,7 @@ impl Budget {
     /// `principal`. `Ok` while room is left; `Err` once the budget is used
     /// up (used ≥ limit), with `alert` set for the one charge that used it
     /// up. Without a budget nothing is counted.
-    pub fn charge(
+    pub async fn charge(
         &self,
         principal: &str,
         limit: Option<u64>,
@@ -123,7 +123,7 @@ impl Budget {
         let Some(limit) = limit else {
             return Ok(Remaining { used: 0, limit });
         };
-        let used = self.store.add_records(principal, &self.day(now), n)?;
+        let used = self.store.add_records(principal, &self.day(now), n).await?;
         if used < limit {
             return Ok(Remaining {
                 used,

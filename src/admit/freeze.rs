@@ -25,7 +25,7 @@ pub fn is_freeze_officer(settings: &AdmitSettings, roles: &[String]) -> bool {
 
 /// `Err(Frozen)` when `account` is frozen and the caller (holding `roles`)
 /// is not the freeze officer.
-pub fn check(
+pub async fn check(
     store: &dyn StateStore,
     settings: &AdmitSettings,
     roles: &[String],
@@ -34,7 +34,7 @@ pub fn check(
     if is_freeze_officer(settings, roles) {
         return Ok(());
     }
-    if store.is_frozen(account)? {
+    if store.is_frozen(account).await? {
         return Err(FreezeError::Frozen);
     }
     Ok(())

@@ -317,8 +317,9 @@ fn within(t: SystemTime, now: SystemTime, window: Duration) -> bool {
     now.duration_since(t).map_or(true, |age| age < window)
 }
 
+#[async_trait::async_trait]
 impl StateStore for LocalStateStore {
-    fn add_failure(
+    async fn add_failure(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
@@ -337,12 +338,12 @@ impl StateStore for LocalStateStore {
         Ok(u32::try_from(times.len()).unwrap_or(u32::MAX))
     }
 
-    fn clear_failures(&self, identity: &IdentityKey) -> Result<(), StateError> {
+    async fn clear_failures(&self, identity: &IdentityKey) -> Result<(), StateError> {
         lock(&self.auth).failures.remove(identity);
         Ok(())
     }
 
-    fn lock(
+    async fn lock(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
@@ -367,7 +368,7 @@ impl StateStore for LocalStateStore {
         Ok(true)
     }
 
-    fn lock_of(
+    async fn lock_of(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
@@ -379,7 +380,7 @@ impl StateStore for LocalStateStore {
             .map(StoredLock::entry))
     }
 
-    fn unlock(
+    async fn unlock(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
@@ -400,7 +401,7 @@ impl StateStore for LocalStateStore {
         Ok((current.until > now).then(|| current.entry()))
     }
 
-    fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError> {
+    async fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError> {
         Ok(lock(&self.auth)
             .locks
             .values()
@@ -409,7 +410,12 @@ impl StateStore for LocalStateStore {
             .collect())
     }
 
-    fn freeze(&self, account: &str, by: &str, now: SystemTime) -> Result<FreezeChange, StateError> {
+    async fn freeze(
+        &self,
+        account: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<FreezeChange, StateError> {
         check_account_id(account)?;
         let mut freezes = lock(&self.freezes);
         if let Some(existing) = freezes.get(account) {
@@ -428,7 +434,7 @@ impl StateStore for LocalStateStore {
         Ok(FreezeChange::Frozen(freeze))
     }
 
-    fn unfreeze(&self, account: &str) -> Result<Option<Freeze>, StateError> {
+    async fn unfreeze(&self, account: &str) -> Result<Option<Freeze>, StateError> {
         let mut freezes = lock(&self.freezes);
         let Some(existing) = freezes.get(account).cloned() else {
             return Ok(None);
@@ -440,15 +446,15 @@ impl StateStore for LocalStateStore {
         Ok(Some(existing))
     }
 
-    fn is_frozen(&self, account: &str) -> Result<bool, StateError> {
+    async fn is_frozen(&self, account: &str) -> Result<bool, StateError> {
         Ok(lock(&self.freezes).contains_key(account))
     }
 
-    fn list_freezes(&self) -> Result<Vec<Freeze>, StateError> {
+    async fn list_freezes(&self) -> Result<Vec<Freeze>, StateError> {
         Ok(lock(&self.freezes).values().cloned().collect())
     }
 
-    fn add_records(&self, principal: &str, day: &str, n: u64) -> Result<u64, StateError> {
+    async fn add_records(&self, principal: &str, day: &str, n: u64) -> Result<u64, StateError> {
         let mut budgets = lock(&self.budgets);
         let total = {
             let count = budgets
@@ -471,7 +477,7 @@ impl StateStore for LocalStateStore {
         Ok(total)
     }
 
-    fn records(&self, principal: &str, day: &str) -> Result<u64, StateError> {
+    async fn records(&self, principal: &str, day: &str) -> Result<u64, StateError> {
         Ok(lock(&self.budgets)
             .days
             .get(day)

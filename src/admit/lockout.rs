@@ -69,8 +69,8 @@ impl Lockout {
     }
 
     /// `Err(Locked)` when `identity` is locked at `now`.
-    pub fn check(&self, identity: &IdentityKey, now: SystemTime) -> Result<(), LockError> {
-        match self.store.lock_of(identity, now)? {
+    pub async fn check(&self, identity: &IdentityKey, now: SystemTime) -> Result<(), LockError> {
+        match self.store.lock_of(identity, now).await? {
             Some(lock) => Err(LockError::Locked {
                 identity: lock.identity,
                 until: lock.until,
@@ -80,26 +80,36 @@ impl Lockout {
     }
 
     /// [`Lockout::check`] of each identity; the first locked one is the error.
-    pub fn check_all(&self, identities: &[IdentityKey], now: SystemTime) -> Result<(), LockError> {
-        identities.iter().try_for_each(|id| self.check(id, now))
+    pub async fn check_all(
+        &self,
+        identities: &[IdentityKey],
+        now: SystemTime,
+    ) -> Result<(), LockError> {
+        for id in identities {
+            self.check(id, now).await?;
+        }
+        Ok(())
     }
 
     /// Counts a failed authentication of `identity` at `now`. The failure
     /// that reaches `max_failures` within the window locks the identity for
     /// `lock` ([`LockState::Locked`] with `new`); failures of an identity
     /// locked already change nothing (the lock is not extended).
-    pub fn record_failure(
+    pub async fn record_failure(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
     ) -> Result<LockState, StateError> {
-        if let Some(lock) = self.store.lock_of(identity, now)? {
+        if let Some(lock) = self.store.lock_of(identity, now).await? {
             return Ok(LockState::Locked {
                 until: lock.until,
                 new: false,
             });
         }
-        let failures = self.store.add_failure(identity, now, self.config.window)?;
+        let failures = self
+            .store
+            .add_failure(identity, now, self.config.window)
+            .await?;
         if failures < self.config.max_failures {
             return Ok(LockState::Counting {
                 failures,
@@ -110,8 +120,8 @@ impl Lockout {
         let until = now
             .checked_add(self.config.lock)
             .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799));
-        let new = self.store.lock(identity, now, until)?;
-        let until = match self.store.lock_of(identity, now)? {
+        let new = self.store.lock(identity, now, until).await?;
+        let until = match self.store.lock_of(identity, now).await? {
             Some(lock) => lock.until,
             None => until,
         };
@@ -119,23 +129,23 @@ impl Lockout {
     }
 
     /// A successful authentication of `identity`: its failures are forgotten.
-    pub fn record_success(&self, identity: &IdentityKey) -> Result<(), StateError> {
-        self.store.clear_failures(identity)
+    pub async fn record_success(&self, identity: &IdentityKey) -> Result<(), StateError> {
+        self.store.clear_failures(identity).await
     }
 
     /// Lifts the lock on `identity` (the admin API, by a security auditor)
     /// and forgets its failures; returns the lock that was in force.
-    pub fn unlock(
+    pub async fn unlock(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
     ) -> Result<Option<LockEntry>, StateError> {
-        self.store.unlock(identity, now)
+        self.store.unlock(identity, now).await
     }
 
     /// Every lock in force at `now`.
-    pub fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError> {
-        self.store.locks(now)
+    pub async fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError> {
+        self.store.locks(now).await
     }
 }
 

@@ -199,10 +199,11 @@ pub fn check_account_id(account: &str) -> Result<(), StateError> {
 /// Each method is one atomic step, so a shared (database) store can give
 /// several gateway instances the same answers. Times are passed in (from a
 /// [`crate::unmask::Clock`]); the store never reads the clock itself.
+#[async_trait::async_trait]
 pub trait StateStore: Send + Sync + fmt::Debug {
     /// Counts one failed authentication of `identity` at `now`; returns how
     /// many failures it has within `window` up to `now` (this one included).
-    fn add_failure(
+    async fn add_failure(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
@@ -211,12 +212,12 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// Forgets the failures of `identity` (after a successful
     /// authentication).
-    fn clear_failures(&self, identity: &IdentityKey) -> Result<(), StateError>;
+    async fn clear_failures(&self, identity: &IdentityKey) -> Result<(), StateError>;
 
     /// Locks `identity` from `now` until `until` and forgets its failures.
     /// `Ok(true)` when this starts a lock (to be audited); `Ok(false)` when a
     /// lock was in force already (it is kept as it was).
-    fn lock(
+    async fn lock(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
@@ -224,7 +225,7 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     ) -> Result<bool, StateError>;
 
     /// The lock on `identity` in force at `now`, if any.
-    fn lock_of(
+    async fn lock_of(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
@@ -232,34 +233,39 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// Lifts the lock on `identity` and forgets its failures; returns the
     /// lock that was in force at `now`, if any.
-    fn unlock(
+    async fn unlock(
         &self,
         identity: &IdentityKey,
         now: SystemTime,
     ) -> Result<Option<LockEntry>, StateError>;
 
     /// Every lock in force at `now`, ordered by identity.
-    fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError>;
+    async fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError>;
 
     /// Freezes `account` ([`check_account_id`]); `by` is the principal.
-    fn freeze(&self, account: &str, by: &str, now: SystemTime) -> Result<FreezeChange, StateError>;
+    async fn freeze(
+        &self,
+        account: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<FreezeChange, StateError>;
 
     /// Lifts the freeze on `account`; returns it, or `None` when the account
     /// was not frozen.
-    fn unfreeze(&self, account: &str) -> Result<Option<Freeze>, StateError>;
+    async fn unfreeze(&self, account: &str) -> Result<Option<Freeze>, StateError>;
 
     /// True when `account` is frozen.
-    fn is_frozen(&self, account: &str) -> Result<bool, StateError>;
+    async fn is_frozen(&self, account: &str) -> Result<bool, StateError>;
 
     /// Every freeze, ordered by account id.
-    fn list_freezes(&self) -> Result<Vec<Freeze>, StateError>;
+    async fn list_freezes(&self) -> Result<Vec<Freeze>, StateError>;
 
     /// Adds `n` records to what `principal` received on `day` (a calendar
     /// date, `YYYY-MM-DD`); returns the new total.
-    fn add_records(&self, principal: &str, day: &str, n: u64) -> Result<u64, StateError>;
+    async fn add_records(&self, principal: &str, day: &str, n: u64) -> Result<u64, StateError>;
 
     /// The records `principal` received on `day`.
-    fn records(&self, principal: &str, day: &str) -> Result<u64, StateError>;
+    async fn records(&self, principal: &str, day: &str) -> Result<u64, StateError>;
 }
 
 /// `SystemTime` as milliseconds since the Unix epoch, in the state files.

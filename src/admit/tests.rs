@@ -94,31 +94,31 @@ fn lockout(dir: &TempDir) -> Lockout {
     Lockout::new(store(dir), LockoutConfig::default())
 }
 
-#[test]
-fn third_failure_within_the_window_locks() {
+#[tokio::test]
+async fn third_failure_within_the_window_locks() {
     let dir = TempDir::new();
     let lock = lockout(&dir);
     let clock = ManualClock::new(at("2026-03-02T10:00:00Z"));
     let id = IdentityKey::api_key(b"wrong key");
     for n in 1..=2 {
         assert_eq!(
-            lock.record_failure(&id, clock.now()).unwrap(),
+            lock.record_failure(&id, clock.now()).await.unwrap(),
             LockState::Counting {
                 failures: n,
                 max_failures: 3
             }
         );
-        assert_eq!(lock.check(&id, clock.now()), Ok(()));
+        assert_eq!(lock.check(&id, clock.now()).await, Ok(()));
         clock.advance(Duration::from_secs(60));
     }
     let third = clock.now();
     let until = third + Duration::from_secs(900);
     assert_eq!(
-        lock.record_failure(&id, third).unwrap(),
+        lock.record_failure(&id, third).await.unwrap(),
         LockState::Locked { until, new: true }
     );
     assert_eq!(
-        lock.check(&id, third),
+        lock.check(&id, third).await,
         Err(LockError::Locked {
             identity: id.clone(),
             until
@@ -127,49 +127,49 @@ fn third_failure_within_the_window_locks() {
     // Further failures neither start a new lock nor extend it.
     clock.advance(Duration::from_secs(10));
     assert_eq!(
-        lock.record_failure(&id, clock.now()).unwrap(),
+        lock.record_failure(&id, clock.now()).await.unwrap(),
         LockState::Locked { until, new: false }
     );
     // Other identities are not affected.
-    assert_eq!(lock.check(&ip("192.0.2.1"), clock.now()), Ok(()));
-    let locks = lock.locks(clock.now()).unwrap();
+    assert_eq!(lock.check(&ip("192.0.2.1"), clock.now()).await, Ok(()));
+    let locks = lock.locks(clock.now()).await.unwrap();
     assert_eq!(locks.len(), 1);
     assert_eq!(locks[0].identity, id);
     assert_eq!(locks[0].since, third);
 }
 
-#[test]
-fn failures_spread_wider_than_the_window_do_not_lock() {
+#[tokio::test]
+async fn failures_spread_wider_than_the_window_do_not_lock() {
     let dir = TempDir::new();
     let lock = lockout(&dir);
     let clock = ManualClock::new(at("2026-03-02T10:00:00Z"));
     let id = ip("198.51.100.7");
-    lock.record_failure(&id, clock.now()).unwrap();
+    lock.record_failure(&id, clock.now()).await.unwrap();
     clock.advance(Duration::from_secs(600));
-    lock.record_failure(&id, clock.now()).unwrap();
+    lock.record_failure(&id, clock.now()).await.unwrap();
     // The first failure is 900 s old now: out of the window.
     clock.advance(Duration::from_secs(300));
     assert_eq!(
-        lock.record_failure(&id, clock.now()).unwrap(),
+        lock.record_failure(&id, clock.now()).await.unwrap(),
         LockState::Counting {
             failures: 2,
             max_failures: 3
         }
     );
-    assert_eq!(lock.check(&id, clock.now()), Ok(()));
+    assert_eq!(lock.check(&id, clock.now()).await, Ok(()));
 }
 
-#[test]
-fn a_success_forgets_the_failures() {
+#[tokio::test]
+async fn a_success_forgets_the_failures() {
     let dir = TempDir::new();
     let lock = lockout(&dir);
     let now = at("2026-03-02T10:00:00Z");
     let id = IdentityKey::Cert("billing".to_owned());
-    lock.record_failure(&id, now).unwrap();
-    lock.record_failure(&id, now).unwrap();
-    lock.record_success(&id).unwrap();
+    lock.record_failure(&id, now).await.unwrap();
+    lock.record_failure(&id, now).await.unwrap();
+    lock.record_success(&id).await.unwrap();
     assert_eq!(
-        lock.record_failure(&id, now).unwrap(),
+        lock.record_failure(&id, now).await.unwrap(),
         LockState::Counting {
             failures: 1,
             max_failures: 3
@@ -177,8 +177,8 @@ fn a_success_forgets_the_failures() {
     );
 }
 
-#[test]
-fn a_lock_ends_after_lock_secs() {
+#[tokio::test]
+async fn a_lock_ends_after_lock_secs() {
     let dir = TempDir::new();
     let config = LockoutConfig {
         max_failures: 3,
@@ -189,19 +189,19 @@ fn a_lock_ends_after_lock_secs() {
     let clock = ManualClock::new(at("2026-03-02T10:00:00Z"));
     let id = ip("203.0.113.9");
     for _ in 0..3 {
-        lock.record_failure(&id, clock.now()).unwrap();
+        lock.record_failure(&id, clock.now()).await.unwrap();
     }
     clock.advance(Duration::from_secs(599));
     assert!(matches!(
-        lock.check(&id, clock.now()),
+        lock.check(&id, clock.now()).await,
         Err(LockError::Locked { .. })
     ));
     clock.advance(Duration::from_secs(1));
-    assert_eq!(lock.check(&id, clock.now()), Ok(()));
-    assert!(lock.locks(clock.now()).unwrap().is_empty());
+    assert_eq!(lock.check(&id, clock.now()).await, Ok(()));
+    assert!(lock.locks(clock.now()).await.unwrap().is_empty());
     // Counting starts again from zero.
     assert_eq!(
-        lock.record_failure(&id, clock.now()).unwrap(),
+        lock.record_failure(&id, clock.now()).await.unwrap(),
         LockState::Counting {
             failures: 1,
             max_failures: 3
@@ -209,29 +209,29 @@ fn a_lock_ends_after_lock_secs() {
     );
 }
 
-#[test]
-fn unlock_lifts_the_lock_and_the_failures() {
+#[tokio::test]
+async fn unlock_lifts_the_lock_and_the_failures() {
     let dir = TempDir::new();
     let lock = lockout(&dir);
     let now = at("2026-03-02T10:00:00Z");
     let id = IdentityKey::Cert("greenwaste".to_owned());
     for _ in 0..3 {
-        lock.record_failure(&id, now).unwrap();
+        lock.record_failure(&id, now).await.unwrap();
     }
-    let lifted = lock.unlock(&id, now).unwrap().unwrap();
+    let lifted = lock.unlock(&id, now).await.unwrap().unwrap();
     assert_eq!(lifted.identity, id);
     assert_eq!(lifted.until, now + Duration::from_secs(900));
-    assert_eq!(lock.check(&id, now), Ok(()));
-    assert_eq!(lock.unlock(&id, now).unwrap(), None);
+    assert_eq!(lock.check(&id, now).await, Ok(()));
+    assert_eq!(lock.unlock(&id, now).await.unwrap(), None);
     // The failures before the lock do not count any more.
     assert!(matches!(
-        lock.record_failure(&id, now).unwrap(),
+        lock.record_failure(&id, now).await.unwrap(),
         LockState::Counting { failures: 1, .. }
     ));
 }
 
-#[test]
-fn locks_survive_a_restart_and_so_do_unlocks() {
+#[tokio::test]
+async fn locks_survive_a_restart_and_so_do_unlocks() {
     let dir = TempDir::new();
     let now = at("2026-03-02T10:00:00Z");
     let key = IdentityKey::api_key(b"guessed");
@@ -239,8 +239,8 @@ fn locks_survive_a_restart_and_so_do_unlocks() {
     {
         let lock = lockout(&dir);
         for _ in 0..3 {
-            lock.record_failure(&key, now).unwrap();
-            lock.record_failure(&addr, now).unwrap();
+            lock.record_failure(&key, now).await.unwrap();
+            lock.record_failure(&addr, now).await.unwrap();
         }
     }
     #[cfg(unix)]
@@ -253,25 +253,25 @@ fn locks_survive_a_restart_and_so_do_unlocks() {
     let lock = lockout(&dir);
     let later = now + Duration::from_secs(60);
     assert!(matches!(
-        lock.check(&key, later),
+        lock.check(&key, later).await,
         Err(LockError::Locked { .. })
     ));
     assert!(matches!(
-        lock.check(&ip("192.0.2.10"), later),
+        lock.check(&ip("192.0.2.10"), later).await,
         Err(LockError::Locked { .. })
     ));
-    lock.unlock(&key, later).unwrap();
+    lock.unlock(&key, later).await.unwrap();
     drop(lock);
     let lock = lockout(&dir);
-    assert_eq!(lock.check(&key, later), Ok(()));
-    assert!(lock.check(&addr, later).is_err());
+    assert_eq!(lock.check(&key, later).await, Ok(()));
+    assert!(lock.check(&addr, later).await.is_err());
     // A restart forgets failures that did not lock (kept in memory only).
     let other = ip("192.0.2.99");
-    lock.record_failure(&other, later).unwrap();
+    lock.record_failure(&other, later).await.unwrap();
     drop(lock);
     let lock = lockout(&dir);
     assert!(matches!(
-        lock.record_failure(&other, later).unwrap(),
+        lock.record_failure(&other, later).await.unwrap(),
         LockState::Counting { failures: 1, .. }
     ));
 }
@@ -314,8 +314,8 @@ fn identity_keys_print_and_parse_without_the_whole_key_hash() {
     assert_eq!(ip("::ffff:10.0.0.1"), ip("10.0.0.1"));
 }
 
-#[test]
-fn an_attempt_is_counted_per_source_certificate_and_key() {
+#[tokio::test]
+async fn an_attempt_is_counted_per_source_certificate_and_key() {
     let cert = PeerCertificate {
         names: vec!["billing".to_owned(), "billing.city.example".to_owned()],
         serial: "0a1b".to_owned(),
@@ -342,19 +342,21 @@ fn an_attempt_is_counted_per_source_certificate_and_key() {
     for n in 0..3u8 {
         let wrong = crate::identity::api_key_hash(&[n]);
         for id in attempt_identities(None, Some(&wrong), source) {
-            lock.record_failure(&id, now).unwrap();
+            lock.record_failure(&id, now).await.unwrap();
         }
     }
     let right = attempt_identities(None, Some(&hash), source);
     assert!(matches!(
-        lock.check_all(&right, now),
+        lock.check_all(&right, now).await,
         Err(LockError::Locked {
             identity: IdentityKey::Source(_),
             ..
         })
     ));
-    lock.unlock(&IdentityKey::source(source), now).unwrap();
-    assert_eq!(lock.check_all(&right, now), Ok(()));
+    lock.unlock(&IdentityKey::source(source), now)
+        .await
+        .unwrap();
+    assert_eq!(lock.check_all(&right, now).await, Ok(()));
 }
 
 // ------------------------------------------------------------ windows
@@ -568,25 +570,28 @@ fn budget(store: Arc<dyn StateStore>) -> Budget {
     Budget::new(store, &settings)
 }
 
-#[test]
-fn a_budget_alerts_once_when_it_is_used_up() {
+#[tokio::test]
+async fn a_budget_alerts_once_when_it_is_used_up() {
     let dir = TempDir::new();
     let b = budget(store(&dir));
     let now = at("2026-03-02T18:00:00Z");
     let limit = Some(10);
-    let r = b.charge("greenwaste", limit, 4, now).unwrap();
+    let r = b.charge("greenwaste", limit, 4, now).await.unwrap();
     assert_eq!((r.used, r.remaining()), (4, Some(6)));
     assert_eq!(
-        b.check("greenwaste", limit, now).unwrap().remaining(),
+        b.check("greenwaste", limit, now).await.unwrap().remaining(),
         Some(6)
     );
     assert_eq!(
-        b.charge("greenwaste", limit, 5, now).unwrap().remaining(),
+        b.charge("greenwaste", limit, 5, now)
+            .await
+            .unwrap()
+            .remaining(),
         Some(1)
     );
     // This charge crosses the budget: 2 of its 3 records are over it.
     assert_eq!(
-        b.charge("greenwaste", limit, 3, now),
+        b.charge("greenwaste", limit, 3, now).await,
         Err(BudgetError::Exceeded(BudgetExceeded {
             limit: 10,
             used: 12,
@@ -596,7 +601,7 @@ fn a_budget_alerts_once_when_it_is_used_up() {
     );
     // Later charges and checks are refused without a new alert.
     assert_eq!(
-        b.charge("greenwaste", limit, 1, now),
+        b.charge("greenwaste", limit, 1, now).await,
         Err(BudgetError::Exceeded(BudgetExceeded {
             limit: 10,
             used: 13,
@@ -605,7 +610,7 @@ fn a_budget_alerts_once_when_it_is_used_up() {
         }))
     );
     assert_eq!(
-        b.check("greenwaste", limit, now),
+        b.check("greenwaste", limit, now).await,
         Err(BudgetError::Exceeded(BudgetExceeded {
             limit: 10,
             used: 13,
@@ -614,15 +619,15 @@ fn a_budget_alerts_once_when_it_is_used_up() {
         }))
     );
     // Others have their own budget.
-    assert_eq!(b.check("non-utilities", limit, now).unwrap().used, 0);
+    assert_eq!(b.check("non-utilities", limit, now).await.unwrap().used, 0);
 }
 
-#[test]
-fn using_the_budget_exactly_alerts_and_stops_further_data() {
+#[tokio::test]
+async fn using_the_budget_exactly_alerts_and_stops_further_data() {
     let dir = TempDir::new();
     let b = budget(store(&dir));
     let now = at("2026-03-02T18:00:00Z");
-    let e = b.charge("p", Some(5), 5, now).unwrap_err();
+    let e = b.charge("p", Some(5), 5, now).await.unwrap_err();
     assert_eq!(
         e,
         BudgetError::Exceeded(BudgetExceeded {
@@ -632,94 +637,106 @@ fn using_the_budget_exactly_alerts_and_stops_further_data() {
             alert: true
         })
     );
-    assert!(b.check("p", Some(5), now).is_err());
+    assert!(b.check("p", Some(5), now).await.is_err());
 }
 
-#[test]
-fn budgets_count_per_local_day() {
+#[tokio::test]
+async fn budgets_count_per_local_day() {
     let dir = TempDir::new();
     let b = budget(store(&dir));
     // 23:59 PST on Monday 2 March is 07:59Z on Tuesday.
     let monday_night = at("2026-03-03T07:59:00Z");
     assert_eq!(b.day(monday_night), "2026-03-02");
-    assert!(b.charge("p", Some(3), 3, monday_night).is_err());
+    assert!(b.charge("p", Some(3), 3, monday_night).await.is_err());
     let tuesday = at("2026-03-03T08:00:00Z");
     assert_eq!(b.day(tuesday), "2026-03-03");
-    assert_eq!(b.check("p", Some(3), tuesday).unwrap().used, 0);
+    assert_eq!(b.check("p", Some(3), tuesday).await.unwrap().used, 0);
     assert_eq!(
-        b.charge("p", Some(3), 1, tuesday).unwrap().remaining(),
+        b.charge("p", Some(3), 1, tuesday)
+            .await
+            .unwrap()
+            .remaining(),
         Some(2)
     );
 }
 
-#[test]
-fn concurrent_charges_raise_exactly_one_alert() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_charges_raise_exactly_one_alert() {
     let dir = TempDir::new();
     let b = budget(store(&dir));
     let now = at("2026-03-02T18:00:00Z");
-    let alerts = AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        for _ in 0..8 {
-            s.spawn(|| {
-                for _ in 0..50 {
-                    if let Err(BudgetError::Exceeded(e)) = b.charge("p", Some(100), 1, now) {
-                        if e.alert {
-                            alerts.fetch_add(1, Ordering::Relaxed);
-                        }
+    let alerts = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (b, alerts) = (b.clone(), Arc::clone(&alerts));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                if let Err(BudgetError::Exceeded(e)) = b.charge("p", Some(100), 1, now).await {
+                    if e.alert {
+                        alerts.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            });
-        }
-    });
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
     assert_eq!(alerts.load(Ordering::Relaxed), 1);
-    assert!(b.check("p", Some(100), now).is_err());
+    assert!(b.check("p", Some(100), now).await.is_err());
 }
 
-#[test]
-fn without_a_budget_nothing_is_counted() {
+#[tokio::test]
+async fn without_a_budget_nothing_is_counted() {
     let dir = TempDir::new();
     let s = store(&dir);
     let b = budget(s.clone());
     let now = at("2026-03-02T18:00:00Z");
-    let r = b.charge("p", None, 1_000_000, now).unwrap();
+    let r = b.charge("p", None, 1_000_000, now).await.unwrap();
     assert_eq!((r.used, r.limit, r.remaining()), (0, None, None));
-    assert_eq!(s.records("p", &b.day(now)).unwrap(), 0);
+    assert_eq!(s.records("p", &b.day(now)).await.unwrap(), 0);
 }
 
-#[test]
-fn budget_counts_are_kept_across_a_restart() {
+#[tokio::test]
+async fn budget_counts_are_kept_across_a_restart() {
     let dir = TempDir::new();
     {
         let s = LocalStateStore::open(dir.path()).unwrap();
-        assert_eq!(s.add_records("p", "2026-03-01", 7).unwrap(), 7);
-        assert_eq!(s.add_records("p", "2026-03-02", 3).unwrap(), 3);
-        assert_eq!(s.add_records("p", "2026-03-02", 2).unwrap(), 5);
-        assert_eq!(s.add_records("q", "2026-03-03", 1).unwrap(), 1);
+        assert_eq!(s.add_records("p", "2026-03-01", 7).await.unwrap(), 7);
+        assert_eq!(s.add_records("p", "2026-03-02", 3).await.unwrap(), 3);
+        assert_eq!(s.add_records("p", "2026-03-02", 2).await.unwrap(), 5);
+        assert_eq!(s.add_records("q", "2026-03-03", 1).await.unwrap(), 1);
         // Only the two latest days are kept.
-        assert_eq!(s.records("p", "2026-03-01").unwrap(), 0);
+        assert_eq!(s.records("p", "2026-03-01").await.unwrap(), 0);
     }
     let s = LocalStateStore::open(dir.path()).unwrap();
-    assert_eq!(s.records("p", "2026-03-02").unwrap(), 5);
-    assert_eq!(s.records("q", "2026-03-03").unwrap(), 1);
+    assert_eq!(s.records("p", "2026-03-02").await.unwrap(), 5);
+    assert_eq!(s.records("q", "2026-03-03").await.unwrap(), 1);
     s.flush_budgets().unwrap();
 }
 
 // ------------------------------------------------------------ freezes
 
-#[test]
-fn freezes_survive_a_restart() {
+#[tokio::test]
+async fn freezes_survive_a_restart() {
     let dir = TempDir::new();
     let now = at("2026-03-02T18:00:00Z");
     {
         let s = LocalStateStore::open(dir.path()).unwrap();
-        let change = s.freeze("ACC-100001", "privacy-officer", now).unwrap();
+        let change = s
+            .freeze("ACC-100001", "privacy-officer", now)
+            .await
+            .unwrap();
         assert!(matches!(change, FreezeChange::Frozen(_)));
         assert_eq!(change.freeze().by, "privacy-officer");
         let again = s
             .freeze("ACC-100001", "someone-else", now + Duration::from_secs(5))
+            .await
             .unwrap();
         assert_eq!(again, FreezeChange::AlreadyFrozen(change.freeze().clone()));
-        s.freeze("ACC-100002", "privacy-officer", now).unwrap();
+        s.freeze("ACC-100002", "privacy-officer", now)
+            .await
+            .unwrap();
     }
     #[cfg(unix)]
     {
@@ -729,56 +746,66 @@ fn freezes_survive_a_restart() {
         assert_eq!(mode & 0o777, 0o600);
     }
     let s = LocalStateStore::open(dir.path()).unwrap();
-    assert!(s.is_frozen("ACC-100001").unwrap());
-    assert!(!s.is_frozen("ACC-100003").unwrap());
-    let list = s.list_freezes().unwrap();
+    assert!(s.is_frozen("ACC-100001").await.unwrap());
+    assert!(!s.is_frozen("ACC-100003").await.unwrap());
+    let list = s.list_freezes().await.unwrap();
     assert_eq!(
         list.iter().map(|f| f.account.as_str()).collect::<Vec<_>>(),
         ["ACC-100001", "ACC-100002"]
     );
     assert_eq!(list[0].at, now);
-    let lifted = s.unfreeze("ACC-100001").unwrap().unwrap();
+    let lifted = s.unfreeze("ACC-100001").await.unwrap().unwrap();
     assert_eq!(lifted.by, "privacy-officer");
-    assert_eq!(s.unfreeze("ACC-100001").unwrap(), None);
+    assert_eq!(s.unfreeze("ACC-100001").await.unwrap(), None);
     drop(s);
     let s = LocalStateStore::open(dir.path()).unwrap();
-    assert!(!s.is_frozen("ACC-100001").unwrap());
-    assert!(s.is_frozen("ACC-100002").unwrap());
+    assert!(!s.is_frozen("ACC-100001").await.unwrap());
+    assert!(s.is_frozen("ACC-100002").await.unwrap());
 }
 
-#[test]
-fn a_frozen_account_is_served_only_to_the_freeze_role() {
+#[tokio::test]
+async fn a_frozen_account_is_served_only_to_the_freeze_role() {
     let dir = TempDir::new();
     let s = LocalStateStore::open(dir.path()).unwrap();
     let settings = default_config().policy.admit.clone();
     assert_eq!(settings.freeze_role, "privacy-officer");
     s.freeze("ACC-1", "privacy-officer", at("2026-03-02T18:00:00Z"))
+        .await
         .unwrap();
     let billing = ["billing".to_owned()];
     let officer = ["privacy-officer".to_owned()];
     assert_eq!(
-        freeze::check(&s, &settings, &billing, "ACC-1"),
+        freeze::check(&s, &settings, &billing, "ACC-1").await,
         Err(FreezeError::Frozen)
     );
-    assert_eq!(freeze::check(&s, &settings, &officer, "ACC-1"), Ok(()));
-    assert_eq!(freeze::check(&s, &settings, &billing, "ACC-2"), Ok(()));
+    assert_eq!(
+        freeze::check(&s, &settings, &officer, "ACC-1").await,
+        Ok(())
+    );
+    assert_eq!(
+        freeze::check(&s, &settings, &billing, "ACC-2").await,
+        Ok(())
+    );
     assert!(freeze::is_freeze_officer(&settings, &officer));
     assert!(!freeze::is_freeze_officer(&settings, &billing));
 }
 
-#[test]
-fn freeze_refuses_bad_account_ids() {
+#[tokio::test]
+async fn freeze_refuses_bad_account_ids() {
     let dir = TempDir::new();
     let s = LocalStateStore::open(dir.path()).unwrap();
     let now = at("2026-03-02T18:00:00Z");
     for bad in ["", "with space", "tab\there", "é", &"x".repeat(129)] {
         assert!(
-            matches!(s.freeze(bad, "po", now), Err(StateError::Invalid { .. })),
+            matches!(
+                s.freeze(bad, "po", now).await,
+                Err(StateError::Invalid { .. })
+            ),
             "{bad:?}"
         );
     }
-    assert!(s.freeze(&"x".repeat(128), "po", now).is_ok());
-    assert!(s.list_freezes().unwrap().len() == 1);
+    assert!(s.freeze(&"x".repeat(128), "po", now).await.is_ok());
+    assert!(s.list_freezes().await.unwrap().len() == 1);
 }
 
 #[test]
@@ -940,13 +967,15 @@ fn serials_have_one_spelling() {
 
 // ------------------------------------------------------------ the state backend
 
-#[test]
-fn open_state_uses_the_configured_data_dir() {
+#[tokio::test]
+async fn open_state_uses_the_configured_data_dir() {
     let dir = TempDir::new();
     let mut config = load("", "");
     config.data_dir = dir.path().join("state");
     let s = open_state(&config).unwrap();
-    s.freeze("ACC-9", "po", at("2026-03-02T18:00:00Z")).unwrap();
+    s.freeze("ACC-9", "po", at("2026-03-02T18:00:00Z"))
+        .await
+        .unwrap();
     assert!(dir
         .path()
         .join("state")

@@ -127,7 +127,7 @@ pub async fn decide(
     } else {
         Kind::Unmask
     };
-    match crate::unmask::evaluate(&auth.role, auth.route_index, &request, &ctx) {
+    match crate::unmask::evaluate(&auth.role, auth.route_index, &request, &ctx).await {
         Ok(grant) => Ok(Unmasking { grant, request }),
         Err(denial) => {
             let mut d = draft(

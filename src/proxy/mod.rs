@@ -189,7 +189,7 @@ async fn housekeeping(shared: Arc<Shared>) {
         audit.tick();
         if ticks % 60 == 0 {
             let now = shared.clock.now();
-            if let Ok(expired) = shared.grants.sweep_expired(now) {
+            if let Ok(expired) = shared.grants.sweep_expired(now).await {
                 for g in expired {
                     let draft = crate::audit::RecordDraft::new(
                         crate::audit::Kind::GrantExpired,

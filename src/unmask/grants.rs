@@ -554,9 +554,10 @@ pub fn check_revoke(policy: &Policy, grant: &Grant, by: &Actor<'_>) -> Result<()
 /// A place grants are kept. Each method is atomic: two concurrent uses of a
 /// single-use grant succeed once. A method that changes a grant returns
 /// only after the change is durable.
+#[async_trait::async_trait]
 pub trait GrantBackend: Send + Sync + fmt::Debug {
     /// Issues a grant ([`check_issue`]'s rules) with a fresh random id.
-    fn issue(
+    async fn issue(
         &self,
         policy: &Policy,
         approver: &Actor<'_>,
@@ -565,7 +566,7 @@ pub trait GrantBackend: Send + Sync + fmt::Debug {
     ) -> Result<Grant, GrantError>;
 
     /// Uses grant `id` once ([`check_use`]'s rules), counting the use.
-    fn use_grant(
+    async fn use_grant(
         &self,
         id: &str,
         principal: &str,
@@ -576,7 +577,7 @@ pub trait GrantBackend: Send + Sync + fmt::Debug {
     ) -> Result<GrantUse, GrantError>;
 
     /// Revokes grant `id` ([`check_revoke`]'s rules); returns it revoked.
-    fn revoke(
+    async fn revoke(
         &self,
         policy: &Policy,
         id: &str,
@@ -585,16 +586,16 @@ pub trait GrantBackend: Send + Sync + fmt::Debug {
     ) -> Result<Grant, GrantError>;
 
     /// The grant with this id.
-    fn get(&self, id: &str) -> Result<Option<Grant>, GrantError>;
+    async fn get(&self, id: &str) -> Result<Option<Grant>, GrantError>;
 
     /// Every grant kept, oldest first, with its status at `now`.
-    fn list(&self, now: SystemTime) -> Result<Vec<ListedGrant>, GrantError>;
+    async fn list(&self, now: SystemTime) -> Result<Vec<ListedGrant>, GrantError>;
 
     /// The grants that expired (not revoked, not used up) and were not
     /// reported yet, marked reported: each is returned once, for its
     /// `grant_expired` record. Also forgets grants that ended more than
     /// [`GRANT_RETENTION`] ago.
-    fn sweep_expired(&self, now: SystemTime) -> Result<Vec<Grant>, GrantError>;
+    async fn sweep_expired(&self, now: SystemTime) -> Result<Vec<Grant>, GrantError>;
 }
 
 /// How long an ended grant (expired, used up or revoked) is kept for

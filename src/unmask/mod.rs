@@ -221,7 +221,7 @@ impl UnmaskGrant {
 /// then, when the rule requires a grant, one use of it is taken
 /// (`grant_*` codes; the use is counted even if the response later fails).
 /// A grant id sent to a rule without `grant_required` is ignored.
-pub fn evaluate(
+pub async fn evaluate(
     role: &Role,
     route_index: usize,
     req: &UnmaskRequest,
@@ -249,14 +249,18 @@ pub fn evaluate(
     )?;
     let grant = match grant_id {
         None => None,
-        Some(id) => Some(ctx.grants.use_grant(
-            id,
-            ctx.principal,
-            ctx.route_name,
-            ctx.account_id,
-            &req.classes,
-            now,
-        )?),
+        Some(id) => Some(
+            ctx.grants
+                .use_grant(
+                    id,
+                    ctx.principal,
+                    ctx.route_name,
+                    ctx.account_id,
+                    &req.classes,
+                    now,
+                )
+                .await?,
+        ),
     };
     let classes = req
         .classes

@@ -136,8 +136,9 @@ impl GrantStore {
     }
 }
 
+#[async_trait::async_trait]
 impl GrantBackend for GrantStore {
-    fn issue(
+    async fn issue(
         &self,
         policy: &Policy,
         approver: &Actor<'_>,
@@ -153,7 +154,7 @@ impl GrantBackend for GrantStore {
         })
     }
 
-    fn use_grant(
+    async fn use_grant(
         &self,
         id: &str,
         principal: &str,
@@ -181,7 +182,7 @@ impl GrantBackend for GrantStore {
         })
     }
 
-    fn revoke(
+    async fn revoke(
         &self,
         policy: &Policy,
         id: &str,
@@ -202,11 +203,11 @@ impl GrantBackend for GrantStore {
         })
     }
 
-    fn get(&self, id: &str) -> Result<Option<Grant>, GrantError> {
+    async fn get(&self, id: &str) -> Result<Option<Grant>, GrantError> {
         Ok(self.lock().iter().find(|g| g.id == id).cloned())
     }
 
-    fn list(&self, now: SystemTime) -> Result<Vec<ListedGrant>, GrantError> {
+    async fn list(&self, now: SystemTime) -> Result<Vec<ListedGrant>, GrantError> {
         let mut out: Vec<ListedGrant> = self
             .lock()
             .iter()
@@ -219,7 +220,7 @@ impl GrantBackend for GrantStore {
         Ok(out)
     }
 
-    fn sweep_expired(&self, now: SystemTime) -> Result<Vec<Grant>, GrantError> {
+    async fn sweep_expired(&self, now: SystemTime) -> Result<Vec<Grant>, GrantError> {
         let mut current = self.lock();
         let mut next = current.clone();
         let mut reported = Vec::new();

@@ -2,6 +2,7 @@
 //! Tests of the unmask decision and the grant flow against the shipped
 //! default policy and small policies of their own.
 
+use crate::testutil::Wait as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -160,7 +161,7 @@ impl World {
         let p = self.policy.principal(principal).unwrap();
         let role = self.policy.role(&p.roles[0]).unwrap();
         let ctx = self.ctx(principal, route_name, account);
-        evaluate(role, route(&self.policy, route_name), r, &ctx)
+        evaluate(role, route(&self.policy, route_name), r, &ctx).wait()
     }
 
     fn issue_as(&self, approver: &str, r: &IssueRequest) -> Result<Grant, GrantError> {
@@ -169,7 +170,9 @@ impl World {
             name: approver,
             roles: &roles,
         };
-        self.store.issue(&self.policy, &actor, r, self.clock.now())
+        self.store
+            .issue(&self.policy, &actor, r, self.clock.now())
+            .wait()
     }
 
     fn revoke_as(&self, by: &str, id: &str) -> Result<Grant, GrantError> {
@@ -180,6 +183,7 @@ impl World {
         };
         self.store
             .revoke(&self.policy, id, &actor, self.clock.now())
+            .wait()
     }
 }
 
@@ -444,7 +448,12 @@ fn grant_flow_issue_use_once_then_refused() {
         .unwrap_err();
     assert_eq!(d.why, "grant_used_up");
     assert_eq!(
-        w.store.get(&g.id).unwrap().unwrap().status(w.clock.now()),
+        w.store
+            .get(&g.id)
+            .wait()
+            .unwrap()
+            .unwrap()
+            .status(w.clock.now()),
         GrantStatus::UsedUp
     );
     // the refused use did not spend budget
@@ -469,7 +478,7 @@ fn approver_may_not_be_grantee() {
     r.grantee = "dual".to_owned();
     let g = w.issue_as("pmo-2", &r).unwrap();
     assert_eq!(g.grantee, "dual");
-    assert!(w.store.list(w.clock.now()).unwrap().len() == 1);
+    assert!(w.store.list(w.clock.now()).wait().unwrap().len() == 1);
 }
 
 #[test]
@@ -583,7 +592,7 @@ fn issuing_checks_roles_limits_classes_scope_and_reason() {
         assert!(e.is_refusal());
         assert!(!e.to_string().contains("4111"), "{e}");
     }
-    assert!(w.store.list(w.clock.now()).unwrap().is_empty());
+    assert!(w.store.list(w.clock.now()).wait().unwrap().is_empty());
     // at the maxima it works; duplicates are folded
     let r = with(&|r| {
         r.validity_minutes = 240;
@@ -650,8 +659,8 @@ fn every_grant_denial_has_its_code() {
         .unwrap_err();
     assert_eq!(d.why, "grant_class");
     // none of these spent a use
-    assert_eq!(w.store.get(&g.id).unwrap().unwrap().uses, 0);
-    assert_eq!(w.store.get(&n.id).unwrap().unwrap().uses, 0);
+    assert_eq!(w.store.get(&g.id).wait().unwrap().unwrap().uses, 0);
+    assert_eq!(w.store.get(&n.id).wait().unwrap().unwrap().uses, 0);
 
     // a route scope covers any account on that route only
     let mut by_route = card_grant(&[], 2);
@@ -690,7 +699,12 @@ fn every_grant_denial_has_its_code() {
         .unwrap_err();
     assert_eq!(d.why, "grant_expired");
     assert_eq!(
-        w.store.get(&e.id).unwrap().unwrap().status(w.clock.now()),
+        w.store
+            .get(&e.id)
+            .wait()
+            .unwrap()
+            .unwrap()
+            .status(w.clock.now()),
         GrantStatus::Expired
     );
     // a stranger learns only that it is not theirs
@@ -712,14 +726,14 @@ fn budget_denial_keeps_the_grant_use() {
     for _ in 0..10 {
         w.eval(it, "account", Some("AC-7"), &r).unwrap().commit(1);
     }
-    assert_eq!(w.store.get(&g.id).unwrap().unwrap().uses, 10);
+    assert_eq!(w.store.get(&g.id).wait().unwrap().unwrap().uses, 10);
     let g2 = w
         .issue_as("pmo-approver", &card_grant(&["AC-7"], 1))
         .unwrap();
     let r2 = req(CARD, Some(IT_REASON), Some(&g2.id));
     let d = w.eval(it, "account", Some("AC-7"), &r2).unwrap_err();
     assert_eq!(d, Denial::OVER_HOURLY_LIMIT);
-    assert_eq!(w.store.get(&g2.id).unwrap().unwrap().uses, 0);
+    assert_eq!(w.store.get(&g2.id).wait().unwrap().unwrap().uses, 0);
 }
 
 #[test]
@@ -743,7 +757,7 @@ fn revoking_needs_the_issuer_or_an_approver_and_happens_once() {
         GrantError::Revoked
     );
     assert_eq!(
-        w.store.list(w.clock.now()).unwrap()[0].status,
+        w.store.list(w.clock.now()).wait().unwrap()[0].status,
         GrantStatus::Revoked
     );
     // the issuer may revoke even after losing the approver role
@@ -756,6 +770,7 @@ fn revoking_needs_the_issuer_or_an_approver_and_happens_once() {
     };
     w.store
         .revoke(&w.policy, &g.id, &actor, w.clock.now())
+        .wait()
         .unwrap();
 }
 
@@ -778,6 +793,7 @@ fn grants_survive_reopening() {
             CARD,
             w.clock.now(),
         )
+        .wait()
         .unwrap();
     w.revoke_as("pmo-approver", &b.id).unwrap();
 
@@ -796,12 +812,12 @@ fn grants_survive_reopening() {
     assert_eq!(leftovers, [GrantStore::FILE_NAME], "temp files left");
 
     let again = GrantStore::open(&data).unwrap();
-    let a2 = again.get(&a.id).unwrap().unwrap();
-    assert_eq!(a2, w.store.get(&a.id).unwrap().unwrap());
+    let a2 = again.get(&a.id).wait().unwrap().unwrap();
+    assert_eq!(a2, w.store.get(&a.id).wait().unwrap().unwrap());
     assert_eq!(a2.uses, 1);
     assert_eq!(a2.expires_at, a.expires_at);
     assert_eq!(a2.issued_at, a.issued_at);
-    let b2 = again.get(&b.id).unwrap().unwrap();
+    let b2 = again.get(&b.id).wait().unwrap().unwrap();
     assert!(b2.revoked.is_some());
     // the reopened store goes on counting
     again
@@ -813,6 +829,7 @@ fn grants_survive_reopening() {
             CARD,
             w.clock.now(),
         )
+        .wait()
         .unwrap();
     let e = again
         .use_grant(
@@ -823,11 +840,12 @@ fn grants_survive_reopening() {
             CARD,
             w.clock.now(),
         )
+        .wait()
         .unwrap_err();
     assert_eq!(e, GrantError::UsedUp);
     let third = GrantStore::open(&data).unwrap();
-    assert_eq!(third.get(&a.id).unwrap().unwrap().uses, 2);
-    let listed = third.list(w.clock.now()).unwrap();
+    assert_eq!(third.get(&a.id).wait().unwrap().unwrap().uses, 2);
+    let listed = third.list(w.clock.now()).wait().unwrap();
     let statuses: Vec<GrantStatus> = listed.iter().map(|l| l.status).collect();
     assert_eq!(statuses, [GrantStatus::UsedUp, GrantStatus::Revoked]);
 }
@@ -863,7 +881,7 @@ fn a_single_use_grant_used_from_8_threads_succeeds_once() {
             }
         }
         let reopened = GrantStore::open(&w.dir.path().join("data")).unwrap();
-        assert_eq!(reopened.get(&g.id).unwrap().unwrap().uses, 1);
+        assert_eq!(reopened.get(&g.id).wait().unwrap().unwrap().uses, 1);
         drop(results);
         assert_eq!(w.counters.used("it-data-management", now), (0, 0));
     }
@@ -891,6 +909,7 @@ fn concurrent_uses_of_a_multi_use_grant_are_counted_exactly() {
                                     CARD,
                                     now,
                                 )
+                                .wait()
                                 .is_ok()
                         })
                         .count()
@@ -901,7 +920,7 @@ fn concurrent_uses_of_a_multi_use_grant_are_counted_exactly() {
     });
     assert_eq!(ok, 10);
     let again = GrantStore::open(&w.dir.path().join("data")).unwrap();
-    assert_eq!(again.get(&g.id).unwrap().unwrap().uses, 10);
+    assert_eq!(again.get(&g.id).wait().unwrap().unwrap().uses, 10);
 }
 
 #[test]
@@ -925,24 +944,40 @@ fn expiry_is_reported_once_and_old_grants_are_forgotten() {
             CARD,
             w.clock.now(),
         )
+        .wait()
         .unwrap();
-    assert!(w.store.sweep_expired(w.clock.now()).unwrap().is_empty());
+    assert!(w
+        .store
+        .sweep_expired(w.clock.now())
+        .wait()
+        .unwrap()
+        .is_empty());
     w.clock.advance(Duration::from_secs(3600));
-    let expired = w.store.sweep_expired(w.clock.now()).unwrap();
+    let expired = w.store.sweep_expired(w.clock.now()).wait().unwrap();
     // b is used up, not expired; c is still valid
     assert_eq!(expired.iter().map(|g| &g.id).collect::<Vec<_>>(), [&a.id]);
-    assert!(w.store.sweep_expired(w.clock.now()).unwrap().is_empty());
+    assert!(w
+        .store
+        .sweep_expired(w.clock.now())
+        .wait()
+        .unwrap()
+        .is_empty());
     // the report survives a restart
     let again = GrantStore::open(&w.dir.path().join("data")).unwrap();
-    assert!(again.sweep_expired(w.clock.now()).unwrap().is_empty());
-    assert_eq!(again.list(w.clock.now()).unwrap().len(), 3);
+    assert!(again
+        .sweep_expired(w.clock.now())
+        .wait()
+        .unwrap()
+        .is_empty());
+    assert_eq!(again.list(w.clock.now()).wait().unwrap().len(), 3);
     // 30 days after it ended, a grant is forgotten
     w.clock.advance(GRANT_RETENTION + Duration::from_secs(1));
-    let expired = w.store.sweep_expired(w.clock.now()).unwrap();
+    let expired = w.store.sweep_expired(w.clock.now()).wait().unwrap();
     assert_eq!(expired.iter().map(|g| &g.id).collect::<Vec<_>>(), [&c.id]);
     let left: Vec<String> = w
         .store
         .list(w.clock.now())
+        .wait()
         .unwrap()
         .into_iter()
         .map(|l| l.grant.id)
@@ -972,16 +1007,17 @@ fn a_failed_write_changes_nothing() {
             CARD,
             w.clock.now(),
         )
+        .wait()
         .unwrap_err();
     assert_eq!(e.code(), "grant_store_failed");
     assert!(!e.is_refusal());
     assert!(Denial::from(e).is_unavailable());
-    assert_eq!(w.store.get(&g.id).unwrap().unwrap().uses, 0);
+    assert_eq!(w.store.get(&g.id).wait().unwrap().unwrap().uses, 0);
     let e = w
         .issue_as("pmo-approver", &card_grant(&["AC-8"], 1))
         .unwrap_err();
     assert_eq!(e.code(), "grant_store_failed");
-    assert_eq!(w.store.list(w.clock.now()).unwrap().len(), 1);
+    assert_eq!(w.store.list(w.clock.now()).wait().unwrap().len(), 1);
     // through evaluate: 503-worthy, and the budget is not spent
     let r = req(CARD, Some(IT_REASON), Some(&g.id));
     let d = w
@@ -1003,7 +1039,7 @@ fn unreadable_store_files_are_errors() {
     assert!(e.to_string().contains("format version 2"), "{e}");
     std::fs::write(&path, br#"{"version":1,"grants":[]}"#).unwrap();
     let s = GrantStore::open(dir.path()).unwrap();
-    assert!(s.list(SystemTime::now()).unwrap().is_empty());
+    assert!(s.list(SystemTime::now()).wait().unwrap().is_empty());
     // a missing directory is created, private
     let fresh = dir.path().join("a/b");
     GrantStore::open(&fresh).unwrap();
