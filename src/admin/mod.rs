@@ -233,17 +233,15 @@ async fn route(
             if !holds(&caller, "security-auditor") {
                 return Err(GatewayError::Forbidden);
             }
-            let dir = config
+            let audit = shared
                 .audit
-                .as_ref()
-                .map(|a| a.dir.clone())
+                .clone()
                 .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
             let filter = audit_filter(req.uri().query())?;
-            let scan =
-                tokio::task::spawn_blocking(move || crate::audit::query::query(&dir, &filter))
-                    .await
-                    .map_err(|_| GatewayError::Internal)?
-                    .map_err(|_| GatewayError::Unavailable("audit_unavailable"))?;
+            let scan = tokio::task::spawn_blocking(move || audit.query(&filter))
+                .await
+                .map_err(|_| GatewayError::Internal)?
+                .map_err(|_| GatewayError::Unavailable("audit_unavailable"))?;
             Ok(text(
                 StatusCode::OK,
                 "application/x-ndjson",
@@ -259,18 +257,10 @@ async fn route(
                 .audit
                 .clone()
                 .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
-            let dir = config
-                .audit
-                .as_ref()
-                .map(|a| a.dir.clone())
-                .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
-            let key = audit.public_key().clone();
-            let report = tokio::task::spawn_blocking(move || {
-                crate::audit::verify::verify_live(&dir, &[key])
-            })
-            .await
-            .map_err(|_| GatewayError::Internal)?
-            .map_err(|_| GatewayError::Unavailable("audit_unavailable"))?;
+            let report = tokio::task::spawn_blocking(move || audit.verify())
+                .await
+                .map_err(|_| GatewayError::Internal)?
+                .map_err(|_| GatewayError::Unavailable("audit_unavailable"))?;
             let problem = report.problem.as_ref().map(|f| {
                 serde_json::json!({ "file": f.file, "line": f.line, "seq": f.seq, "detail": f.detail })
             });

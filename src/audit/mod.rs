@@ -37,6 +37,7 @@ pub mod keys;
 pub mod query;
 pub mod record;
 pub mod report;
+pub mod sink;
 pub mod verify;
 
 #[cfg(test)]
@@ -48,6 +49,7 @@ pub use keys::{generate_signing_key, KeyError, PublicKey, SigningKey};
 pub use query::Filter;
 pub use record::{DraftError, Kind, Outcome, Record, RecordDraft};
 pub use report::{Report, ReportOptions};
+pub use sink::AuditSink;
 pub use verify::{
     verify, verify_live, verify_with_keys, Finding, FindingKind, VerifyError, VerifyReport,
 };

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use crate::audit::file::AuditLog;
 use crate::audit::record::{Kind, Outcome, RecordDraft};
 use crate::audit::AuditReceipt;
+use crate::audit::AuditSink;
 use crate::class::{Action, FieldClass};
 use crate::identity::Caller;
 use crate::unmask::{EvalContext, UnmaskGrant, UnmaskRequest};
@@ -43,7 +43,7 @@ impl Unmasking {
 
 /// Appends one record and waits until it is durable.
 pub async fn append(
-    audit: &Arc<AuditLog>,
+    audit: &Arc<dyn AuditSink>,
     draft: RecordDraft,
 ) -> Result<AuditReceipt, GatewayError> {
     let (tx, rx) = tokio::sync::oneshot::channel();

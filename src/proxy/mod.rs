@@ -53,7 +53,7 @@ pub struct Shared {
     pub keyring: Option<Arc<crate::crypto::keyring::Keyring>>,
     /// The unmask audit log, when configured (without it, unmask requests
     /// are refused).
-    pub audit: Option<Arc<crate::audit::AuditLog>>,
+    pub audit: Option<Arc<dyn crate::audit::AuditSink>>,
     /// Decrypt grants.
     pub grants: Arc<dyn crate::unmask::GrantBackend>,
     /// Per-principal unmask budgets.
@@ -255,7 +255,7 @@ pub async fn start_with_clock(
             if let Some(torn) = &log.open_report().torn {
                 tracing::warn!(target: "maskgate::audit", file = %torn.file.display(), bytes = torn.len, "a torn last audit line was cut off and kept aside");
             }
-            Some(Arc::new(log))
+            Some(Arc::new(log) as Arc<dyn crate::audit::AuditSink>)
         }
         None => None,
     };
