@@ -59,6 +59,7 @@ fn spec() -> RewriteSpec {
             ..Limits::default()
         },
         opener: None,
+        drop_accounts: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn spec(rules: Rules) -> RewriteSpec {
             ..Limits::default()
         },
         opener: None,
+        drop_accounts: None,
     }
 }
 

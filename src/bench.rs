@@ -76,6 +76,7 @@ fn spec(detectors: bool) -> RewriteSpec {
             ..Limits::default()
         },
         opener: None,
+        drop_accounts: None,
     }
 }
 

@@ -118,8 +118,17 @@ enum AuditCommand {
     /// Exit 0: intact; 1: tampered (the first bad record is named); 2: error.
     Verify {
         /// The audit log directory.
+        #[arg(
+            long,
+            required_unless_present = "postgres",
+            conflicts_with = "postgres"
+        )]
+        dir: Option<PathBuf>,
+        /// The shared log in PostgreSQL instead: a connection URL, or
+        /// `env:NAME` to read it from environment variable NAME (keeps a
+        /// password out of the process list).
         #[arg(long)]
-        dir: PathBuf,
+        postgres: Option<String>,
         /// The Ed25519 public key file.
         #[arg(long)]
         public_key: PathBuf,
@@ -127,8 +136,15 @@ enum AuditCommand {
     /// Search records.
     Query {
         /// The audit log directory.
+        #[arg(
+            long,
+            required_unless_present = "postgres",
+            conflicts_with = "postgres"
+        )]
+        dir: Option<PathBuf>,
+        /// The shared log in PostgreSQL instead (URL or `env:NAME`).
         #[arg(long)]
-        dir: PathBuf,
+        postgres: Option<String>,
         /// Records at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
@@ -160,8 +176,15 @@ enum AuditCommand {
     /// The quarterly access review.
     Report {
         /// The audit log directory.
+        #[arg(
+            long,
+            required_unless_present = "postgres",
+            conflicts_with = "postgres"
+        )]
+        dir: Option<PathBuf>,
+        /// The shared log in PostgreSQL instead (URL or `env:NAME`).
         #[arg(long)]
-        dir: PathBuf,
+        postgres: Option<String>,
         /// The quarter, e.g. 2026Q3.
         #[arg(long)]
         quarter: String,
@@ -381,16 +404,45 @@ fn keys(what: KeysCommand) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Runs `f` on the file log in `dir`, or on a copy of the shared log in
+/// PostgreSQL (`postgres`: a URL or `env:NAME`), naming its tables.
+fn on_log(
+    dir: Option<PathBuf>,
+    postgres: Option<String>,
+    f: impl FnOnce(&std::path::Path) -> maskgate::audit::cli::Output,
+) -> Result<maskgate::audit::cli::Output, String> {
+    let Some(url) = postgres else {
+        let dir = dir.ok_or("give --dir or --postgres")?;
+        return Ok(f(&dir));
+    };
+    let url = match url.strip_prefix("env:") {
+        Some(name) => {
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?
+        }
+        None => url,
+    };
+    let config = maskgate::config::PostgresConfig::new(url);
+    let mut out = maskgate::audit::pg::with_db_export(&config, f)?;
+    out.stdout = maskgate::audit::pg::name_tables(&out.stdout);
+    out.stderr = maskgate::audit::pg::name_tables(&out.stderr);
+    Ok(out)
+}
+
 fn audit(what: AuditCommand) -> Result<ExitCode, String> {
     use maskgate::audit::cli;
     let out = match what {
-        AuditCommand::Verify { dir, public_key } => cli::verify(&dir, &public_key),
+        AuditCommand::Verify {
+            dir,
+            postgres,
+            public_key,
+        } => on_log(dir, postgres, |d| cli::verify(d, &public_key))?,
         AuditCommand::Keygen {
             private_key,
             public_key,
         } => cli::keygen(&private_key, &public_key),
         AuditCommand::Query {
             dir,
+            postgres,
             since,
             until,
             principal,
@@ -426,10 +478,11 @@ fn audit(what: AuditCommand) -> Result<ExitCode, String> {
                     .transpose()?,
                 grant_id: None,
             };
-            cli::query(&dir, &filter, json)
+            on_log(dir, postgres, |d| cli::query(d, &filter, json))?
         }
         AuditCommand::Report {
             dir,
+            postgres,
             quarter,
             format,
             config,
@@ -455,7 +508,7 @@ fn audit(what: AuditCommand) -> Result<ExitCode, String> {
                 }
                 None => Vec::new(),
             };
-            cli::report(&dir, &quarter, format, &roles)
+            on_log(dir, postgres, |d| cli::report(d, &quarter, format, &roles))?
         }
     };
     print!("{}", out.stdout);

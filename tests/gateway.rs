@@ -254,7 +254,11 @@ async fn exports_are_rewritten_as_ndjson_and_csv() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_is_required_and_checked() {
-    let env = Env::demo("identity").await;
+    let dir = temp_dir("identity");
+    let upstream = demo_upstream(&dir, 60).await;
+    // The failed attempts below all come from 127.0.0.1; lockouts are
+    // tested in tests/lifecycle.rs.
+    let env = Env::start(dir, upstream, |cfg| cfg.lockout.max_failures = 1000).await;
     for h2 in [false, true] {
         // no certificate, no key
         let anon = env.client(None, h2);

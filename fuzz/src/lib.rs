@@ -159,6 +159,7 @@ pub fn spec(variant: u8) -> RewriteSpec {
                 detectors: detectors(),
                 limits: Limits::default(),
                 opener: None,
+                drop_accounts: None,
             })
             .collect()
     })[usize::from(variant & 3)]
@@ -174,6 +175,7 @@ pub fn empty_spec() -> RewriteSpec {
         detectors: detectors(),
         limits: Limits::default(),
         opener: None,
+        drop_accounts: None,
     }
 }
 

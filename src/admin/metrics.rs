@@ -33,6 +33,9 @@ pub struct Metrics {
     integrity_errors: AtomicU64,
     rewrite_failures: AtomicU64,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
+    events: Mutex<BTreeMap<&'static str, u64>>,
+    edge: Mutex<BTreeMap<&'static str, u64>>,
+    connections_open: AtomicU64,
 }
 
 impl Metrics {
@@ -81,11 +84,58 @@ impl Metrics {
         self.rewrite_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a connection-level edge event (see `docs/security.md`):
+    /// framing violations, timeouts, handshake failures, connection limit,
+    /// HTTP/2 resets.
+    pub fn edge(&self, event: &'static str) {
+        if let Ok(mut m) = self.edge.lock() {
+            *m.entry(event).or_default() += 1;
+        }
+    }
+
+    /// How many times `event` was counted by [`Metrics::edge`].
+    pub fn edge_count(&self, event: &str) -> u64 {
+        self.edge
+            .lock()
+            .map_or(0, |m| m.get(event).copied().unwrap_or(0))
+    }
+
+    /// A client connection opened (`true`) or closed (`false`).
+    pub fn connection(&self, open: bool) {
+        if open {
+            self.connections_open.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Counts a refusal by its error code.
     pub fn refused(&self, code: &'static str) {
         if let Ok(mut m) = self.refusals.lock() {
             *m.entry(code).or_default() += 1;
         }
+    }
+
+    /// Counts an access-lifecycle event: `lockout`, `unlock`,
+    /// `budget_alert`, `window_refusal`, `freeze`, `unfreeze`, `reload`,
+    /// `reload_failed`, `state_unavailable`.
+    pub fn event(&self, name: &'static str) {
+        if let Ok(mut m) = self.events.lock() {
+            *m.entry(name).or_default() += 1;
+        }
+    }
+
+    /// Counts a successful configuration reload.
+    pub fn reloaded(&self) {
+        self.event("reload");
+    }
+
+    /// How many times `name` happened (tests, the demo).
+    pub fn event_count(&self, name: &str) -> u64 {
+        self.events
+            .lock()
+            .map(|m| m.get(name).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// Renders the Prometheus text format.
@@ -168,6 +218,33 @@ impl Metrics {
                 let _ = writeln!(out, "maskgate_refusals_total{{code=\"{code}\"}} {n}");
             }
         }
+        out.push_str("# HELP maskgate_edge_events_total Connection-level refusals and closes at the edge, by event.\n# TYPE maskgate_edge_events_total counter\n");
+        if let Ok(m) = self.edge.lock() {
+            for (name, n) in m.iter() {
+                let _ = writeln!(out, "maskgate_edge_events_total{{event=\"{name}\"}} {n}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP maskgate_connections_open Client connections open now.\n# TYPE maskgate_connections_open gauge\nmaskgate_connections_open {}",
+            self.connections_open.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP maskgate_events_total Access-lifecycle events (lockouts, unlocks, budget alerts, freezes, reloads).\n# TYPE maskgate_events_total counter\n");
+        if let Ok(m) = self.events.lock() {
+            for (name, n) in m.iter() {
+                let _ = writeln!(out, "maskgate_events_total{{event=\"{name}\"}} {n}");
+            }
+        }
+        let pg = crate::pg::stats();
+        let _ = writeln!(
+            out,
+            "# HELP maskgate_db_events_total Shared database (PostgreSQL) availability events.\n# TYPE maskgate_db_events_total counter\n\
+             maskgate_db_events_total{{event=\"unavailable_error\"}} {}\n\
+             maskgate_db_events_total{{event=\"outage\"}} {}\n\
+             maskgate_db_events_total{{event=\"recovery\"}} {}\n\
+             maskgate_db_events_total{{event=\"timeout\"}} {}",
+            pg.unavailable_errors, pg.outages, pg.recoveries, pg.timeouts
+        );
         out
     }
 }

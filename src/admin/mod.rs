@@ -1,5 +1,6 @@
 //! The `/_maskgate/` admin API: health and metrics.
 
+pub mod lifecycle;
 pub mod metrics;
 
 pub use metrics::Metrics;
@@ -15,7 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::audit::{Kind, Outcome, RecordDraft};
-use crate::identity::{identify, Caller};
+use crate::identity::Caller;
 use crate::proxy::pipeline::refuse_error;
 use crate::proxy::{ConnInfo, GatewayBody, GatewayError, Shared};
 
@@ -101,9 +102,12 @@ async fn route(
             })
         };
     }
-    let config = shared.config();
-    let caller = identify(&config.policy, conn.cert.as_ref(), req.headers())
-        .map_err(|_| GatewayError::Unauthenticated)?;
+    let live = shared.live();
+    let config = Arc::clone(&live.config);
+    let caller = crate::proxy::admit::admit_caller(shared, &live, conn, req.headers(), id).await?;
+    if let Some(result) = lifecycle::route(shared, &caller, &path, &method, id).await {
+        return result;
+    }
     let grants = &config.policy.grants;
     match (path.as_str(), &method) {
         ("/_maskgate/metrics", _) if get => Ok(text(

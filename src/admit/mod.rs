@@ -57,5 +57,15 @@ use crate::config::{Config, StateBackend};
 pub fn open_state(config: &Config) -> Result<Arc<dyn StateStore>, StateError> {
     match config.state.backend {
         StateBackend::Local => Ok(Arc::new(LocalStateStore::open(&config.data_dir)?)),
+        // The pool is shared with the gateway's grant store and audit sink
+        // and connects on first use (`crate::pg::Db::shared`).
+        StateBackend::Postgres => {
+            let pg = config.state.postgres.as_ref().ok_or(StateError::Invalid {
+                what: "state",
+                why: "backend postgres without [state] url",
+            })?;
+            let db = crate::pg::Db::shared(pg).map_err(|e| StateError::Storage(e.to_string()))?;
+            Ok(Arc::new(crate::pg::PgStateStore::new(db)))
+        }
     }
 }

@@ -302,6 +302,30 @@ impl Chain {
         }
     }
 
+    /// Moves the chain to `head`, sealed up to `sealed_seq` by a checkpoint
+    /// written at `last_checkpoint_at` (a shared log: another writer may
+    /// have appended since this one last did).
+    pub fn continue_at(
+        &mut self,
+        head: ChainHead,
+        sealed_seq: u64,
+        last_checkpoint_at: OffsetDateTime,
+    ) {
+        self.head = head;
+        self.sealed_seq = sealed_seq.min(head.seq);
+        self.last_checkpoint_at = last_checkpoint_at;
+    }
+
+    /// Records up to this seq are covered by a checkpoint.
+    pub fn sealed_seq(&self) -> u64 {
+        self.sealed_seq
+    }
+
+    /// When the last checkpoint was written.
+    pub fn last_checkpoint_at(&self) -> OffsetDateTime {
+        self.last_checkpoint_at
+    }
+
     /// The last record sealed.
     pub fn head(&self) -> ChainHead {
         self.head

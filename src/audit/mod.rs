@@ -34,6 +34,7 @@ pub mod chain;
 pub mod cli;
 pub mod file;
 pub mod keys;
+pub mod pg;
 pub mod query;
 pub mod record;
 pub mod report;
@@ -117,6 +118,10 @@ pub enum AuditError {
     /// The log was closed (or its writer thread ended).
     #[error("audit log is closed")]
     Closed,
+    /// The shared (database) log could not be reached in time; nothing of
+    /// the batch was committed. Later appends retry.
+    #[error("audit log unavailable: {0}")]
+    Unavailable(String),
     /// The draft was refused.
     #[error("audit record refused: {0}")]
     Draft(#[from] DraftError),
@@ -141,6 +146,7 @@ impl AuditError {
             AuditError::Io { .. } => "audit_io_error",
             AuditError::Poisoned { .. } => "audit_log_failed",
             AuditError::Closed => "audit_log_closed",
+            AuditError::Unavailable(_) => "audit_log_unavailable",
             AuditError::Draft(_) => "audit_record_refused",
             AuditError::Key(_) => "audit_key_error",
             AuditError::Corrupt { .. } => "audit_log_corrupt",

@@ -1,6 +1,7 @@
 //! The gateway config file's sections: server, upstream, limits, log, data.
 
-use std::net::SocketAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,91 @@ pub struct ServerConfig {
     pub server_names: Vec<String>,
     /// How long a shutdown waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// PEM certificate revocation lists for client certificates (needs
+    /// `client_ca`); a revoked certificate fails the handshake.
+    pub client_crl: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For`, `Forwarded`, `X-Forwarded-Proto`,
+    /// `X-Forwarded-Host` and `X-Real-IP` are kept (the gateway appends to
+    /// them); from any other peer they are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// An IP address or network (`10.0.0.0/8`, `::1`, `2001:db8::/32`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Why an [`IpNet`] could not be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IpNetError {
+    /// Not an IP address.
+    #[error("is not an IP address or network; write 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32")]
+    Address,
+    /// The prefix length is not a number within the family's width.
+    #[error("has a prefix length that is not 0-32 (IPv4) or 0-128 (IPv6)")]
+    Prefix,
+    /// Bits below the prefix are set (`10.0.0.1/8`).
+    #[error("has bits set below its prefix length; write the network address")]
+    HostBits,
+}
+
+impl IpNet {
+    /// Parses `IP` or `IP/prefix`.
+    pub fn parse(text: &str) -> Result<IpNet, IpNetError> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| IpNetError::Address)?;
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => width,
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                p.parse::<u8>().map_err(|_| IpNetError::Prefix)?
+            }
+            Some(_) => return Err(IpNetError::Prefix),
+        };
+        if prefix > width {
+            return Err(IpNetError::Prefix);
+        }
+        let net = IpNet { addr, prefix };
+        if net.masked(addr) != addr {
+            return Err(IpNetError::HostBits);
+        }
+        Ok(net)
+    }
+
+    fn masked(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(v4) & mask).into())
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(v6) & mask).into())
+            }
+        }
+    }
+
+    /// True when `ip` is inside this network (IPv4-mapped IPv6 addresses
+    /// are compared as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        ip.is_ipv4() == self.addr.is_ipv4() && self.masked(ip) == self.addr
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// `[upstream]`: the customer database API.
@@ -63,8 +149,28 @@ pub struct Limits {
     pub max_decompressed_bytes: u64,
     /// Largest decompressed/compressed size ratio.
     pub max_decompression_ratio: u32,
-    /// Time allowed for a whole request.
+    /// Time allowed from a request's head to its response's head (408).
     pub request_timeout: Duration,
+    /// Client connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Header fields one request may carry (431).
+    pub max_header_count: usize,
+    /// Bytes of one request head: request line and header fields (431).
+    pub max_header_bytes: usize,
+    /// Time allowed to send one request head, from its first byte (408).
+    pub header_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time allowed for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// HTTP/2 streams open at once on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 streams a client may reset before the gateway accepted them
+    /// (rapid reset, CVE-2023-44487); more closes the connection.
+    pub h2_max_pending_reset_streams: usize,
+    /// HTTP/2 streams the gateway may have to reset for the client's
+    /// protocol errors over one connection (CVE-2025-8671); more closes it.
+    pub h2_max_local_reset_streams: usize,
 }
 
 impl Default for Limits {
@@ -77,8 +183,32 @@ impl Default for Limits {
             max_decompressed_bytes: 1024 * 1024 * 1024,
             max_decompression_ratio: 100,
             request_timeout: Duration::from_secs(60),
+            max_connections: 1024,
+            max_header_count: 100,
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(10),
+            h2_max_concurrent_streams: 100,
+            h2_max_pending_reset_streams: 20,
+            h2_max_local_reset_streams: 100,
         }
     }
+}
+
+impl Limits {
+    /// Accepted range of `max_connections`.
+    pub const CONNECTIONS: (u64, u64) = (1, 1_000_000);
+    /// Accepted range of `max_header_count`.
+    pub const HEADER_COUNT: (u64, u64) = (8, 1000);
+    /// Accepted range of `max_header_bytes`.
+    pub const HEADER_BYTES: (u64, u64) = (1024, 1024 * 1024);
+    /// Accepted range of the connection timeouts, in seconds.
+    pub const TIMEOUT_SECS: (u64, u64) = (1, 3600);
+    /// Accepted range of `h2_max_concurrent_streams`.
+    pub const H2_STREAMS: (u64, u64) = (1, 10_000);
+    /// Accepted range of the HTTP/2 reset limits.
+    pub const H2_RESETS: (u64, u64) = (1, 100_000);
 }
 
 /// Log line format.
@@ -110,7 +240,7 @@ impl Default for LogConfig {
 }
 
 /// `[crypto]`: card data encrypted at rest.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CryptoConfig {
     /// The keyring file.
     pub keyring: PathBuf,
@@ -127,7 +257,7 @@ pub struct CryptoConfig {
 }
 
 /// `[audit]`: the unmask audit log.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
     /// Where the log lives (default `<data.dir>/audit`).
     pub dir: PathBuf,
@@ -177,13 +307,126 @@ pub enum StateBackend {
     /// Files under the data directory (`crate::admit::LocalStateStore`).
     #[default]
     Local,
+    /// A PostgreSQL database shared by several gateway instances
+    /// ([`StateConfig::postgres`] says which).
+    Postgres,
 }
 
 /// `[state]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateConfig {
-    /// The backend (only `local` in this build).
+    /// The backend.
     pub backend: StateBackend,
+    /// The database, when `backend` is [`StateBackend::Postgres`].
+    pub postgres: Option<PostgresConfig>,
+    /// `on_unavailable = "serve_masked"` (true, the default): while the
+    /// shared store cannot be reached, masked reads keep flowing and only
+    /// unmask/decrypt requests are refused (503). `"refuse"` (false): every
+    /// request that needs the store is refused with 503.
+    pub serve_masked_when_unavailable: bool,
+}
+
+impl Default for StateConfig {
+    fn default() -> StateConfig {
+        StateConfig {
+            backend: StateBackend::Local,
+            postgres: None,
+            serve_masked_when_unavailable: true,
+        }
+    }
+}
+
+/// `[state]` for `backend = "postgres"`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    /// The connection string (`postgresql://user:password@host:port/db` or
+    /// `host=… user=…`). May hold a password: never logged ([`fmt::Debug`]
+    /// redacts it).
+    pub url: String,
+    /// A CA bundle (PEM): set, the connection requires TLS and verifies the
+    /// server against it; unset, the connection is plain (loopback or a
+    /// private network only).
+    pub ca: Option<PathBuf>,
+    /// Connections per gateway instance (default 8).
+    pub pool_size: usize,
+    /// How long connecting (and waiting for a pooled connection) may take
+    /// (default 2 s).
+    pub connect_timeout: Duration,
+    /// How long one statement may run, server- and client-side (default 2 s).
+    pub statement_timeout: Duration,
+}
+
+impl PostgresConfig {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> PostgresConfig {
+        PostgresConfig {
+            url: url.into(),
+            ca: None,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// A connection string with its password (URL userinfo or `password=`)
+/// replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgresql://")
+        .map(|r| ("postgresql://", r))
+        .or_else(|| url.strip_prefix("postgres://").map(|r| ("postgres://", r)))
+    {
+        let (scheme, rest) = rest;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let redacted_tail = match tail.split_once('?') {
+            Some((path, query)) => format!("{path}?{}", redact_pairs(query, '&')),
+            None => tail.to_owned(),
+        };
+        return match authority.rfind('@') {
+            Some(at) => {
+                let (userinfo, host) = authority.split_at(at);
+                let user = userinfo.split(':').next().unwrap_or("");
+                let pw = if userinfo.contains(':') { ":***" } else { "" };
+                format!("{scheme}{user}{pw}{host}{redacted_tail}")
+            }
+            None => format!("{scheme}{authority}{redacted_tail}"),
+        };
+    }
+    redact_pairs(url, ' ')
+}
+
+fn redact_pairs(s: &str, sep: char) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, part) in s.split(sep).enumerate() {
+        if i > 0 {
+            out.push(sep);
+        }
+        if part.to_ascii_lowercase().starts_with("password=") {
+            out.push_str("password=***");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.redacted_url())
+            .field("ca", &self.ca)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 /// The gateway file's checked parts; `None` where a section had errors.
@@ -474,26 +717,153 @@ impl Checker<'_> {
     }
 
     fn state(&mut self, s: RawState) -> Option<StateConfig> {
-        let Some(backend) = &s.backend else {
-            return Some(StateConfig::default());
+        let serve_masked = match &s.on_unavailable {
+            None => Some(true),
+            Some(v) => match v.get_ref().as_str() {
+                "serve_masked" => Some(true),
+                "refuse" => Some(false),
+                other => {
+                    self.diag.at(
+                        self.src,
+                        &v.span(),
+                        format!("unknown state.on_unavailable `{other}`; use \"serve_masked\" (masked reads keep flowing while the database is down) or \"refuse\""),
+                    );
+                    None
+                }
+            },
         };
-        match backend.get_ref().as_str() {
-            "local" => Some(StateConfig {
-                backend: StateBackend::Local,
-            }),
-            "postgres" => {
+        let backend = match s.backend.as_ref().map(|b| (b.get_ref().as_str(), b.span())) {
+            None | Some(("local", _)) => Some(StateBackend::Local),
+            Some(("postgres", _)) => Some(StateBackend::Postgres),
+            Some((other, span)) => {
                 self.diag.at(
                     self.src,
-                    &backend.span(),
-                    "state backend \"postgres\" is not available in this build; use \"local\" (files under the data directory)",
+                    &span,
+                    format!("unknown state backend `{other}`; use \"local\" (files under the data directory) or \"postgres\""),
                 );
                 None
             }
-            other => {
+        };
+        let postgres = match backend {
+            Some(StateBackend::Postgres) => self.postgres(&s).map(Some),
+            _ => {
+                let stray = [
+                    ("url", s.url.as_ref().map(Spanned::span)),
+                    ("ca", s.ca.as_ref().map(Spanned::span)),
+                    ("pool_size", s.pool_size.as_ref().map(Spanned::span)),
+                    (
+                        "connect_timeout_ms",
+                        s.connect_timeout_ms.as_ref().map(Spanned::span),
+                    ),
+                    (
+                        "statement_timeout_ms",
+                        s.statement_timeout_ms.as_ref().map(Spanned::span),
+                    ),
+                ];
+                let mut ok = true;
+                for (key, span) in stray {
+                    if let (Some(span), Some(StateBackend::Local)) = (span, backend) {
+                        self.diag.at(
+                            self.src,
+                            &span,
+                            format!("state.{key} applies to backend = \"postgres\" only"),
+                        );
+                        ok = false;
+                    }
+                }
+                ok.then_some(None)
+            }
+        };
+        Some(StateConfig {
+            backend: backend?,
+            postgres: postgres?,
+            serve_masked_when_unavailable: serve_masked?,
+        })
+    }
+
+    fn postgres(&mut self, s: &RawState) -> Option<PostgresConfig> {
+        let d = PostgresConfig::new("");
+        let url = match &s.url {
+            None => {
                 self.diag.at(
                     self.src,
-                    &backend.span(),
-                    format!("unknown state backend `{other}`; use \"local\""),
+                    &s.backend.as_ref().map_or(0..0, Spanned::span),
+                    "state backend \"postgres\" needs url = \"postgresql://user@host:port/database\"",
+                );
+                None
+            }
+            Some(u) if u.get_ref().trim().is_empty() => {
+                self.diag.at(self.src, &u.span(), "state.url is empty");
+                None
+            }
+            Some(u) => match u.get_ref().parse::<tokio_postgres::Config>() {
+                Ok(_) => Some(u.get_ref().clone()),
+                Err(_) => {
+                    // The parser's message may quote the string (and so a
+                    // password): say only that it is not valid.
+                    self.diag.at(
+                        self.src,
+                        &u.span(),
+                        "state.url is not a valid PostgreSQL connection string (postgresql://user@host:port/database or key=value pairs)",
+                    );
+                    None
+                }
+            },
+        };
+        let ca = match &s.ca {
+            None => Some(None),
+            Some(c) => self.path(c, "state.ca").map(Some),
+        };
+        let pool = self.within_range(
+            &s.pool_size,
+            "state.pool_size",
+            d.pool_size as u64,
+            1,
+            256,
+            "",
+        );
+        let connect = self.within_range(
+            &s.connect_timeout_ms,
+            "state.connect_timeout_ms",
+            d.connect_timeout.as_millis() as u64,
+            10,
+            600_000,
+            " milliseconds",
+        );
+        let statement = self.within_range(
+            &s.statement_timeout_ms,
+            "state.statement_timeout_ms",
+            d.statement_timeout.as_millis() as u64,
+            10,
+            600_000,
+            " milliseconds",
+        );
+        Some(PostgresConfig {
+            url: url?,
+            ca: ca?,
+            pool_size: usize::try_from(pool?).ok()?,
+            connect_timeout: Duration::from_millis(connect?),
+            statement_timeout: Duration::from_millis(statement?),
+        })
+    }
+
+    fn within_range(
+        &mut self,
+        value: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+        unit: &str,
+    ) -> Option<u64> {
+        match value {
+            None => Some(default),
+            Some(v) if (min..=max).contains(v.get_ref()) => Some(*v.get_ref()),
+            Some(v) => {
+                self.diag.at(
+                    self.src,
+                    &v.span(),
+                    format!("{key} must be {min} to {max}{unit} (default {default})"),
                 );
                 None
             }
@@ -577,6 +947,33 @@ impl Checker<'_> {
             }
         }
         let grace = s.shutdown_grace_secs.as_ref().map_or(10, |v| *v.get_ref());
+        let client_crl = match (&s.client_crl, &s.client_ca) {
+            (None, _) => Some(None),
+            (Some(crl), Some(_)) => self.path(crl, "server.client_crl").map(Some),
+            (Some(crl), None) => {
+                self.diag.at(
+                    self.src,
+                    &crl.span(),
+                    "server.client_crl needs server.client_ca: revocation lists apply to client certificates; add client_ca or remove client_crl",
+                );
+                None
+            }
+        };
+        let mut trusted = Vec::new();
+        let mut trusted_ok = true;
+        for entry in s.trusted_proxies.iter().flatten() {
+            match IpNet::parse(entry.get_ref().trim()) {
+                Ok(net) => trusted.push(net),
+                Err(e) => {
+                    self.diag.at(
+                        self.src,
+                        &entry.span(),
+                        format!("trusted proxy `{}` {e}", entry.get_ref()),
+                    );
+                    trusted_ok = false;
+                }
+            }
+        }
         Some(ServerConfig {
             listen: listen?,
             cert: cert?,
@@ -584,6 +981,8 @@ impl Checker<'_> {
             client_ca: client_ca?,
             server_names: if names_ok { names } else { return None },
             shutdown_grace: Duration::from_secs(grace),
+            client_crl: client_crl?,
+            trusted_proxies: if trusted_ok { trusted } else { return None },
         })
     }
 
@@ -721,6 +1120,63 @@ impl Checker<'_> {
             u64::from(d.max_decompression_ratio),
         );
         let timeout = self.positive(&l.request_timeout_secs, "request_timeout_secs", 60);
+        let secs = |d: Duration| d.as_secs();
+        let conns = self.range(
+            &l.max_connections,
+            "max_connections",
+            d.max_connections as u64,
+            Limits::CONNECTIONS,
+        );
+        let count = self.range(
+            &l.max_header_count,
+            "max_header_count",
+            d.max_header_count as u64,
+            Limits::HEADER_COUNT,
+        );
+        let head = self.range(
+            &l.max_header_bytes,
+            "max_header_bytes",
+            d.max_header_bytes as u64,
+            Limits::HEADER_BYTES,
+        );
+        let header_timeout = self.range(
+            &l.header_timeout_secs,
+            "header_timeout_secs",
+            secs(d.header_timeout),
+            Limits::TIMEOUT_SECS,
+        );
+        let idle = self.range(
+            &l.idle_timeout_secs,
+            "idle_timeout_secs",
+            secs(d.idle_timeout),
+            Limits::TIMEOUT_SECS,
+        );
+        let handshake = self.range(
+            &l.handshake_timeout_secs,
+            "handshake_timeout_secs",
+            secs(d.handshake_timeout),
+            Limits::TIMEOUT_SECS,
+        );
+        let streams = self.range(
+            &l.h2_max_concurrent_streams,
+            "h2_max_concurrent_streams",
+            u64::from(d.h2_max_concurrent_streams),
+            Limits::H2_STREAMS,
+        );
+        let pending = self.range(
+            &l.h2_max_pending_reset_streams,
+            "h2_max_pending_reset_streams",
+            d.h2_max_pending_reset_streams as u64,
+            Limits::H2_RESETS,
+        );
+        let local = self.range(
+            &l.h2_max_local_reset_streams,
+            "h2_max_local_reset_streams",
+            d.h2_max_local_reset_streams as u64,
+            Limits::H2_RESETS,
+        );
+        // Every range above fits a u32, so these conversions cannot fail.
+        let small = |v: Option<u64>| v.and_then(|v| u32::try_from(v).ok());
         Some(Limits {
             max_request_body_bytes: req?,
             max_response_body_bytes: resp?,
@@ -729,7 +1185,38 @@ impl Checker<'_> {
             max_decompressed_bytes: dec?,
             max_decompression_ratio: ratio?,
             request_timeout: Duration::from_secs(timeout?),
+            max_connections: small(conns)? as usize,
+            max_header_count: small(count)? as usize,
+            max_header_bytes: small(head)? as usize,
+            header_timeout: Duration::from_secs(header_timeout?),
+            idle_timeout: Duration::from_secs(idle?),
+            handshake_timeout: Duration::from_secs(handshake?),
+            h2_max_concurrent_streams: small(streams)?,
+            h2_max_pending_reset_streams: small(pending)? as usize,
+            h2_max_local_reset_streams: small(local)? as usize,
         })
+    }
+
+    /// A `[limits]` value within `min..=max` (inclusive), or its default.
+    fn range(
+        &mut self,
+        value: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+        (min, max): (u64, u64),
+    ) -> Option<u64> {
+        match value {
+            None => Some(default),
+            Some(v) if (min..=max).contains(v.get_ref()) => Some(*v.get_ref()),
+            Some(v) => {
+                self.diag.at(
+                    self.src,
+                    &v.span(),
+                    format!("limits.{key} must be {min} to {max} (default {default})"),
+                );
+                None
+            }
+        }
     }
 
     fn log(&mut self, l: RawLog) -> Option<LogConfig> {

@@ -27,9 +27,10 @@ pub use access::{
     RateSpec, Revocations, RouteRate,
 };
 pub use error::{ConfigError, ConfigErrors};
+pub use gateway::{redact_url, PostgresConfig};
 pub use gateway::{
-    AuditConfig, CryptoConfig, Limits, LockoutConfig, LogConfig, LogFormat, ServerConfig,
-    StateBackend, StateConfig, UpstreamConfig,
+    AuditConfig, CryptoConfig, IpNet, IpNetError, Limits, LockoutConfig, LogConfig, LogFormat,
+    ServerConfig, StateBackend, StateConfig, UpstreamConfig,
 };
 pub use policy::{is_encrypted_class, GrantPolicy, Policy, Principal, Role, UnmaskRule};
 pub use route::Route;

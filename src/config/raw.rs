@@ -93,6 +93,15 @@ pub(crate) struct RawLockout {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawState {
     pub backend: Option<Spanned<String>>,
+    /// `[state] url`: the PostgreSQL connection string (postgres backend).
+    pub url: Option<Spanned<String>>,
+    /// `[state] ca`: a CA bundle (PEM); set, the connection uses TLS.
+    pub ca: Option<Spanned<String>>,
+    pub pool_size: Option<Spanned<u64>>,
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    pub statement_timeout_ms: Option<Spanned<u64>>,
+    /// `serve_masked` (default) or `refuse`.
+    pub on_unavailable: Option<Spanned<String>>,
 }
 
 /// `[crypto]`.
@@ -128,6 +137,8 @@ pub(crate) struct RawServer {
     pub client_ca: Option<Spanned<String>>,
     pub server_names: Option<Vec<Spanned<String>>>,
     pub shutdown_grace_secs: Option<Spanned<u64>>,
+    pub client_crl: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 /// `[upstream]`.
@@ -152,6 +163,15 @@ pub(crate) struct RawLimits {
     pub max_decompressed_bytes: Option<Spanned<u64>>,
     pub max_decompression_ratio: Option<Spanned<u64>>,
     pub request_timeout_secs: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub max_header_count: Option<Spanned<u64>>,
+    pub max_header_bytes: Option<Spanned<u64>>,
+    pub header_timeout_secs: Option<Spanned<u64>>,
+    pub idle_timeout_secs: Option<Spanned<u64>>,
+    pub handshake_timeout_secs: Option<Spanned<u64>>,
+    pub h2_max_concurrent_streams: Option<Spanned<u64>>,
+    pub h2_max_pending_reset_streams: Option<Spanned<u64>>,
+    pub h2_max_local_reset_streams: Option<Spanned<u64>>,
 }
 
 /// `[log]`.

@@ -1012,3 +1012,207 @@ unmask = { classes = ["ssn"], routes = ["a"], max_records_per_request = 50 }
         "{errors}"
     );
 }
+
+#[test]
+fn edge_keys_are_read_and_checked() {
+    let dir = TempDir::new();
+    dir.write("policy/p.toml", "");
+    let text = MINIMAL_GATEWAY.replace(
+        "key = \"tls/server.key\"\n",
+        "key = \"tls/server.key\"\nclient_ca = \"ca.pem\"\nclient_crl = \"crl.pem\"\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n",
+    ) + "\n[limits]\nmax_connections = 7\nmax_header_count = 20\nmax_header_bytes = 4096\nheader_timeout_secs = 3\nidle_timeout_secs = 30\nhandshake_timeout_secs = 4\nh2_max_concurrent_streams = 16\nh2_max_pending_reset_streams = 5\nh2_max_local_reset_streams = 6\n";
+    let config = load(&dir.write("maskgate.toml", &text)).unwrap_or_else(|e| panic!("{e}"));
+    let base = std::path::absolute(&dir.0).unwrap();
+    assert_eq!(config.server.client_crl, Some(base.join("crl.pem")));
+    let trusted = &config.server.trusted_proxies;
+    assert_eq!(trusted.len(), 3);
+    assert!(trusted[0].contains("10.200.3.4".parse().unwrap()));
+    assert!(!trusted[0].contains("11.0.0.1".parse().unwrap()));
+    assert!(trusted[1].contains("192.0.2.7".parse().unwrap()));
+    assert!(!trusted[1].contains("192.0.2.8".parse().unwrap()));
+    // an IPv4-mapped IPv6 peer is compared as IPv4
+    assert!(trusted[0].contains("::ffff:10.1.2.3".parse().unwrap()));
+    assert!(trusted[2].contains("2001:db8:1::9".parse().unwrap()));
+    assert!(!trusted[2].contains("2001:db9::1".parse().unwrap()));
+    let l = &config.limits;
+    assert_eq!(l.max_connections, 7);
+    assert_eq!(l.max_header_count, 20);
+    assert_eq!(l.max_header_bytes, 4096);
+    assert_eq!(l.header_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(l.idle_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(l.handshake_timeout, std::time::Duration::from_secs(4));
+    assert_eq!(l.h2_max_concurrent_streams, 16);
+    assert_eq!(l.h2_max_pending_reset_streams, 5);
+    assert_eq!(l.h2_max_local_reset_streams, 6);
+}
+
+#[test]
+fn edge_defaults_are_bounded() {
+    let d = Limits::default();
+    assert_eq!(d.max_connections, 1024);
+    assert_eq!(d.max_header_count, 100);
+    assert_eq!(d.max_header_bytes, 16 * 1024);
+    assert_eq!(d.header_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(d.idle_timeout, std::time::Duration::from_secs(60));
+    assert_eq!(d.h2_max_concurrent_streams, 100);
+    assert_eq!(d.h2_max_pending_reset_streams, 20);
+    // every default lies inside the range the loader accepts
+    for (v, (min, max)) in [
+        (d.max_connections as u64, Limits::CONNECTIONS),
+        (d.max_header_count as u64, Limits::HEADER_COUNT),
+        (d.max_header_bytes as u64, Limits::HEADER_BYTES),
+        (d.header_timeout.as_secs(), Limits::TIMEOUT_SECS),
+        (d.idle_timeout.as_secs(), Limits::TIMEOUT_SECS),
+        (d.handshake_timeout.as_secs(), Limits::TIMEOUT_SECS),
+        (u64::from(d.h2_max_concurrent_streams), Limits::H2_STREAMS),
+        (d.h2_max_pending_reset_streams as u64, Limits::H2_RESETS),
+        (d.h2_max_local_reset_streams as u64, Limits::H2_RESETS),
+    ] {
+        assert!((min..=max).contains(&v), "{v} not in {min}..={max}");
+    }
+}
+
+#[test]
+fn ip_networks_parse_strictly() {
+    for bad in [
+        "",
+        "10.0.0.0/",
+        "10.0.0.0/x",
+        "10.0.0.0/+8",
+        "10/8",
+        "::1/129",
+        "1.2.3.4/0008",
+    ] {
+        assert!(IpNet::parse(bad).is_err(), "{bad}");
+    }
+    assert_eq!(IpNet::parse("10.0.0.1/8"), Err(IpNetError::HostBits));
+    assert!(IpNet::parse("0.0.0.0/0")
+        .unwrap()
+        .contains("8.8.8.8".parse().unwrap()));
+    assert!(!IpNet::parse("0.0.0.0/0")
+        .unwrap()
+        .contains("::1".parse().unwrap()));
+    assert!(IpNet::parse("::/0")
+        .unwrap()
+        .contains("::1".parse().unwrap()));
+}
+
+/// Loads MINIMAL_GATEWAY plus `extra` with an empty policy.
+fn load_with(extra: &str) -> Result<Config, ConfigErrors> {
+    let dir = TempDir::new();
+    dir.write("policy/p.toml", "");
+    load(&dir.write("maskgate.toml", &format!("{MINIMAL_GATEWAY}\n{extra}")))
+}
+
+#[test]
+fn state_postgres_takes_defaults_and_values() {
+    let c = load_with("[state]\nbackend = \"postgres\"\nurl = \"postgresql://gw:s3cret@db.internal:5432/maskgate\"\n")
+        .unwrap();
+    assert_eq!(c.state.backend, StateBackend::Postgres);
+    assert!(c.state.serve_masked_when_unavailable);
+    let pg = c.state.postgres.clone().expect("postgres settings");
+    assert_eq!(pg.pool_size, 8);
+    assert_eq!(pg.connect_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(pg.statement_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(pg.ca, None);
+    // The password never shows in Debug.
+    let debug = format!("{pg:?} {c:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
+    assert!(
+        debug.contains("postgresql://gw:***@db.internal:5432/maskgate"),
+        "{debug}"
+    );
+
+    let dir = TempDir::new();
+    dir.write("policy/p.toml", "");
+    let c = load(&dir.write(
+        "maskgate.toml",
+        &format!(
+            "{MINIMAL_GATEWAY}\n[state]\nbackend = \"postgres\"\nurl = \"host=db user=gw password=s3cret dbname=m\"\nca = \"db-ca.pem\"\npool_size = 3\nconnect_timeout_ms = 500\nstatement_timeout_ms = 750\non_unavailable = \"refuse\"\n"
+        ),
+    ))
+    .unwrap();
+    let pg = c.state.postgres.clone().unwrap();
+    assert!(!c.state.serve_masked_when_unavailable);
+    assert_eq!(pg.pool_size, 3);
+    assert_eq!(pg.connect_timeout, std::time::Duration::from_millis(500));
+    assert_eq!(pg.statement_timeout, std::time::Duration::from_millis(750));
+    assert_eq!(
+        pg.ca,
+        Some(std::path::absolute(&dir.0).unwrap().join("db-ca.pem"))
+    );
+    assert_eq!(pg.redacted_url(), "host=db user=gw password=*** dbname=m");
+
+    let local = load_with("[state]\non_unavailable = \"serve_masked\"\n").unwrap();
+    assert_eq!(local.state.backend, StateBackend::Local);
+    assert!(local.state.postgres.is_none());
+}
+
+#[test]
+fn state_errors_name_the_line() {
+    let err = |extra: &str| load_with(extra).unwrap_err().to_string();
+    let e = err("[state]\nbackend = \"postgres\"\n");
+    assert!(
+        e.contains("maskgate.toml:") && e.contains("needs url"),
+        "{e}"
+    );
+    let e = err("[state]\nbackend = \"postgres\"\nurl = \"postgresql://u:pw@h/d?sslmode=bogus\"\n");
+    assert!(
+        e.contains("not a valid PostgreSQL connection string"),
+        "{e}"
+    );
+    assert!(!e.contains("pw@"), "the password is not repeated: {e}");
+    let e = err("[state]\nbackend = \"postgres\"\nurl = \"postgresql://h/d\"\npool_size = 0\n");
+    assert!(e.contains("state.pool_size must be 1 to 256"), "{e}");
+    let e = err(
+        "[state]\nbackend = \"postgres\"\nurl = \"postgresql://h/d\"\nstatement_timeout_ms = 1\n",
+    );
+    assert!(
+        e.contains("state.statement_timeout_ms must be 10 to 600000"),
+        "{e}"
+    );
+    let e = err("[state]\non_unavailable = \"maybe\"\n");
+    assert!(e.contains("unknown state.on_unavailable `maybe`"), "{e}");
+    let e = err("[state]\nbackend = \"local\"\nurl = \"postgresql://h/d\"\n");
+    assert!(
+        e.contains("state.url applies to backend = \"postgres\" only"),
+        "{e}"
+    );
+    let e = err("[state]\nbackend = \"mysql\"\n");
+    assert!(e.contains("unknown state backend `mysql`"), "{e}");
+    // file:line:col
+    let line = e.lines().next().unwrap_or("");
+    let mut parts = line.split(':');
+    assert!(
+        parts.next().is_some_and(|f| f.ends_with("maskgate.toml")),
+        "{line}"
+    );
+    assert!(
+        parts.next().is_some_and(|l| l.parse::<u32>().is_ok()),
+        "{line}"
+    );
+    assert!(
+        parts.next().is_some_and(|c| c.parse::<u32>().is_ok()),
+        "{line}"
+    );
+}
+
+#[test]
+fn connection_strings_are_redacted() {
+    for (url, want) in [
+        ("postgresql://u:pw@h:1/d", "postgresql://u:***@h:1/d"),
+        ("postgres://u@h/d", "postgres://u@h/d"),
+        (
+            "postgresql://h/d?password=pw&sslmode=require",
+            "postgresql://h/d?password=***&sslmode=require",
+        ),
+        (
+            "postgresql://h/d?sslmode=require&password=pw",
+            "postgresql://h/d?sslmode=require&password=***",
+        ),
+        ("host=h password=pw user=u", "host=h password=*** user=u"),
+        ("postgresql://u:p@ss@h/d", "postgresql://u:***@h/d"),
+    ] {
+        assert_eq!(redact_url(url), want, "{url}");
+    }
+}

@@ -109,11 +109,48 @@ fn valid_on_behalf_of(v: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"@._-+ ".contains(&b))
 }
 
+/// The SHA-256 of the API key a request presents (`Authorization: Bearer
+/// <key>`); `None` without one or when the header is malformed.
+pub fn presented_key_hash(headers: &HeaderMap) -> Option<[u8; 32]> {
+    bearer_key(headers)
+        .ok()
+        .flatten()
+        .map(|k| api_key_hash(k.as_bytes()))
+}
+
+fn bearer_key(headers: &HeaderMap) -> Result<Option<&str>, IdentifyError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| IdentifyError::MalformedAuthorization)?;
+    let (scheme, key) = value
+        .split_once(' ')
+        .ok_or(IdentifyError::MalformedAuthorization)?;
+    let key = key.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
+        return Err(IdentifyError::MalformedAuthorization);
+    }
+    Ok(Some(key))
+}
+
 /// Identifies the caller from its certificate (if any) and headers.
 pub fn identify(
     policy: &Policy,
     cert: Option<&PeerCertificate>,
     headers: &HeaderMap,
+) -> Result<Caller, IdentifyError> {
+    identify_hashed(policy, cert, headers, presented_key_hash(headers))
+}
+
+/// [`identify`] with the API key's hash computed already
+/// ([`presented_key_hash`] of the same headers).
+pub fn identify_hashed(
+    policy: &Policy,
+    cert: Option<&PeerCertificate>,
+    headers: &HeaderMap,
+    key_hash: Option<[u8; 32]>,
 ) -> Result<Caller, IdentifyError> {
     let by_cert = match cert {
         Some(cert) => Some(
@@ -124,27 +161,14 @@ pub fn identify(
         ),
         None => None,
     };
-    let mut key_hash = None;
-    let by_key = match headers.get(http::header::AUTHORIZATION) {
-        Some(value) => {
-            let value = value
-                .to_str()
-                .map_err(|_| IdentifyError::MalformedAuthorization)?;
-            let (scheme, key) = value
-                .split_once(' ')
-                .ok_or(IdentifyError::MalformedAuthorization)?;
-            let key = key.trim();
-            if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
-                return Err(IdentifyError::MalformedAuthorization);
-            }
-            let hash = api_key_hash(key.as_bytes());
-            key_hash = Some(hash);
-            Some(
-                policy
-                    .principal_by_key_hash(&hash)
-                    .ok_or(IdentifyError::UnknownKey)?,
-            )
-        }
+    let key_hash =
+        bearer_key(headers)?.map(|key| key_hash.unwrap_or_else(|| api_key_hash(key.as_bytes())));
+    let by_key = match &key_hash {
+        Some(hash) => Some(
+            policy
+                .principal_by_key_hash(hash)
+                .ok_or(IdentifyError::UnknownKey)?,
+        ),
         None => None,
     };
     let (principal, credential) = match (by_cert, by_key) {

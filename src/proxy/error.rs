@@ -42,9 +42,18 @@ pub enum GatewayError {
         /// Why, in words (never a value).
         detail: String,
     },
-    /// Too many requests.
+    /// Too many requests: try again after this many seconds (`Retry-After`).
     #[error("rate limited")]
-    TooManyRequests,
+    TooManyRequests {
+        /// Seconds until a request would pass.
+        retry_after_secs: u64,
+    },
+    /// The identity is locked after repeated failed authentications.
+    #[error("locked out")]
+    LockedOut,
+    /// The account is frozen (a red flag is being handled).
+    #[error("account frozen")]
+    AccountFrozen,
     /// A required service (the audit log) cannot be used; nothing was released.
     #[error("service unavailable")]
     Unavailable(&'static str),
@@ -63,6 +72,19 @@ pub enum GatewayError {
     /// Something inside the gateway failed.
     #[error("internal error")]
     Internal,
+    /// No response head was ready within `limits.request_timeout` (a slow
+    /// request body, or the request path took too long).
+    #[error("request timed out")]
+    RequestTimeout,
+    /// The request names a host this gateway does not serve.
+    #[error("misdirected request")]
+    Misdirected,
+    /// Too many header fields, or a head over the size limit.
+    #[error("request header fields too large")]
+    HeaderFieldsTooLarge,
+    /// The gateway is at `limits.max_connections`.
+    #[error("too many connections")]
+    TooManyConnections,
 }
 
 impl GatewayError {
@@ -76,13 +98,19 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::Refused { .. } => StatusCode::FORBIDDEN,
-            GatewayError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::LockedOut => StatusCode::UNAUTHORIZED,
+            GatewayError::AccountFrozen => StatusCode::LOCKED,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnavailable | GatewayError::UpstreamResponseInvalid(_) => {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            GatewayError::HeaderFieldsTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -95,12 +123,18 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => "payload_too_large",
             GatewayError::UnsupportedMediaType => "unsupported_media_type",
             GatewayError::Unprocessable { code, .. } | GatewayError::Refused { code, .. } => code,
-            GatewayError::TooManyRequests => "too_many_requests",
+            GatewayError::TooManyRequests { .. } => "too_many_requests",
+            GatewayError::LockedOut => "locked_out",
+            GatewayError::AccountFrozen => "account_frozen",
             GatewayError::Unavailable(code) => code,
             GatewayError::UpstreamUnavailable => "upstream_unavailable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamResponseInvalid(code) => code,
             GatewayError::Internal => "internal_error",
+            GatewayError::RequestTimeout => "request_timeout",
+            GatewayError::Misdirected => "misdirected_request",
+            GatewayError::HeaderFieldsTooLarge => "request_header_too_large",
+            GatewayError::TooManyConnections => "too_many_connections",
         }
     }
 
@@ -118,7 +152,13 @@ impl GatewayError {
         match self {
             GatewayError::Unprocessable { .. } => "the request body cannot be stored as it is",
             GatewayError::Refused { .. } => "refused by policy",
-            GatewayError::TooManyRequests => "too many requests; retry later",
+            GatewayError::TooManyRequests { .. } => "too many requests; retry after the time in Retry-After",
+            GatewayError::LockedOut => {
+                "too many failed sign-ons: locked for a while, or until the security team unlocks it"
+            }
+            GatewayError::AccountFrozen => {
+                "this account is frozen while a red flag is handled; ask the privacy officer"
+            }
             GatewayError::Unavailable(_) => {
                 "a service the gateway needs is unavailable; nothing was released"
             }
@@ -135,12 +175,35 @@ impl GatewayError {
                 "the customer database's response could not be checked, so none of it was sent"
             }
             GatewayError::Internal => "the gateway failed; nothing was sent",
+            GatewayError::RequestTimeout => {
+                "the request was not received and answered in time; nothing was sent"
+            }
+            GatewayError::Misdirected => "this gateway does not serve the requested host",
+            GatewayError::HeaderFieldsTooLarge => {
+                "the request has too many header fields or they are too large"
+            }
+            GatewayError::TooManyConnections => {
+                "the gateway has too many open connections; retry later"
+            }
+        }
+    }
+
+    /// Seconds for a `Retry-After` header, when the error has one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 
     /// The response for this error.
     pub fn to_response<B: From<Bytes>>(&self, request_id: &str) -> Response<B> {
-        error_response(self.status(), self.code(), &self.message(), request_id)
+        let mut resp = error_response(self.status(), self.code(), &self.message(), request_id);
+        if let Some(secs) = self.retry_after() {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
     }
 }
 

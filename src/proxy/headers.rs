@@ -40,6 +40,114 @@ const GATEWAY_SET: [&str; 9] = [
     "x-on-behalf-of",
 ];
 
+/// Headers that make some frameworks run a different method or path than
+/// the one the gateway authorized; never forwarded.
+const OVERRIDES: [&str; 6] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
+];
+
+/// What a trusted proxy in front of the gateway said about the original
+/// client: its forwarding headers, each list joined into one value. Put in
+/// the request's extensions by the edge only when the peer is one of
+/// `server.trusted_proxies`; [`set_forwarded`] appends to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardedChain {
+    /// `X-Forwarded-For`.
+    pub x_forwarded_for: Option<HeaderValue>,
+    /// `Forwarded` (RFC 7239).
+    pub forwarded: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`.
+    pub x_forwarded_proto: Option<HeaderValue>,
+    /// `X-Forwarded-Host`.
+    pub x_forwarded_host: Option<HeaderValue>,
+    /// `X-Real-IP`.
+    pub x_real_ip: Option<HeaderValue>,
+}
+
+impl ForwardedChain {
+    /// Reads the forwarding headers (before hygiene removes them).
+    pub fn from_headers(headers: &HeaderMap) -> ForwardedChain {
+        let joined = |name: &str| -> Option<HeaderValue> {
+            let parts: Vec<&[u8]> = headers
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect();
+            if parts.is_empty() {
+                return None;
+            }
+            HeaderValue::from_bytes(&parts.join(&b", "[..])).ok()
+        };
+        ForwardedChain {
+            x_forwarded_for: joined("x-forwarded-for"),
+            forwarded: joined("forwarded"),
+            x_forwarded_proto: joined("x-forwarded-proto"),
+            x_forwarded_host: joined("x-forwarded-host"),
+            x_real_ip: joined("x-real-ip"),
+        }
+    }
+}
+
+/// Sets the forwarding headers the upstream receives: the peer's address
+/// (IPv4-mapped addresses as IPv4) in `X-Forwarded-For`, `Forwarded` and
+/// `X-Real-IP`, and `X-Forwarded-Proto: https`. With a trusted proxy's
+/// `chain` the peer is appended to its lists and its other values are kept;
+/// without one (any other peer) the client's copies were removed and these
+/// replace them.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: std::net::IpAddr,
+    chain: Option<&ForwardedChain>,
+) {
+    let peer = peer.to_canonical();
+    let ip = peer.to_string();
+    let append = |prev: Option<&HeaderValue>, next: &str| -> Option<HeaderValue> {
+        match prev
+            .and_then(|p| p.to_str().ok())
+            .filter(|p| !p.trim().is_empty())
+        {
+            Some(p) => HeaderValue::from_str(&format!("{p}, {next}")).ok(),
+            None => HeaderValue::from_str(next).ok(),
+        }
+    };
+    let chain = chain.cloned().unwrap_or_default();
+    if let Some(v) = append(chain.x_forwarded_for.as_ref(), &ip) {
+        headers.insert("x-forwarded-for", v);
+    }
+    let node = if peer.is_ipv6() {
+        format!("for=\"[{ip}]\";proto=https")
+    } else {
+        format!("for={ip};proto=https")
+    };
+    if let Some(v) = append(chain.forwarded.as_ref(), &node) {
+        headers.insert("forwarded", v);
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        chain
+            .x_forwarded_proto
+            .unwrap_or(HeaderValue::from_static("https")),
+    );
+    if let Some(h) = chain.x_forwarded_host {
+        headers.insert("x-forwarded-host", h);
+    }
+    match chain.x_real_ip {
+        Some(v) => {
+            headers.insert("x-real-ip", v);
+        }
+        None => {
+            if let Ok(v) = HeaderValue::from_str(&ip) {
+                headers.insert("x-real-ip", v);
+            }
+        }
+    }
+}
+
 /// Removes hop-by-hop headers, including those a `Connection` header names,
 /// except names the gateway itself relies on (a client cannot make the
 /// gateway drop them).
@@ -82,9 +190,24 @@ pub fn protect_request_headers(headers: &mut HeaderMap, red_flag_route: bool) {
     for n in spoofable {
         headers.remove(n);
     }
-    for n in GATEWAY_SET {
+    for n in GATEWAY_SET.iter().chain(&OVERRIDES) {
+        headers.remove(*n);
+    }
+    // Names with `_` are dropped: CGI-style upstreams read `X_Maskgate_Role`
+    // and `X-Maskgate-Role` (or `Content_Length` and `Content-Length`) as
+    // the same variable, so such a name could pass for one the gateway sets
+    // or removes.
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for n in underscored {
         headers.remove(n);
     }
+    // The body is re-framed whole by the gateway; the client's expectation
+    // was already answered (or not) by the gateway itself.
+    headers.remove(header::EXPECT);
     // The caller's credentials are for the gateway, not the database.
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::COOKIE);

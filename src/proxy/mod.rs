@@ -14,9 +14,13 @@ use crate::config::Config;
 use crate::detect::Detectors;
 use crate::identity::PeerCertificate;
 
+pub mod admit;
 pub mod audit;
 pub mod authorize;
+pub mod edge;
+pub mod edge_io;
 pub mod error;
+pub mod framing;
 pub mod headers;
 pub mod listener;
 pub mod pipeline;
@@ -38,9 +42,45 @@ pub struct ConnInfo {
     pub cert: Option<PeerCertificate>,
 }
 
+/// What a reload replaces: the configuration and everything built from
+/// its policy. A request takes one snapshot when it starts and finishes
+/// under it, whatever reloads happen meanwhile.
+#[derive(Debug)]
+pub struct Live {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Rate limiters of this policy (a reload starts them full).
+    pub rates: crate::admit::RateLimiter,
+    /// The lockout rule (`[lockout]`) over the state store.
+    pub lockout: crate::admit::Lockout,
+    /// Daily record budgets over the state store.
+    pub budget: crate::admit::Budget,
+}
+
+impl Live {
+    fn new(
+        config: Arc<Config>,
+        state: &Arc<dyn crate::admit::StateStore>,
+        clock: &Arc<dyn crate::unmask::Clock>,
+    ) -> Live {
+        Live {
+            rates: crate::admit::RateLimiter::new(&config.policy, Arc::clone(clock)),
+            lockout: crate::admit::Lockout::new(Arc::clone(state), config.lockout),
+            budget: crate::admit::Budget::new(Arc::clone(state), &config.policy.admit),
+            config,
+        }
+    }
+}
+
 /// State shared by every request.
 pub struct Shared {
-    config: Arc<Config>,
+    live: arc_swap::ArcSwap<Live>,
+    /// Lockouts, freezes and record counts.
+    pub state: Arc<dyn crate::admit::StateStore>,
+    /// The frozen account ids, as last read from the state store (refreshed
+    /// on every change made here and once a second, so freezes made by
+    /// other instances arrive within a second).
+    pub frozen: arc_swap::ArcSwap<std::collections::HashSet<String>>,
     /// The upstream client.
     pub upstream: upstream::Upstream,
     /// The compiled detectors.
@@ -65,8 +105,97 @@ pub struct Shared {
 impl Shared {
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
-        Arc::clone(&self.config)
+        Arc::clone(&self.live.load().config)
     }
+
+    /// The configuration and its policy's limiters, as one snapshot.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// Re-reads the frozen accounts from the state store.
+    pub async fn refresh_frozen(&self) -> Result<(), crate::admit::StateError> {
+        let list = self.state.list_freezes().await?;
+        self.frozen
+            .store(Arc::new(list.into_iter().map(|f| f.account).collect()));
+        Ok(())
+    }
+
+    /// Re-reads the configuration and its policy files from where they were
+    /// first loaded. The new set is checked whole first: if any of it is
+    /// wrong, nothing changes and the errors (file:line:col) are returned.
+    /// Requests in flight finish under the configuration they started with.
+    ///
+    /// Policies, limits, lockout and admission settings, revocations and
+    /// logging take effect for the next request; the listen address,
+    /// upstream, data directory, TLS files, card encryption, audit log and
+    /// state backend need a restart (a change to them is reported, not
+    /// applied).
+    pub fn reload(&self) -> Result<ReloadReport, crate::config::ConfigErrors> {
+        let current = self.config();
+        let mut next = crate::config::load(&current.source)?;
+        let mut needs_restart = Vec::new();
+        if next.server != current.server {
+            needs_restart.push("server");
+        }
+        if next.upstream != current.upstream {
+            needs_restart.push("upstream");
+        }
+        if next.data_dir != current.data_dir {
+            needs_restart.push("data");
+        }
+        if next.crypto != current.crypto {
+            needs_restart.push("crypto");
+        }
+        if next.audit != current.audit {
+            needs_restart.push("audit");
+        }
+        if next.state != current.state {
+            needs_restart.push("state");
+        }
+        // Sections that need a restart keep their running values until then.
+        next.server = current.server.clone();
+        next.upstream = current.upstream.clone();
+        next.data_dir = current.data_dir.clone();
+        next.crypto = current.crypto.clone();
+        next.audit = current.audit.clone();
+        next.state = current.state.clone();
+        let live = Live::new(Arc::new(next), &self.state, &self.clock);
+        self.live.store(Arc::new(live));
+        self.metrics.reloaded();
+        Ok(ReloadReport { needs_restart })
+    }
+}
+
+/// [`Shared::reload`], logged and counted; `source` says who asked
+/// (`SIGHUP`, `admin API`).
+pub fn reload_and_log(
+    shared: &Shared,
+    source: &str,
+) -> Result<ReloadReport, crate::config::ConfigErrors> {
+    match shared.reload() {
+        Ok(report) => {
+            tracing::info!(target: "maskgate::reload", source, "configuration reloaded");
+            for section in &report.needs_restart {
+                tracing::warn!(target: "maskgate::reload", section, "this section changed on disk; it takes effect after a restart");
+            }
+            Ok(report)
+        }
+        Err(errors) => {
+            shared.metrics.event("reload_failed");
+            for e in &errors.0 {
+                tracing::error!(target: "maskgate::reload", source, error = %e, "reload refused; the configuration in force stays");
+            }
+            Err(errors)
+        }
+    }
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Sections that changed on disk but need a restart to take effect.
+    pub needs_restart: Vec<&'static str>,
 }
 
 /// Why the gateway could not start.
@@ -88,6 +217,9 @@ pub enum ServeError {
     /// The audit log or the grant store could not be opened.
     #[error("audit: {0}")]
     Audit(String),
+    /// The state store (lockouts, freezes, budgets) could not be opened.
+    #[error("state store: {0}")]
+    State(String),
 }
 
 /// A running gateway.
@@ -98,6 +230,9 @@ pub struct GatewayHandle {
     task: JoinHandle<()>,
     /// Metrics (for tests and the demo).
     pub metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    /// The server certificate and client-certificate trust, reloadable.
+    pub tls_certs: Arc<listener::CertStore>,
 }
 
 impl GatewayHandle {
@@ -110,6 +245,16 @@ impl GatewayHandle {
     /// Waits until the gateway stops (after a shutdown signal elsewhere).
     pub async fn wait(self) {
         let _ = self.task.await;
+    }
+
+    /// Re-reads the configuration ([`Shared::reload`]), as SIGHUP does.
+    pub fn reload(&self) -> Result<ReloadReport, crate::config::ConfigErrors> {
+        reload_and_log(&self.shared, "handle")
+    }
+
+    /// The state shared by the gateway's requests.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// A sender that stops the gateway when `true` is sent.
@@ -183,6 +328,13 @@ async fn housekeeping(shared: Arc<Shared>) {
             return;
         }
         ticks += 1;
+        if let Err(e) = shared.refresh_frozen().await {
+            shared.metrics.event("state_unavailable");
+            tracing::warn!(target: "maskgate::state", error = %e, "cannot read the frozen accounts; keeping the last list");
+        }
+        if ticks % 60 == 0 {
+            shared.live().rates.retain_recent();
+        }
         let Some(audit) = shared.audit.clone() else {
             continue;
         };
@@ -206,6 +358,26 @@ async fn housekeeping(shared: Arc<Shared>) {
     }
 }
 
+/// Reloads the configuration on every SIGHUP while the gateway runs.
+async fn reload_on_hangup(shared: std::sync::Weak<Shared>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!(target: "maskgate::reload", "cannot listen for SIGHUP; reload with POST /_maskgate/reload");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let _ = reload_and_log(&shared, "SIGHUP");
+        }
+    }
+    #[cfg(not(unix))]
+    drop(shared);
+}
+
 /// Starts the gateway on its configured address.
 pub async fn start(config: Config) -> Result<GatewayHandle, ServeError> {
     let listener = listener::bind(config.server.listen).await?;
@@ -226,11 +398,7 @@ pub async fn start_with_clock(
     tcp: tokio::net::TcpListener,
     clock: Arc<dyn crate::unmask::Clock>,
 ) -> Result<GatewayHandle, ServeError> {
-    let tls = listener::tls_config(
-        &config.server.cert,
-        &config.server.key,
-        config.server.client_ca.as_deref(),
-    )?;
+    let tls_certs = listener::CertStore::new(&config.server)?;
     let upstream = upstream::Upstream::new(&config.upstream)?;
     let local_addr = tcp
         .local_addr()
@@ -238,7 +406,32 @@ pub async fn start_with_clock(
     let metrics = Arc::new(Metrics::new());
     let grace = config.server.shutdown_grace;
     let (keyring, protection) = crypto_setup(&config)?;
+    // `[state] backend = "postgres"`: grants and the audit log are shared
+    // through the database (one pool with the state store).
+    let db = match (&config.state.backend, &config.state.postgres) {
+        (crate::config::StateBackend::Postgres, Some(pg)) => Some(
+            crate::pg::Db::open(pg)
+                .await
+                .map_err(|e| ServeError::Audit(format!("shared database: {e}")))?,
+        ),
+        _ => None,
+    };
     let audit = match &config.audit {
+        Some(a) if db.is_some() => {
+            let key = crate::audit::SigningKey::load(&a.signing_key)
+                .map_err(|e| ServeError::Audit(e.to_string()))?;
+            let policy = crate::audit::CheckpointPolicy {
+                every_records: a.checkpoint_every_records,
+                every: a.checkpoint_every,
+            };
+            let db = db
+                .clone()
+                .ok_or(ServeError::Audit("shared database".into()))?;
+            let log = crate::audit::pg::PgAuditLog::open(db, key, policy, Default::default())
+                .await
+                .map_err(|e| ServeError::Audit(e.to_string()))?;
+            Some(Arc::new(log) as Arc<dyn crate::audit::AuditSink>)
+        }
         Some(a) => {
             let key = crate::audit::SigningKey::load(&a.signing_key)
                 .map_err(|e| ServeError::Audit(e.to_string()))?;
@@ -259,29 +452,53 @@ pub async fn start_with_clock(
         }
         None => None,
     };
-    let grants = crate::unmask::GrantStore::open(&config.data_dir)
-        .map_err(|e| ServeError::Audit(format!("grant store: {e}")))?;
+    let grants: Arc<dyn crate::unmask::GrantBackend> = match &db {
+        Some(db) => Arc::new(crate::pg::PgGrantStore::new(db.clone())),
+        None => Arc::new(
+            crate::unmask::GrantStore::open(&config.data_dir)
+                .map_err(|e| ServeError::Audit(format!("grant store: {e}")))?,
+        ),
+    };
+    let state = crate::admit::open_state(&config).map_err(|e| ServeError::State(e.to_string()))?;
+    let frozen: std::collections::HashSet<String> = state
+        .list_freezes()
+        .await
+        .map_err(|e| ServeError::State(e.to_string()))?
+        .into_iter()
+        .map(|f| f.account)
+        .collect();
+    let live = Live::new(Arc::new(config), &state, &clock);
     let shared = Arc::new(Shared {
-        config: Arc::new(config),
+        live: arc_swap::ArcSwap::from_pointee(live),
+        state,
+        frozen: arc_swap::ArcSwap::from_pointee(frozen),
         upstream,
         detectors: Arc::new(Detectors::new()),
         metrics: Arc::clone(&metrics),
         protection: Arc::new(protection),
         keyring,
         audit,
-        grants: Arc::new(grants),
+        grants,
         unmask_counters: crate::unmask::RateCounters::new(),
         clock,
     });
     tokio::spawn(housekeeping(Arc::clone(&shared)));
+    tokio::spawn(reload_on_hangup(Arc::downgrade(&shared)));
     let (tx, rx) = watch::channel(false);
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let task = tokio::spawn(listener::accept_loop(tcp, acceptor, shared, rx, grace));
+    let task = tokio::spawn(listener::accept_loop(
+        tcp,
+        Arc::clone(&tls_certs),
+        Arc::clone(&shared),
+        rx,
+        grace,
+    ));
     tracing::info!(listen = %local_addr, "maskgate listening");
     Ok(GatewayHandle {
         local_addr,
         shutdown: tx,
         task,
         metrics,
+        shared,
+        tls_certs,
     })
 }

@@ -10,12 +10,13 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use crate::identity::{identify, Caller};
+use crate::identity::Caller;
 use crate::rewrite::content::{
     body_kind, parse_content_encoding, rewriter_for, BodyKind, DecodeLimits,
 };
 use crate::rewrite::{Limits as RewriteLimits, RewriteSpec};
 
+use super::admit::{admit_caller, admit_request, charge_records};
 use super::audit;
 use super::authorize::{authorize, Authorized};
 use super::error::{error_response, GatewayError};
@@ -23,9 +24,9 @@ use super::headers::{protect_request_headers, protect_response_headers, request_
 use super::protect_request::{
     has_body, is_write, protect_body, protect_path_and_headers, protect_query,
 };
-use super::rewrite_response::{BodyOutcome, RewriteBody, PREBUFFER_BYTES};
+use super::rewrite_response::{BodyError, BodyOutcome, RewriteBody, PREBUFFER_BYTES};
 use super::upstream::UpstreamBody;
-use super::{ConnInfo, GatewayBody, Shared};
+use super::{ConnInfo, GatewayBody, Live, Shared};
 use crate::audit::Outcome;
 use crate::unmask::UnmaskRequest;
 
@@ -135,57 +136,31 @@ async fn proxy(
     log: &mut AccessLog,
     started: Instant,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let config = shared.config();
+    // One snapshot for the whole request: a reload meanwhile does not
+    // change the policy it runs under.
+    let live = shared.live();
+    let config = Arc::clone(&live.config);
     let policy = &config.policy;
 
-    // identify
-    let caller: Caller = identify(policy, conn.cert.as_ref(), req.headers()).map_err(|e| {
-        tracing::info!(target: "maskgate::auth", request_id = %log.id, reason = %e, "authentication failed");
-        GatewayError::Unauthenticated
-    })?;
+    // identify and admit the caller: lockouts, revocations (checked on
+    // every request, so they reach connections already open), windows
+    let caller: Caller = admit_caller(shared, &live, conn, req.headers(), &log.id).await?;
     log.principal = Some(Arc::from(caller.principal.name.as_str()));
     log.on_behalf_of.clone_from(&caller.on_behalf_of);
-
-    // admit: revocations are checked on every request (so they reach
-    // connections already open), then the principal's validity window.
-    crate::admit::revoke::check(
-        policy,
-        &caller.principal,
-        caller.api_key_sha256.as_ref(),
-        conn.cert.as_ref(),
-    )
-        .map_err(|r| {
-            tracing::info!(target: "maskgate::auth", request_id = %log.id, reason = r.code(), "revoked credential");
-            GatewayError::Unauthenticated
-        })?;
-    if let Err(outside) = crate::admit::window::check(&caller.principal.window, shared.clock.now())
-    {
-        if let Some(audit_log) = &shared.audit {
-            let draft = crate::audit::RecordDraft::new(
-                crate::audit::Kind::Alert,
-                caller.principal.name.clone(),
-                Outcome::Denied,
-                outside.code(),
-            )
-            .request_id(log.id.clone())
-            .roles(caller.principal.roles.iter().cloned());
-            audit::append(audit_log, draft).await?;
-        }
-        return Err(GatewayError::Refused {
-            code: "outside_access_window",
-            detail: outside.to_string(),
-        });
-    }
 
     // authorize
     let auth: Authorized = authorize(policy, &caller, req.method(), req.uri().path())?;
     log.role = Some(Arc::from(auth.role.name.as_str()));
     log.route = Some(Arc::clone(&auth.route_name));
 
+    // admit the request: export rule, rate limits, budget, frozen accounts
+    let unmask_request = UnmaskRequest::from_headers(req.headers())
+        .map_err(|e| GatewayError::BadRequest(e.code()))?;
+    let masked_read = !is_write(req.method()) && unmask_request.is_none();
+    let allowance = admit_request(shared, &live, &caller, &auth, &log.id, masked_read).await?;
+
     // unmask: decided (and, when refused, recorded) before anything else
-    let unmasking = match UnmaskRequest::from_headers(req.headers())
-        .map_err(|e| GatewayError::BadRequest(e.code()))?
-    {
+    let unmasking = match unmask_request {
         Some(request) => {
             Some(audit::decide(shared, &caller, &auth, req.method(), &log.id, request).await?)
         }
@@ -223,10 +198,7 @@ async fn proxy(
     {
         headers.insert("x-maskgate-on-behalf-of", obo);
     }
-    if let Ok(v) = HeaderValue::from_str(&conn.remote.ip().to_string()) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    super::headers::set_forwarded(&mut headers, conn.remote.ip(), parts.extensions.get());
     let query = match parts.uri.query() {
         Some(q) => {
             // Page sizes above the route's cap are clamped before the upstream.
@@ -337,6 +309,10 @@ async fn proxy(
             .clone()
             .filter(|_| unmasking.is_some())
             .map(|k| k as Arc<dyn crate::rewrite::EnvelopeOpener>),
+        drop_accounts: allowance
+            .hide_accounts
+            .clone()
+            .map(|set| set as Arc<dyn crate::rewrite::AccountFilter>),
     };
     let decode_limits = DecodeLimits {
         max_decompressed_bytes: config.limits.max_decompressed_bytes,
@@ -347,15 +323,54 @@ async fn proxy(
     let status = parts_out.status;
     let end_log = log.clone();
     let end_shared = Arc::clone(shared);
+    // Records of a streamed body are charged when it ends (the hook);
+    // a body sent whole is charged here, before it is sent.
+    let streamed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let budget_charge = auth.role.record_budget_per_day.map(|_| {
+        (
+            Arc::clone(&streamed),
+            Arc::clone(&live),
+            caller.clone(),
+            auth.clone(),
+            parts.method.clone(),
+        )
+    });
     let mut body = RewriteBody::new(
         upstream_body,
         rewriter,
         config.limits.max_response_body_bytes,
-        Box::new(move |outcome| end_log.finish(&end_shared, status, started, Some(&outcome))),
-    );
+        Box::new(move |outcome| {
+            end_log.finish(&end_shared, status, started, Some(&outcome));
+            let Some((streamed, live, caller, auth, method)) = budget_charge else {
+                return;
+            };
+            if !streamed.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            let records = match &outcome {
+                BodyOutcome::Complete(c) => c.records,
+                BodyOutcome::Failed(BodyError::RecordLimit { limit }) => *limit,
+                _ => return,
+            };
+            tokio::spawn(async move {
+                charge_records(
+                    &end_shared,
+                    &live,
+                    &caller,
+                    &auth,
+                    &method,
+                    &end_log.id,
+                    records,
+                )
+                .await;
+            });
+        }),
+    )
+    .with_record_limit(allowance.records_left);
     if let Some(unmasking) = unmasking {
         return audit_then_release(
             shared,
+            &live,
             &caller,
             &auth,
             &parts.method,
@@ -369,6 +384,11 @@ async fn proxy(
     }
     let complete = match body.fill(PREBUFFER_BYTES).await {
         Ok(complete) => complete,
+        Err(BodyError::RecordLimit { limit }) => {
+            drop(body);
+            charge_records(shared, &live, &caller, &auth, &parts.method, &log.id, limit).await;
+            return Err(budget_used_up(&auth));
+        }
         Err(e) => {
             tracing::warn!(target: "maskgate::rewrite", request_id = %log.id, error = %e, "response refused");
             // The body's end hook already logged and counted this request.
@@ -382,6 +402,17 @@ async fn proxy(
     protect_response_headers(&mut parts_out.headers, rewritten);
     set_request_id(&mut parts_out.headers, &log.id);
     if complete {
+        let records = body.counts_ref().map_or(0, |c| c.records);
+        charge_records(
+            shared,
+            &live,
+            &caller,
+            &auth,
+            &parts.method,
+            &log.id,
+            records,
+        )
+        .await;
         let bytes = body.take_buffered();
         parts_out
             .headers
@@ -392,11 +423,23 @@ async fn proxy(
             Full::new(bytes).map_err(never).boxed_unsync(),
         ));
     }
+    streamed.store(true, std::sync::atomic::Ordering::Release);
     Ok(Response::from_parts(
         parts_out,
         body.map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
             .boxed_unsync(),
     ))
+}
+
+/// The refusal once a response would take a principal past its budget.
+fn budget_used_up(auth: &Authorized) -> GatewayError {
+    GatewayError::Refused {
+        code: "record_budget_exceeded",
+        detail: format!(
+            "this response would pass the daily record budget of the {} role; no more data today",
+            auth.role.name
+        ),
+    }
 }
 
 /// Largest unmasked response: it is rewritten whole, recorded, then sent.
@@ -409,6 +452,7 @@ const UNMASK_MAX_BYTES: usize = 4 << 20;
 #[allow(clippy::too_many_arguments)]
 async fn audit_then_release(
     shared: &Arc<Shared>,
+    live: &Live,
     caller: &Caller,
     auth: &Authorized,
     method: &Method,
@@ -446,6 +490,10 @@ async fn audit_then_release(
                         .to_owned(),
             },
         )),
+        Err(BodyError::RecordLimit { limit }) => {
+            charge_records(shared, live, caller, auth, method, id, limit).await;
+            Some(("record_budget_exceeded", budget_used_up(auth)))
+        }
         Err(_) => Some((
             "upstream_body_invalid",
             GatewayError::UpstreamResponseInvalid("upstream_body_invalid"),
@@ -487,6 +535,7 @@ async fn audit_then_release(
     unmasking
         .grant
         .commit(u32::try_from(counts.records).unwrap_or(u32::MAX));
+    charge_records(shared, live, caller, auth, method, id, counts.records).await;
     let bytes = body.take_buffered();
     drop(body);
     protect_response_headers(&mut parts_out.headers, rewritten);
@@ -518,7 +567,8 @@ fn never(e: Infallible) -> Box<dyn std::error::Error + Send + Sync> {
 
 /// The JSON response for a gateway error.
 pub fn refuse_error(e: &GatewayError, id: &str) -> Response<GatewayBody> {
-    refuse(e.status(), e.code(), &e.message(), id)
+    let resp: Response<Full<Bytes>> = e.to_response(id);
+    resp.map(|b| b.map_err(never).boxed_unsync())
 }
 
 /// A JSON error response as a gateway body.

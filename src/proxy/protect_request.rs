@@ -89,6 +89,7 @@ pub async fn protect_body(
         detectors: std::sync::Arc::clone(detectors),
         limits,
         opener: None,
+        drop_accounts: None,
     };
     let protect = std::sync::Arc::clone(protection);
     let mut rewriter: Box<dyn BodyRewriter> = match kind {

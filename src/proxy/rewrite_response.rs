@@ -32,6 +32,13 @@ pub enum BodyError {
     /// A pass-through body was over the response size limit.
     #[error("response body over the limit")]
     TooLarge,
+    /// The body holds more customer records than the principal may still
+    /// receive today (its record budget).
+    #[error("response holds more records than the {limit} left in the budget")]
+    RecordLimit {
+        /// Records that were left.
+        limit: u64,
+    },
 }
 
 /// How a body ended, for the access log and metrics.
@@ -62,6 +69,7 @@ pub struct RewriteBody {
     phase: Phase,
     passed: u64,
     max_passthrough: u64,
+    record_limit: Option<u64>,
     on_end: Option<OnEnd>,
 }
 
@@ -81,8 +89,22 @@ impl RewriteBody {
             phase: Phase::Streaming,
             passed: 0,
             max_passthrough,
+            record_limit: None,
             on_end: Some(on_end),
         }
+    }
+
+    /// Fails the body (no byte of the chunk that crosses it is sent) once
+    /// it holds more than `limit` customer records; `None` for no limit.
+    pub fn with_record_limit(mut self, limit: Option<u64>) -> RewriteBody {
+        self.record_limit = limit;
+        self
+    }
+
+    /// What the rewriter did so far, without copying; `None` for a
+    /// pass-through body.
+    pub fn counts_ref(&self) -> Option<&Counts> {
+        self.rewriter.as_ref().map(|r| r.counts())
     }
 
     fn end(&mut self, outcome: BodyOutcome) {
@@ -110,7 +132,10 @@ impl RewriteBody {
                     return Poll::Ready(Ok(()));
                 };
                 let r = match self.rewriter.as_mut() {
-                    Some(rw) => rw.write(&data, &mut self.out).map_err(BodyError::Rewrite),
+                    Some(rw) => rw
+                        .write(&data, &mut self.out)
+                        .map_err(BodyError::Rewrite)
+                        .and_then(|()| within_records(rw.counts(), self.record_limit)),
                     None => {
                         self.passed += data.len() as u64;
                         if self.passed > self.max_passthrough {
@@ -125,7 +150,10 @@ impl RewriteBody {
             }
             Poll::Ready(None) => {
                 let r = match self.rewriter.as_mut() {
-                    Some(rw) => rw.finish(&mut self.out).map_err(BodyError::Rewrite),
+                    Some(rw) => rw
+                        .finish(&mut self.out)
+                        .map_err(BodyError::Rewrite)
+                        .and_then(|()| within_records(rw.counts(), self.record_limit)),
                     None => Ok(()),
                 };
                 match r {
@@ -176,6 +204,13 @@ impl RewriteBody {
             .as_ref()
             .map(|r| r.counts().clone())
             .unwrap_or_default()
+    }
+}
+
+fn within_records(counts: &Counts, limit: Option<u64>) -> Result<(), BodyError> {
+    match limit {
+        Some(limit) if counts.records > limit => Err(BodyError::RecordLimit { limit }),
+        _ => Ok(()),
     }
 }
 

@@ -101,6 +101,7 @@ fn spec() -> RewriteSpec {
         detectors: Arc::new(Detectors::new()),
         limits: Limits::default(),
         opener: None,
+        drop_accounts: None,
     }
 }
 

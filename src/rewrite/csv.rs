@@ -18,6 +18,12 @@
 //!   column, empty) is written as `""` so that it stays a record.
 //! - A UTF-8 byte order mark at the very start is copied and is not part of
 //!   the first name.
+//! - With a drop filter ([`RewriteSpec::drop_accounts`]), a row whose cell in
+//!   an id column (a header named like the rules' record id field, see
+//!   [`RulesBuilder::record_id_name`](super::RulesBuilder::record_id_name);
+//!   removed columns included) names a dropped account is left out with its
+//!   line break, and counted in [`Counts::dropped_records`] only. Each row is
+//!   decided when it is complete, so nothing more is held.
 //!
 //! Streaming: one record is held at a time (at most
 //! [`Limits::max_token_bytes`](super::Limits) bytes; more is an error) and is
@@ -108,6 +114,8 @@ pub struct CsvRewriter {
     protect: Option<std::sync::Arc<RequestProtection>>,
     /// Write requests: the header's names, for error messages.
     names: Vec<String>,
+    /// Drop filter: the columns holding the record's id.
+    id_columns: Vec<usize>,
 }
 
 /// True when a cell's content must be quoted to stay one field.
@@ -179,6 +187,7 @@ impl CsvRewriter {
             text: String::new(),
             protect: None,
             names: Vec::new(),
+            id_columns: Vec::new(),
         }
     }
 
@@ -464,7 +473,7 @@ impl CsvRewriter {
         let text = std::str::from_utf8(bytes).map_err(|_| self.error("invalid UTF-8"))?;
         let fields = std::mem::take(&mut self.fields);
         let r = match self.columns.take() {
-            None => self.header(text, &fields, out),
+            None => self.header(text, &fields, out).map(|()| true),
             Some(columns) => {
                 let r = self.row(text, &fields, &columns, out);
                 self.columns = Some(columns);
@@ -472,9 +481,25 @@ impl CsvRewriter {
             }
         };
         self.fields = fields;
-        r?;
-        out.extend_from_slice(term);
+        if r? {
+            out.extend_from_slice(term);
+        }
         Ok(())
+    }
+
+    /// Drop filter: true when one of the row's id cells names a dropped account.
+    fn row_dropped(&self, text: &str, fields: &[Field]) -> Result<bool, RewriteError> {
+        let Some(filter) = &self.spec.drop_accounts else {
+            return Ok(false);
+        };
+        for &column in &self.id_columns {
+            if let Some(f) = fields.get(column) {
+                if filter.drops(&unquote(self.raw(text, f)?, f.quoted)) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn raw<'t>(&self, text: &'t str, f: &Field) -> Result<&'t str, RewriteError> {
@@ -492,13 +517,16 @@ impl CsvRewriter {
         let mut columns = Vec::with_capacity(fields.len());
         let start = out.len();
         let mut first = true;
-        for f in fields {
+        for (index, f) in fields.iter().enumerate() {
             let raw = self.raw(text, f)?;
             let name = unquote(raw, f.quoted);
             if self.protect.is_some() {
                 self.names.push(name.chars().take(64).collect());
             }
             let m = rules.match_key(name.as_bytes(), rules.root_nodes());
+            if m.record_id && self.spec.drop_accounts.is_some() {
+                self.id_columns.push(index);
+            }
             let action = m.class.map(|c| self.spec.actions.get(c));
             let client_index =
                 self.protect.is_some() && name.ends_with(super::json::BLIND_INDEX_SUFFIX);
@@ -544,15 +572,21 @@ impl CsvRewriter {
         Ok(())
     }
 
+    /// Writes one row (without its terminator); false when the row is
+    /// dropped, terminator and all.
     fn row(
         &mut self,
         text: &str,
         fields: &[Field],
         columns: &[Column],
         out: &mut Vec<u8>,
-    ) -> Result<(), RewriteError> {
+    ) -> Result<bool, RewriteError> {
         if fields.len() != columns.len() {
             return Err(self.error("record has a different number of fields than the header"));
+        }
+        if !self.id_columns.is_empty() && self.row_dropped(text, fields)? {
+            self.counts.dropped_records += 1;
+            return Ok(false);
         }
         self.counts.records += 1;
         let start = out.len();
@@ -596,7 +630,7 @@ impl CsvRewriter {
             }
         }
         keep_nonblank(first, start, out);
-        Ok(())
+        Ok(true)
     }
 
     /// Writes one kept cell.

@@ -17,6 +17,7 @@ fn spec_with(build: impl FnOnce(&mut RulesBuilder), actions: ActionTable) -> Rew
         detectors: Arc::new(Detectors::new()),
         limits: Limits::default(),
         opener: None,
+        drop_accounts: None,
     }
 }
 

@@ -9,6 +9,15 @@
 //! Removal works on held bytes: a member's separator and key are held until
 //! its value's first byte says whether it stays, so a removed member takes its
 //! comma with it and the output stays valid JSON.
+//!
+//! Dropping records (only when [`RewriteSpec::drop_accounts`] is set): the
+//! output of an object record, from its separating comma (and key) on, is
+//! held until its id member has been read. A record of a dropped account is
+//! then cut out of the held output (the container's comma bookkeeping is
+//! rewound, as for a removed member); any other record is released and the
+//! rest of it streams. Held output lives in `out` while the chunk lasts and
+//! moves into a side buffer between chunks, so nothing is copied for a record
+//! that is decided within one chunk.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -117,6 +126,110 @@ struct Pending {
     key_rewrite: Option<Vec<u8>>,
 }
 
+/// The counts a dropped record must not leave behind, as they were when it
+/// started.
+#[derive(Clone, Copy, Debug)]
+struct CountsMark {
+    acted: [[u64; Action::COUNT]; FieldClass::COUNT],
+    detected: u64,
+    records: u64,
+    not_allowed: u64,
+    sealed: u64,
+    account_ids: usize,
+}
+
+impl CountsMark {
+    fn of(c: &Counts) -> CountsMark {
+        CountsMark {
+            acted: c.acted,
+            detected: c.detected,
+            records: c.records,
+            not_allowed: c.not_allowed,
+            sealed: c.sealed,
+            account_ids: c.account_ids.len(),
+        }
+    }
+
+    /// Undoes everything counted since the mark, except integrity errors.
+    fn restore(&self, c: &mut Counts) {
+        c.acted = self.acted;
+        c.detected = self.detected;
+        c.records = self.records;
+        c.not_allowed = self.not_allowed;
+        c.sealed = self.sealed;
+        c.account_ids.truncate(self.account_ids);
+    }
+}
+
+/// An object record that has started and not yet ended (drop filter only).
+#[derive(Clone, Copy, Debug)]
+struct OpenRecord {
+    /// `stack.len()` while the record's own frame is the innermost.
+    depth: usize,
+    /// Offset of the record's first output byte (its separator) in the held
+    /// output; meaningful while `holding`.
+    start: usize,
+    /// Its output is held: its id has not been read yet.
+    holding: bool,
+    /// Its id names a dropped account.
+    dropped: bool,
+    /// The document root (or an NDJSON line) is the record.
+    root: bool,
+    /// The parent container's `emitted_any` before this record.
+    parent_emitted: bool,
+    counts: CountsMark,
+}
+
+/// Output held for records whose fate is not known yet (drop filter only).
+/// The held output is `buf` followed by `out[base..]` of the current call.
+#[derive(Debug, Default)]
+struct Held {
+    /// Held output carried over from earlier chunks.
+    buf: Vec<u8>,
+    /// Where in the caller's `out` the held output continues; `Some` exactly
+    /// while some open record is holding.
+    base: Option<usize>,
+    /// Open object records, innermost last.
+    open: Vec<OpenRecord>,
+}
+
+impl Held {
+    fn len(&self, out: &[u8]) -> usize {
+        self.buf.len() + self.base.map_or(0, |b| out.len() - b)
+    }
+
+    fn any_holding(&self) -> bool {
+        self.open.iter().any(|r| r.holding)
+    }
+
+    /// Cuts the held output back to `start` bytes.
+    fn truncate(&mut self, out: &mut Vec<u8>, start: usize) {
+        let base = self.base.unwrap_or(out.len());
+        if start >= self.buf.len() {
+            out.truncate(base + (start - self.buf.len()));
+        } else {
+            self.buf.truncate(start);
+            out.truncate(base);
+        }
+    }
+
+    /// Nothing is held any more: the carried-over bytes go out in front of
+    /// this call's held bytes.
+    fn release(&mut self, out: &mut Vec<u8>) {
+        if let Some(base) = self.base.take() {
+            if !self.buf.is_empty() {
+                out.splice(base..base, self.buf.drain(..));
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.buf = Vec::new();
+        self.base = None;
+        self.open.clear();
+    }
+}
+
 struct Io<'a> {
     chunk: &'a [u8],
     span: usize,
@@ -168,6 +281,14 @@ pub struct JsonRewriter {
     /// Write requests: the member being read is dropped (a client-supplied
     /// blind index).
     drop_member: bool,
+    /// Drop filter: records whose fate is not known yet.
+    held: Held,
+    /// Drop filter: the value being captured is a removed record id, read
+    /// only to decide the record's fate and never written.
+    id_hidden: bool,
+    /// Drop filter: a record below the current top-level value has started,
+    /// so the value itself is not a record.
+    top_nested: bool,
 }
 
 /// Bytes that may appear in a JSON string as they are and need no further
@@ -276,6 +397,9 @@ impl JsonRewriter {
             seg: String::new(),
             pend_key: String::new(),
             drop_member: false,
+            held: Held::default(),
+            id_hidden: false,
+            top_nested: false,
         }
     }
 
@@ -404,6 +528,11 @@ impl JsonRewriter {
                     if is_ws(b) {
                         if b == b'\n' && self.state == State::End {
                             self.end_newline = true;
+                            if self.mode == Mode::Discard {
+                                // The rest of a dropped NDJSON line.
+                                io.span = pos + 1;
+                                self.mode = Mode::Pass;
+                            }
                         }
                         pos + 1
                     } else {
@@ -542,6 +671,12 @@ impl JsonRewriter {
             self.path.clear();
             self.seg.clear();
         }
+        if self.spec.drop_accounts.is_some() {
+            self.top_nested = false;
+            if ctx.record {
+                self.open_record(io, pos, true, false);
+            }
+        }
         self.start_value(io, pos, b, ctx)
     }
 
@@ -588,10 +723,22 @@ impl JsonRewriter {
                 _ => self.counts.not_allowed += 1,
             }
             self.drop_held(io, pos);
+            if self.want_id
+                && self.spec.drop_accounts.is_some()
+                && matches!(b, b'"' | b'-' | b'0'..=b'9')
+            {
+                // A removed id still decides whether its record is sent:
+                // read it (start_value captures it), write nothing.
+                self.id_hidden = true;
+                return self.start_value(io, pos, b, ctx);
+            }
             self.skip_depth = Some(self.stack.len());
             return self.start_value(io, pos, b, ctx);
         }
         let drop_comma = self.pend.has_comma && !parent.emitted_any;
+        if member.record && self.spec.drop_accounts.is_some() {
+            self.nested_record(io, pos, b == b'{', parent.emitted_any);
+        }
         self.release_held(io, pos, drop_comma);
         if let Some(top) = self.stack.last_mut() {
             top.emitted_any = true;
@@ -712,8 +859,123 @@ impl JsonRewriter {
         if self.protect.is_some() {
             self.path.truncate(frame.path_len);
         }
+        if self
+            .held
+            .open
+            .last()
+            .is_some_and(|r| r.depth == self.stack.len() + 1)
+        {
+            self.close_record(io, pos + 1)?;
+        }
         self.after_scalar(io, pos + 1);
         Ok(pos + 1)
+    }
+
+    /// Drop filter: a record below the root starts at `pos` (its member
+    /// prefix, if any, is still held or in the pass span). An object record
+    /// is held from here on, separator and key included.
+    fn nested_record(&mut self, io: &mut Io<'_>, pos: usize, object: bool, parent_emitted: bool) {
+        self.top_nested = true;
+        if self.held.open.last().is_some_and(|r| r.root) {
+            // The top-level value holds records, so it is not one itself.
+            self.held.open.pop();
+            if !self.held.any_holding() {
+                self.held.release(io.out);
+            }
+        }
+        if object {
+            self.open_record(io, pos, false, parent_emitted);
+        }
+    }
+
+    /// Drop filter: starts holding the output of an object record. Everything
+    /// before the record (the pass span up to `pos`, or up to the held member
+    /// prefix) is in `out` first, so the held output starts exactly at the
+    /// record's first byte.
+    fn open_record(&mut self, io: &mut Io<'_>, pos: usize, root: bool, parent_emitted: bool) {
+        if self.mode == Mode::Pass {
+            io.out.extend_from_slice(&io.chunk[io.span..pos]);
+            io.span = pos;
+        }
+        let start = match self.held.base {
+            Some(_) => self.held.len(io.out),
+            None => {
+                self.held.base = Some(io.out.len());
+                0
+            }
+        };
+        self.held.open.push(OpenRecord {
+            depth: self.stack.len() + 1,
+            start,
+            holding: true,
+            dropped: false,
+            root,
+            parent_emitted,
+            counts: CountsMark::of(&self.counts),
+        });
+    }
+
+    /// Fails when the held output is over the limit. Called whenever held
+    /// output is about to shrink or be released, so whether a body fails
+    /// does not depend on how it was chunked.
+    fn check_held(&self, out: &[u8]) -> Result<(), RewriteError> {
+        let limit = self.spec.limits.max_token_bytes;
+        if self.held.base.is_some() && self.held.len(out) > limit {
+            return Err(RewriteError::RecordTooLarge { limit });
+        }
+        Ok(())
+    }
+
+    /// Drop filter: the innermost open record's id has been read.
+    fn record_id(&mut self, out: &mut Vec<u8>, dropped: bool) -> Result<(), RewriteError> {
+        let depth = self.stack.len();
+        let Some(rec) = self.held.open.last_mut().filter(|r| r.depth == depth) else {
+            return Ok(());
+        };
+        if dropped {
+            rec.dropped = true;
+        } else if rec.holding && !rec.dropped {
+            rec.holding = false;
+            if !self.held.any_holding() {
+                self.check_held(out)?;
+                self.held.release(out);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drop filter: the innermost open record ended just before `end` (its
+    /// closing brace is in the pass span).
+    fn close_record(&mut self, io: &mut Io<'_>, end: usize) -> Result<(), RewriteError> {
+        if self.mode == Mode::Pass {
+            io.out.extend_from_slice(&io.chunk[io.span..end]);
+        }
+        io.span = end;
+        self.mode = Mode::Pass;
+        self.check_held(io.out)?;
+        let Some(rec) = self.held.open.pop() else {
+            return Ok(());
+        };
+        if rec.dropped {
+            if !rec.holding || (rec.root && !self.sequence) {
+                return Err(RewriteError::RecordWithheld);
+            }
+            self.held.truncate(io.out, rec.start);
+            rec.counts.restore(&mut self.counts);
+            self.counts.dropped_records += 1;
+            if rec.root {
+                // Not counted as a record; the rest of its line goes too.
+                self.top_object = false;
+                self.root_id = None;
+                self.mode = Mode::Discard;
+            } else if let Some(parent) = self.stack.last_mut() {
+                parent.emitted_any = rec.parent_emitted;
+            }
+        }
+        if rec.holding && !self.held.any_holding() {
+            self.held.release(io.out);
+        }
+        Ok(())
     }
 
     /// A value (scalar or container) ended just before `end`.
@@ -728,6 +990,7 @@ impl JsonRewriter {
             if self.spec.rules.root_is_record()
                 && self.counts.records == self.top_records
                 && self.top_object
+                && !self.top_nested
             {
                 self.counts.records += 1;
                 if let Some(id) = root_id {
@@ -1002,6 +1265,7 @@ impl JsonRewriter {
             &held
         };
         let limit = self.spec.limits.max_token_bytes;
+        let mut id_dropped = None;
         if self.want_id {
             self.want_id = false;
             if self.stack.len() == 1 {
@@ -1011,9 +1275,15 @@ impl JsonRewriter {
                     self.counts.account_ids.push(id);
                 }
             }
+            if let Some(filter) = &self.spec.drop_accounts {
+                id_dropped = Some(drops_id(filter.as_ref(), raw, number));
+            }
         }
         let result = if raw.len() > limit.saturating_add(2) {
             Err(RewriteError::TokenTooLarge { limit })
+        } else if self.id_hidden {
+            self.id_hidden = false;
+            Ok(())
         } else if let Some(protect) = self.protect.clone() {
             self.protect_value(&protect, raw, number, io.out)
         } else if number {
@@ -1027,7 +1297,11 @@ impl JsonRewriter {
         self.hold = held;
         io.span = end;
         self.mode = Mode::Pass;
-        result
+        result?;
+        match id_dropped {
+            Some(dropped) => self.record_id(io.out, dropped),
+            None => Ok(()),
+        }
     }
 
     fn transform_number(&mut self, raw: &[u8], out: &mut Vec<u8>) {
@@ -1316,6 +1590,7 @@ impl JsonRewriter {
         if r.is_err() {
             self.poisoned = true;
             self.hold.clear();
+            self.held.clear();
         }
         r
     }
@@ -1348,6 +1623,22 @@ fn account_id(raw: &[u8], number: bool) -> Option<String> {
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
     .then(|| String::from_utf8_lossy(inner).into_owned())
+}
+
+/// True when the record id `raw` (a number, or a string with its quotes)
+/// names an account `filter` drops. Unlike [`account_id`], any id is
+/// looked up: a string's escapes are undone first.
+fn drops_id(filter: &dyn super::AccountFilter, raw: &[u8], number: bool) -> bool {
+    if number {
+        return std::str::from_utf8(raw).is_ok_and(|id| filter.drops(id));
+    }
+    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+    match decode_json_string(inner) {
+        Ok(id) => filter.drops(&id),
+        // Validated while scanning, so this does not happen; if it did, the
+        // record is withheld rather than sent.
+        Err(_) => true,
+    }
 }
 
 /// The action taken on a clear (not enveloped) value: `decrypt` has nothing
@@ -1409,12 +1700,24 @@ impl BodyRewriter for JsonRewriter {
             return Err(RewriteError::BodyTooLarge { limit });
         }
         let mark = out.len();
+        if self.held.base.is_some() {
+            self.held.base = Some(mark);
+        }
         let mut io = Io {
             chunk: input,
             span: 0,
             out,
         };
-        let r = self.run(&mut io);
+        let mut r = self.run(&mut io);
+        if let (Ok(()), Some(base)) = (&r, self.held.base) {
+            // Held output waits in the side buffer until its record is decided.
+            self.held.buf.extend_from_slice(&out[base..]);
+            out.truncate(base);
+            let limit = self.spec.limits.max_token_bytes;
+            if self.held.buf.len() > limit {
+                r = Err(RewriteError::RecordTooLarge { limit });
+            }
+        }
         if r.is_err() {
             // Nothing of a failed chunk leaves, not even its clean prefix.
             out.truncate(mark);

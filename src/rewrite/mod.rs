@@ -10,6 +10,9 @@
 //! failed (poisoned): the caller must end the response with an error, never
 //! with raw bytes.
 
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use crate::class::{Action, ActionTable, FieldClass};
@@ -154,6 +157,21 @@ pub enum RewriteError {
         /// Where it is.
         path: String,
     },
+    /// A customer record that must be held until its account id is known
+    /// (a drop filter is set, see [`RewriteSpec::drop_accounts`]) grew past
+    /// the limit ([`Limits::max_token_bytes`]) before it was decided.
+    #[error("a record held for its account id is larger than {limit} bytes")]
+    RecordTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body is one record (the document root, see
+    /// [`RulesBuilder::record_path`]`("/")`) of an account the drop filter
+    /// names, or a record whose account turned out to be dropped only after
+    /// part of it had been released (a second id member): it may not be
+    /// sent, not even in part.
+    #[error("the record belongs to a withheld account")]
+    RecordWithheld,
     /// A content encoding could not be undone or redone.
     #[error("content encoding failed: {reason}")]
     Encoding {
@@ -187,6 +205,12 @@ pub struct Counts {
     /// Values of the record id field, in order (account ids touched; capped
     /// at [`MAX_ACCOUNT_IDS`]). Ids are not red-flag values.
     pub account_ids: Vec<String>,
+    /// Records left out because [`RewriteSpec::drop_accounts`] names their
+    /// account. A dropped record adds nothing to the other counts (not to
+    /// `records`, `account_ids`, `acted`, `detected`, `not_allowed`,
+    /// `sealed`) except `integrity_errors`: a damaged envelope is reported
+    /// even when its record is withheld.
+    pub dropped_records: u64,
 }
 
 impl Counts {
@@ -397,6 +421,21 @@ impl RequestProtection {
     }
 }
 
+/// Decides which accounts' records are left out of a response (frozen
+/// accounts): see [`RewriteSpec::drop_accounts`].
+pub trait AccountFilter: Send + Sync + fmt::Debug {
+    /// True when records of `account_id` must not be sent. `account_id` is
+    /// the record's id value: a string's decoded content (escapes undone), or
+    /// a number's text as written (`7` and `7.0` are different ids).
+    fn drops(&self, account_id: &str) -> bool;
+}
+
+impl<S: BuildHasher + Send + Sync> AccountFilter for HashSet<String, S> {
+    fn drops(&self, account_id: &str) -> bool {
+        self.contains(account_id)
+    }
+}
+
 /// Everything a rewriter needs to rewrite one response.
 #[derive(Clone)]
 pub struct RewriteSpec {
@@ -411,6 +450,29 @@ pub struct RewriteSpec {
     pub limits: Limits,
     /// Opens envelopes when an action says `decrypt`.
     pub opener: Option<Arc<dyn EnvelopeOpener>>,
+    /// Accounts whose records are left out of the body (`None`: every record
+    /// is kept, and nothing is held for it). A record is an element the
+    /// rules' record path matches (see [`RulesBuilder::record_path`]); its
+    /// account is the value of its id member
+    /// ([`RulesBuilder::record_id_name`]; in CSV, the column so named).
+    ///
+    /// - JSON: an object record is held until its id has been read; a record
+    ///   of a dropped account then disappears with its separating comma (and
+    ///   its key, when it is an object member), any other is released and
+    ///   the rest of it streams. A record with no id (or a non-object record)
+    ///   is kept. A record held past [`Limits::max_token_bytes`] bytes fails
+    ///   with [`RewriteError::RecordTooLarge`].
+    /// - A document whose root is the record fails with
+    ///   [`RewriteError::RecordWithheld`] instead of being sent (the gateway
+    ///   refuses single-record routes of frozen accounts before asking the
+    ///   upstream; this is the fail-closed backstop).
+    /// - NDJSON: a line whose root record is dropped is left out with its
+    ///   line break; records nested in a line are dropped as in JSON.
+    /// - CSV: a row whose id cell names a dropped account is left out with
+    ///   its line break.
+    ///
+    /// Dropped records are counted in [`Counts::dropped_records`] only.
+    pub drop_accounts: Option<Arc<dyn AccountFilter>>,
 }
 
 impl std::fmt::Debug for RewriteSpec {
@@ -419,6 +481,7 @@ impl std::fmt::Debug for RewriteSpec {
             .field("actions", &self.actions)
             .field("limits", &self.limits)
             .field("opener", &self.opener.is_some())
+            .field("drop_accounts", &self.drop_accounts.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -440,3 +503,7 @@ pub fn rewrite_all(rw: &mut dyn BodyRewriter, input: &[u8]) -> Result<Vec<u8>, R
     rw.finish(&mut out)?;
     Ok(out)
 }
+
+#[cfg(test)]
+#[path = "drop_tests.rs"]
+mod drop_tests;

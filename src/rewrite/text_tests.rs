@@ -17,6 +17,7 @@ fn spec(actions: ActionTable) -> RewriteSpec {
         detectors: Arc::new(Detectors::new()),
         limits: Limits::default(),
         opener: None,
+        drop_accounts: None,
     }
 }
 

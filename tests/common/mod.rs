@@ -446,3 +446,13 @@ impl TestClient {
         self.send(Method::GET, path, headers, b"").await
     }
 }
+
+impl Upstream {
+    /// An upstream served elsewhere: `stop` is sent when it is dropped.
+    pub fn with_stop(addr: SocketAddr, stop: tokio::sync::oneshot::Sender<()>) -> Upstream {
+        Upstream {
+            addr,
+            stop: Some(stop),
+        }
+    }
+}

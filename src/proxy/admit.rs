@@ -1,0 +1,337 @@
+//! Steps 2–4 of the request path, admission: who may even be heard
+//! (lockouts), who is still allowed (revocations, validity windows), and how
+//! much they may take (export rule, rate limits, record budgets, frozen
+//! accounts). The rules are the pure [`crate::admit`] core; this step runs
+//! them for one request, answers each refusal and records what must be
+//! recorded.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::admit::{attempt_identities, IdentityKey, LockError, LockState, StateError};
+use crate::audit::{Kind, Outcome, RecordDraft};
+use crate::identity::{identify_hashed, presented_key_hash, Caller};
+
+use super::authorize::Authorized;
+use super::error::GatewayError;
+use super::{ConnInfo, Live, Shared};
+
+/// What the state store's failure means for this request: refused (503)
+/// unless the deployment serves masked reads while the store is away and
+/// this is one.
+fn state_failure(
+    shared: &Shared,
+    live: &Live,
+    e: &StateError,
+    masked_read: bool,
+) -> Result<(), GatewayError> {
+    shared.metrics.event("state_unavailable");
+    tracing::warn!(target: "maskgate::state", error = %e, "state store unavailable");
+    if masked_read && live.config.state.serve_masked_when_unavailable {
+        Ok(())
+    } else {
+        Err(GatewayError::Unavailable("state_unavailable"))
+    }
+}
+
+/// Identifies the caller, refusing locked identities first and counting a
+/// failed authentication against every identity the attempt carried; then
+/// checks revocations and the principal's validity window.
+pub async fn admit_caller(
+    shared: &Shared,
+    live: &Live,
+    conn: &ConnInfo,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<Caller, GatewayError> {
+    let policy = &live.config.policy;
+    let now = shared.clock.now();
+    let key_hash = presented_key_hash(headers);
+    let mut identities =
+        attempt_identities(conn.cert.as_ref(), key_hash.as_ref(), conn.remote.ip());
+    // The source address stands in for callers without a certificate the
+    // policy knows (key guessers, unknown certificates). A verified
+    // certificate of a known principal is not refused, nor counted, for
+    // its address: the security team unlocking from a shared host is not
+    // locked out by a guesser there.
+    let known_cert = conn.cert.as_ref().is_some_and(|c| {
+        c.names
+            .iter()
+            .any(|n| policy.principal_by_cert_name(n).is_some())
+    });
+    if known_cert {
+        identities.retain(|id| !matches!(id, IdentityKey::Source(_)));
+    }
+    match live.lockout.check_all(&identities, now).await {
+        Ok(()) => {}
+        Err(LockError::Locked { identity, .. }) => {
+            tracing::info!(target: "maskgate::auth", request_id, identity = %identity, "locked out");
+            return Err(GatewayError::LockedOut);
+        }
+        // Fail closed: a lock that cannot be checked may be in force.
+        Err(LockError::Store(e)) => {
+            state_failure(shared, live, &e, false)?;
+        }
+    }
+    let caller = match identify_hashed(policy, conn.cert.as_ref(), headers, key_hash) {
+        Ok(caller) => caller,
+        Err(e) => {
+            tracing::info!(target: "maskgate::auth", request_id, reason = %e, "authentication failed");
+            // A request without any credential is no sign-on attempt
+            // (probes, a browser's first try): refused, not counted.
+            if e != crate::identity::IdentifyError::NoCredentials {
+                count_failure(shared, live, &identities, conn.remote.ip(), request_id).await;
+            }
+            return Err(GatewayError::Unauthenticated);
+        }
+    };
+    // A success forgets the failures of the credential used (not of the
+    // source address: guesses interleaved with good requests still count).
+    for id in identities
+        .iter()
+        .filter(|id| !matches!(id, IdentityKey::Source(_)))
+    {
+        if let Err(e) = live.lockout.record_success(id).await {
+            tracing::warn!(target: "maskgate::state", error = %e, "cannot clear failed authentications");
+        }
+    }
+    crate::admit::revoke::check(
+        policy,
+        &caller.principal,
+        caller.api_key_sha256.as_ref(),
+        conn.cert.as_ref(),
+    )
+    .map_err(|r| {
+        tracing::info!(target: "maskgate::auth", request_id, reason = r.code(), "revoked credential");
+        GatewayError::Unauthenticated
+    })?;
+    if let Err(outside) = crate::admit::window::check(&caller.principal.window, now) {
+        shared.metrics.event("window_refusal");
+        tracing::warn!(target: "maskgate::admit", request_id, principal = %caller.principal.name, why = outside.code(), "outside the access window");
+        if let Some(audit_log) = &shared.audit {
+            let draft = RecordDraft::new(
+                Kind::Alert,
+                caller.principal.name.clone(),
+                Outcome::Denied,
+                outside.code(),
+            )
+            .request_id(request_id)
+            .roles(caller.principal.roles.iter().cloned());
+            super::audit::append(audit_log, draft).await?;
+        }
+        return Err(GatewayError::Refused {
+            code: "outside_access_window",
+            detail: outside.to_string(),
+        });
+    }
+    Ok(caller)
+}
+
+/// Counts one failed authentication against each identity; a lock that
+/// starts now is logged, counted and recorded in the audit log.
+async fn count_failure(
+    shared: &Shared,
+    live: &Live,
+    identities: &[IdentityKey],
+    source: IpAddr,
+    request_id: &str,
+) {
+    for identity in identities {
+        match live
+            .lockout
+            .record_failure(identity, shared.clock.now())
+            .await
+        {
+            Ok(LockState::Locked { until, new: true }) => {
+                shared.metrics.event("lockout");
+                let until = until
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                tracing::warn!(target: "maskgate::auth", request_id, identity = %identity, source = %source, until_unix = until, "identity locked out after repeated failed authentications");
+                if let Some(audit_log) = &shared.audit {
+                    let draft = RecordDraft::new(
+                        Kind::Lockout,
+                        identity.to_string(),
+                        Outcome::Denied,
+                        "too_many_failed_authentications",
+                    )
+                    .request_id(request_id);
+                    if super::audit::append(audit_log, draft).await.is_err() {
+                        tracing::error!(target: "maskgate::audit", "lockout could not be recorded");
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.metrics.event("state_unavailable");
+                tracing::warn!(target: "maskgate::state", error = %e, "cannot count a failed authentication");
+            }
+        }
+    }
+}
+
+/// Whom a request's rate limits and record budget are counted for: the
+/// person an application calls for, when there is one.
+pub fn counted_principal(caller: &Caller) -> &str {
+    caller
+        .on_behalf_of
+        .as_deref()
+        .unwrap_or(&caller.principal.name)
+}
+
+/// The account a single-record route is about (its `{id}`).
+pub fn route_account(live: &Live, auth: &Authorized) -> Option<String> {
+    let route = live.config.policy.routes.get(auth.route_index)?;
+    route
+        .params(&auth.path)?
+        .into_iter()
+        .find(|(k, _)| *k == "id")
+        .map(|(_, v)| v.to_owned())
+}
+
+/// What admission lets a request take.
+#[derive(Debug, Clone)]
+pub struct Allowance {
+    /// Records the principal may still receive today; `None` without a
+    /// budget.
+    pub records_left: Option<u64>,
+    /// Frozen accounts whose records must be left out of the response;
+    /// `None` when there are none or the caller is the freeze officer.
+    pub hide_accounts: Option<Arc<std::collections::HashSet<String>>>,
+}
+
+/// After authorization: the export rule, rate limits, the record budget and
+/// frozen accounts.
+pub async fn admit_request(
+    shared: &Shared,
+    live: &Live,
+    caller: &Caller,
+    auth: &Authorized,
+    request_id: &str,
+    masked_read: bool,
+) -> Result<Allowance, GatewayError> {
+    let policy = &live.config.policy;
+    let route = policy
+        .routes
+        .get(auth.route_index)
+        .ok_or(GatewayError::Internal)?;
+    crate::admit::export_allowed(&auth.role, route).map_err(|e| GatewayError::Refused {
+        code: "export_not_allowed",
+        detail: e.to_string(),
+    })?;
+    let principal = counted_principal(caller);
+    live.rates
+        .check(principal, &auth.role.name, auth.route_index)
+        .map_err(|wait| {
+            tracing::info!(target: "maskgate::admit", request_id, principal, role = %auth.role.name, route = %auth.route_name, "rate limited");
+            GatewayError::TooManyRequests {
+                retry_after_secs: wait.header_secs(),
+            }
+        })?;
+    let now = shared.clock.now();
+    let records_left = match live
+        .budget
+        .check(principal, auth.role.record_budget_per_day, now)
+        .await
+    {
+        Ok(r) => r.remaining(),
+        Err(crate::admit::BudgetError::Exceeded(e)) => {
+            return Err(GatewayError::Refused {
+                code: "record_budget_exceeded",
+                detail: format!(
+                    "the daily record budget of {} records is used up; more data tomorrow",
+                    e.limit
+                ),
+            })
+        }
+        Err(crate::admit::BudgetError::Store(e)) => {
+            state_failure(shared, live, &e, masked_read)?;
+            None
+        }
+    };
+    let officer = crate::admit::freeze::is_freeze_officer(&policy.admit, &caller.principal.roles);
+    if !officer {
+        if let Some(account) = route_account(live, auth) {
+            match crate::admit::freeze::check(
+                shared.state.as_ref(),
+                &policy.admit,
+                &caller.principal.roles,
+                &account,
+            )
+            .await
+            {
+                Ok(()) => {}
+                Err(crate::admit::FreezeError::Frozen) => return Err(GatewayError::AccountFrozen),
+                Err(crate::admit::FreezeError::Store(e)) => {
+                    // The last list read is the fallback: a known freeze
+                    // still holds while the store is away.
+                    if shared.frozen.load().contains(&account) {
+                        return Err(GatewayError::AccountFrozen);
+                    }
+                    state_failure(shared, live, &e, masked_read)?;
+                }
+            }
+        }
+    }
+    let frozen = shared.frozen.load_full();
+    let hide_accounts = (!officer && !frozen.is_empty()).then_some(frozen);
+    Ok(Allowance {
+        records_left,
+        hide_accounts,
+    })
+}
+
+/// Counts `records` received by the request's principal against its daily
+/// budget; the charge that uses the budget up raises the alert (log,
+/// metric, audit record) exactly once.
+pub async fn charge_records(
+    shared: &Shared,
+    live: &Live,
+    caller: &Caller,
+    auth: &Authorized,
+    method: &http::Method,
+    request_id: &str,
+    records: u64,
+) {
+    let limit = auth.role.record_budget_per_day;
+    if limit.is_none() || records == 0 {
+        return;
+    }
+    let principal = counted_principal(caller);
+    match live
+        .budget
+        .charge(principal, limit, records, shared.clock.now())
+        .await
+    {
+        Ok(_) => {}
+        Err(crate::admit::BudgetError::Exceeded(e)) if e.alert => {
+            shared.metrics.event("budget_alert");
+            tracing::warn!(target: "maskgate::admit", request_id, principal, role = %auth.role.name, limit = e.limit, used = e.used, "record budget used up: further data refused today");
+            if let Some(audit_log) = &shared.audit {
+                let draft = RecordDraft::new(
+                    Kind::Alert,
+                    caller.principal.name.clone(),
+                    Outcome::Denied,
+                    "record_budget_exceeded",
+                )
+                .request_id(request_id)
+                .roles(caller.principal.roles.iter().cloned())
+                .request(method.as_str(), auth.route_name.to_string());
+                let draft = match &caller.on_behalf_of {
+                    Some(obo) => draft.on_behalf_of(obo.clone()),
+                    None => draft,
+                };
+                if super::audit::append(audit_log, draft).await.is_err() {
+                    tracing::error!(target: "maskgate::audit", "budget alert could not be recorded");
+                }
+            }
+        }
+        Err(crate::admit::BudgetError::Exceeded(_)) => {}
+        Err(crate::admit::BudgetError::Store(e)) => {
+            shared.metrics.event("state_unavailable");
+            tracing::warn!(target: "maskgate::state", error = %e, "cannot count records against the budget");
+        }
+    }
+}
