@@ -12,9 +12,15 @@
 //! - NDJSON: the same serde_json baseline, one line at a time;
 //! - CSV: a plain copy of the bytes in 64 KiB chunks.
 //!
+//! The `drop` group runs the same bodies with a drop filter
+//! (`RewriteSpec::drop_accounts`): one that names no account of the corpus
+//! (every record is still held until its id is read) and one that drops
+//! every tenth account.
+//!
 //! Sample sizes and measurement times are small so the whole run stays
 //! well under two minutes.
 
+use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +31,9 @@ use maskgate::bench::{bench_rules, corpus, rewrite_once, serde_baseline};
 use maskgate::class::{Action, ActionTable, FieldClass};
 use maskgate::detect::{DetectorSet, Detectors};
 use maskgate::rewrite::csv::CsvRewriter;
-use maskgate::rewrite::{BodyRewriter, JsonRewriter, Limits, RewriteSpec, Rules, RulesBuilder};
+use maskgate::rewrite::{
+    AccountFilter, BodyRewriter, JsonRewriter, Limits, RewriteSpec, Rules, RulesBuilder,
+};
 use serde_json::Value;
 
 /// Input is fed in chunks of this size, as the proxy would.
@@ -72,6 +80,46 @@ fn record_rules(detectors: bool) -> Rules {
         b.detectors(DetectorSet::ALL);
     }
     b.build()
+}
+
+/// The field rules of [`bench_rules`] (without detectors) with records at
+/// `record` (`/accounts/*`, or `/` for an NDJSON line or a CSV row) whose
+/// `id` names the account.
+fn rules_with_ids(record: &str) -> Rules {
+    let root = if record == "/" { "" } else { record };
+    let mut b = RulesBuilder::new();
+    let classes = [
+        (FieldClass::Ssn, &["ssn", "social_security_number"][..]),
+        (FieldClass::Tin, &["tin", "ein"][..]),
+        (FieldClass::CardNumber, &["card_number", "pan"][..]),
+        (FieldClass::CardExpiry, &["card_expiry"][..]),
+        (FieldClass::Dob, &["dob"][..]),
+        (FieldClass::Passport, &["passport"][..]),
+        (FieldClass::BankRouting, &["routing_number"][..]),
+    ];
+    for (class, names) in classes {
+        for n in names {
+            b.class_name(n, class).expect("name selector");
+        }
+    }
+    b.class_path(&format!("{root}/drivers_license/number"), FieldClass::Dln)
+        .expect("path selector");
+    b.class_path(
+        &format!("{root}/bank/account_number"),
+        FieldClass::BankAccount,
+    )
+    .expect("path selector");
+    b.record_path(record).expect("record path");
+    b.record_id_name("id").expect("id name");
+    b.build()
+}
+
+/// `spec(rules)` with a drop filter.
+fn dropping(rules: Rules, filter: Option<Arc<dyn AccountFilter>>) -> RewriteSpec {
+    RewriteSpec {
+        drop_accounts: filter,
+        ..spec(rules)
+    }
 }
 
 /// Runs `input` through `rw` in [`CHUNK`]-byte chunks; returns the output length.
@@ -222,5 +270,57 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(rewrite, benches);
+fn drop_benches(c: &mut Criterion) {
+    let json = corpus(4 << 20);
+    let accounts = accounts(&json);
+    let ndjson = ndjson(&accounts);
+    let csv = csv(&accounts);
+    let ids: Vec<String> = accounts
+        .iter()
+        .filter_map(|a| a.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    let none: Arc<dyn AccountFilter> = Arc::new(
+        (0..100)
+            .map(|i| format!("NOT-{i}"))
+            .collect::<HashSet<String>>(),
+    );
+    let tenth: HashSet<String> = ids.iter().step_by(10).cloned().collect();
+    let tenth: Arc<dyn AccountFilter> = Arc::new(tenth);
+
+    let variants = [
+        ("no_filter", None),
+        ("keep_all", Some(Arc::clone(&none))),
+        ("drop_tenth", Some(Arc::clone(&tenth))),
+    ];
+    let mut g = c.benchmark_group("drop");
+    configure(&mut g, json.len());
+    for (name, filter) in variants.clone() {
+        let spec = dropping(rules_with_ids("/accounts/*"), filter);
+        assert!(rewrite_once(&spec, &json) > 0, "{name}");
+        g.bench_function(format!("json_{name}"), |b| {
+            b.iter(|| rewrite_once(&spec, black_box(&json)))
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("drop");
+    configure(&mut g, ndjson.len());
+    for (name, filter) in variants.clone() {
+        let spec = dropping(rules_with_ids("/"), filter);
+        g.bench_function(format!("ndjson_{name}"), |b| {
+            b.iter(|| stream(JsonRewriter::ndjson(spec.clone()), black_box(&ndjson)))
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("drop");
+    configure(&mut g, csv.len());
+    for (name, filter) in variants {
+        let spec = dropping(rules_with_ids("/"), filter);
+        g.bench_function(format!("csv_{name}"), |b| {
+            b.iter(|| stream(CsvRewriter::new(spec.clone()), black_box(&csv)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(rewrite, benches, drop_benches);
 criterion_main!(rewrite);

@@ -232,20 +232,27 @@ enum BenchCommand {
     },
 }
 
-fn init_logging(format: LogFormat, level: &str) {
+/// Logs go to stderr through a writer thread, so that request threads never
+/// wait on the write system call; when its buffer is full they wait rather
+/// than drop lines. Keep the guard until exit: dropping it flushes.
+fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // Colour codes only for a person at a terminal, not for log files.
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 fn main() -> ExitCode {
@@ -300,7 +307,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     ));
                 }
             };
-            init_logging(cfg.log.format, &cfg.log.level);
+            let _log_guard = init_logging(cfg.log.format, &cfg.log.level);
             runtime()?.block_on(async move {
                 let handle = maskgate::proxy::start(cfg)
                     .await
@@ -316,7 +323,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             })
         }
         Command::Demo { dir, listen } => {
-            init_logging(LogFormat::Text, "info");
+            let _log_guard = init_logging(LogFormat::Text, "info");
             runtime()?.block_on(maskgate::demo::run::run(&dir, listen, shutdown_signal()))?;
             Ok(ExitCode::SUCCESS)
         }

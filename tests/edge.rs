@@ -7,6 +7,10 @@
 //! e-<n>`), so the cases can run at once and still be told apart upstream;
 //! smuggled requests carry the path marker `SMUGGLED`, which the upstream
 //! must never see.
+//!
+//! HTTP/2: well-formed requests go through the h2 crate's client; malformed
+//! ones (which that client refuses to send) are written as raw frames with a
+//! small HPACK encoder, and the answers read frame by frame.
 
 mod common;
 
@@ -777,6 +781,12 @@ async fn hosts_outside_server_names_are_misdirected() {
         assert_eq!(raw.responses[0].code().as_deref(), code, "{host}");
         // a misdirected request is well framed: the connection stays open
         assert!(!raw.closed, "{host}");
+        // every response, refusal or not, pins HTTPS
+        assert_eq!(
+            raw.responses[0].header("strict-transport-security"),
+            Some("max-age=31536000"),
+            "{host}"
+        );
     }
     assert_eq!(rec.count(), 3);
     assert_eq!(refusals(&env, "misdirected_request"), 2);
@@ -805,7 +815,7 @@ async fn hosts_outside_server_names_are_misdirected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_headers_are_cut_at_the_timeout_without_starving_others() {
     let (env, rec) = start("edge-slowloris", |c| {
-        c.limits.header_timeout = Duration::from_secs(1);
+        c.limits.header_timeout = Duration::from_secs(3);
     })
     .await;
     let tricklers: Vec<_> = (0..30)
@@ -855,15 +865,15 @@ async fn slow_headers_are_cut_at_the_timeout_without_starving_others() {
             })
         })
         .collect();
-    // Meanwhile ordinary clients are served promptly.
+    // Meanwhile (before any trickler is cut) ordinary clients, each on a
+    // new connection, are served promptly.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let client = env.client(Some("billing"), false);
     for _ in 0..10 {
         let t = Instant::now();
-        let r = client.get("/accounts").await;
+        let r = env.client(Some("billing"), false).get("/accounts").await;
         assert_eq!(r.status, 200);
         assert!(
-            t.elapsed() < Duration::from_millis(900),
+            t.elapsed() < Duration::from_millis(1500),
             "{:?}",
             t.elapsed()
         );
@@ -872,7 +882,7 @@ async fn slow_headers_are_cut_at_the_timeout_without_starving_others() {
     for t in tricklers {
         let (elapsed, responses) = t.await.unwrap();
         assert!(
-            elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(4),
+            elapsed >= Duration::from_millis(2900) && elapsed < Duration::from_secs(6),
             "cut after {elapsed:?}"
         );
         assert_eq!(responses.len(), 1, "{responses:?}");
@@ -1186,13 +1196,10 @@ fn huffman_digits(bytes: &[u8]) -> Option<String> {
         if bits[i..].iter().all(|&b| b) && bits.len() - i < 8 {
             break; // padding
         }
-        match take(i, 5) {
-            Some(v @ 0..=2) => {
-                out.push(char::from(b'0' + v as u8));
-                i += 5;
-                continue;
-            }
-            _ => {}
+        if let Some(v @ 0..=2) = take(i, 5) {
+            out.push(char::from(b'0' + v as u8));
+            i += 5;
+            continue;
         }
         match take(i, 6)? {
             v @ 0b011001..=0b011111 => {
@@ -1225,6 +1232,13 @@ fn status_of(block: &[u8]) -> Option<u16> {
     text.parse().ok()
 }
 
+/// How a malformed request may be refused (RFC 9113 §8.1.1: a stream
+/// error, or the whole connection).
+const MALFORMED: &[H2Outcome] = &[
+    H2Outcome::Reset(PROTOCOL_ERROR),
+    H2Outcome::GoAway(PROTOCOL_ERROR),
+];
+
 #[derive(Debug, PartialEq, Eq)]
 enum H2Outcome {
     Status(u16),
@@ -1239,12 +1253,21 @@ enum H2Outcome {
 async fn h2_case(env: &Env, fields: &[Vec<u8>], end_stream: bool, extra: &[Vec<u8>]) -> H2Outcome {
     let mut tls = connect(env, "billing", &[b"h2"]).await;
     let mut out = h2_preface();
-    out.extend(frame(
-        HEADERS,
-        END_HEADERS | if end_stream { END_STREAM } else { 0 },
-        1,
-        &block(fields),
-    ));
+    // Blocks over the default frame size go out as HEADERS + CONTINUATION.
+    let whole = block(fields);
+    let pieces: Vec<&[u8]> = whole.chunks(16_000).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let last = i + 1 == pieces.len();
+        let (kind, mut flags) = if i == 0 {
+            (HEADERS, if end_stream { END_STREAM } else { 0 })
+        } else {
+            (CONTINUATION, 0)
+        };
+        if last {
+            flags |= END_HEADERS;
+        }
+        out.extend(frame(kind, flags, 1, piece));
+    }
     for e in extra {
         out.extend_from_slice(e);
     }
@@ -1292,7 +1315,7 @@ async fn malformed_http2_requests_never_reach_the_upstream() {
         ]
     };
     let big = lit("x-big", "a".repeat(20_000).as_bytes());
-    let cases: Vec<(&str, Vec<Vec<u8>>, bool, Vec<Vec<u8>>, &[H2Outcome])> = vec![
+    let cases: Vec<H2Case<'_>> = vec![
         (
             "valid",
             get_fields(),
@@ -1312,7 +1335,7 @@ async fn malformed_http2_requests_never_reach_the_upstream() {
             with(&[lit(":foo", b"bar")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "pseudo-after-regular",
@@ -1325,49 +1348,49 @@ async fn malformed_http2_requests_never_reach_the_upstream() {
             ],
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "duplicate-path",
             with(&[path("/accounts/SMUGGLED")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "status-in-request",
             with(&[lit(":status", b"200")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "missing-method",
             vec![vec![HTTPS], path("/accounts"), authority("localhost")],
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "missing-scheme",
             vec![vec![GET], path("/accounts"), authority("localhost")],
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "missing-path",
             vec![vec![GET], vec![HTTPS], authority("localhost")],
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "empty-path",
             vec![vec![GET], vec![HTTPS], path(""), authority("localhost")],
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "uppercase-name",
@@ -1385,70 +1408,70 @@ async fn malformed_http2_requests_never_reach_the_upstream() {
             with(&[lit("connection", b"keep-alive")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "keep-alive-header",
             with(&[lit("keep-alive", b"timeout=5")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "proxy-connection-header",
             with(&[lit("proxy-connection", b"keep-alive")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "transfer-encoding-header",
             with(&[lit("transfer-encoding", b"chunked")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "upgrade-header",
             with(&[lit("upgrade", b"h2c")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "te-gzip",
             with(&[lit("te", b"gzip")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "nul-in-value",
             with(&[lit("x-a", b"a\0b")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "newline-in-value",
             with(&[lit("x-a", b"a\r\nx-injected: 1")]),
             true,
             vec![],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "content-length-longer-than-data",
             post_len("10"),
             false,
             vec![frame(DATA, END_STREAM, 1, b"{}")],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "content-length-shorter-than-data",
             post_len("1"),
             false,
             vec![frame(DATA, END_STREAM, 1, b"{}")],
-            &[H2Outcome::Reset(PROTOCOL_ERROR)],
+            MALFORMED,
         ),
         (
             "header-list-too-large",
@@ -1513,6 +1536,7 @@ async fn malformed_http2_requests_never_reach_the_upstream() {
     for (name, fields, end, extra, want) in &cases {
         let before = rec.count();
         let got = h2_case(&env, fields, *end, extra).await;
+        eprintln!("h2 {name}: {got:?}");
         if !want.contains(&got) {
             failures.push(format!("{name}: {got:?}, want one of {want:?}"));
         }
@@ -1568,20 +1592,42 @@ async fn rapid_resets_close_the_connection() {
         c.limits.h2_max_pending_reset_streams = 10;
     })
     .await;
-    let mut tls = connect(&env, "billing", &[b"h2"]).await;
-    let mut out = h2_preface();
-    for i in 0..200u32 {
-        let id = 2 * i + 1;
+    /// Opens `n` streams and cancels each at once, all in one write.
+    async fn burst(env: &Env, n: u32) -> Frames {
+        let mut tls = connect(env, "billing", &[b"h2"]).await;
+        let mut out = h2_preface();
+        for i in 0..n {
+            let id = 2 * i + 1;
+            out.extend(frame(
+                HEADERS,
+                END_HEADERS | END_STREAM,
+                id,
+                &block(&get_fields()),
+            ));
+            out.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+        }
+        // and then an ordinary request
         out.extend(frame(
             HEADERS,
             END_HEADERS | END_STREAM,
-            id,
+            2 * n + 1,
             &block(&get_fields()),
         ));
-        out.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+        tls.write_all(&out).await.unwrap();
+        h2_read_until(&mut tls, Duration::from_secs(2), |f| {
+            f.kind == GOAWAY || (f.kind == HEADERS && f.stream == 2 * n + 1)
+        })
+        .await
     }
-    tls.write_all(&out).await.unwrap();
-    let frames = h2_read_until(&mut tls, Duration::from_secs(3), |f| f.kind == GOAWAY).await;
+    // Under the limit (hyper's own default is 20): served.
+    let frames = burst(&env, 8).await;
+    assert!(frames.frames.iter().all(|f| f.kind != GOAWAY), "{frames:?}");
+    assert!(frames
+        .frames
+        .iter()
+        .any(|f| f.kind == HEADERS && f.stream == 17));
+    // Over the configured limit of 10: the connection is closed.
+    let frames = burst(&env, 15).await;
     let goaway = frames.frames.iter().find(|f| f.kind == GOAWAY);
     assert_eq!(
         goaway.and_then(Frame::error_code),
@@ -1593,10 +1639,18 @@ async fn rapid_resets_close_the_connection() {
             .map(|f| (f.kind, f.stream))
             .collect::<Vec<_>>()
     );
+    assert!(frames
+        .frames
+        .iter()
+        .all(|f| !(f.kind == HEADERS && f.stream == 31)));
+    // A flood: still closed, and few of its requests got anywhere.
+    let before = rec.count();
+    let frames = burst(&env, 200).await;
+    assert!(frames.frames.iter().any(|f| f.kind == GOAWAY));
     assert!(
-        rec.count() < 50,
+        rec.count() - before < 20,
         "{} requests reached the upstream",
-        rec.count()
+        rec.count() - before
     );
     assert!(edge_event_reaches(&env, "h2_too_many_resets", 1).await >= 1);
     env.stop().await;
@@ -2015,12 +2069,8 @@ async fn only_tls12_and_tls13_with_aead_suites() {
         .await
         .unwrap();
         assert!(!ok, "negotiated:\n{text}");
-        assert!(
-            text.contains("alert")
-                || text.contains("no protocols available")
-                || text.contains("no cipher"),
-            "{text}"
-        );
+        // the server refused (a client-side refusal would prove nothing)
+        assert!(text.contains("alert"), "{text}");
     }
     env.stop().await;
 }
@@ -2032,3 +2082,7 @@ fn which_openssl() -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// One raw HTTP/2 case: name, header block fields, end of stream on
+/// HEADERS, DATA frames, the outcomes accepted.
+type H2Case<'a> = (&'a str, Vec<Vec<u8>>, bool, Vec<Vec<u8>>, &'a [H2Outcome]);

@@ -475,3 +475,56 @@ async fn database_down_refuses_unmasks_keeps_masked_reads_and_recovers() {
     assert!(log.contains("shared database reachable again"), "{log}");
     assert!(!log.contains("password"), "{log}");
 }
+
+/// The nginx `stream` example of docs/deployment.md in front of the two
+/// instances: requests through it reach both, each with its mTLS identity.
+/// Needs nginx with the stream module (Debian: libnginx-mod-stream), so it
+/// is run by hand: `cargo test --test fleet -- --ignored nginx`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn the_nginx_example_balances_over_the_fleet() {
+    let url = TestPg::get().new_database().await;
+    let fleet = Fleet::start("fleet-nginx", url).await;
+    let lb = free_addr();
+    let module = ["/usr/lib/nginx/modules/ngx_stream_module.so"]
+        .into_iter()
+        .find(|m| Path::new(m).exists())
+        .expect("nginx stream module (apt-get install libnginx-mod-stream)");
+    let conf = fleet.dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "load_module {module};\npid {pid};\nerror_log {log};\nevents {{}}\nstream {{\n    upstream gateways {{\n        least_conn;\n        server {a} max_fails=3 fail_timeout=10s;\n        server {b} max_fails=3 fail_timeout=10s;\n    }}\n    server {{\n        listen {lb};\n        proxy_pass gateways;\n        proxy_connect_timeout 5s;\n        proxy_timeout 120s;\n    }}\n}}\n",
+            pid = fleet.dir.join("nginx.pid").display(),
+            log = fleet.dir.join("nginx.log").display(),
+            a = fleet.a.addr,
+            b = fleet.b.addr,
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx")
+        .args(["-g", "daemon off;", "-c"])
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("nginx");
+    let mut nginx = Instance {
+        child,
+        addr: lb,
+        log: fleet.dir.join("nginx.log"),
+    };
+    fleet.wait_ready(&nginx).await;
+    let through = fleet.client(&nginx, Some("collections"));
+    let path = format!("/accounts/{}", account_with_ssn(0));
+    for _ in 0..6 {
+        let r = through
+            .get_with(&path, &[("x-unmask", "ssn"), ("x-unmask-reason", REASON)])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Both instances served some (one new connection per request here).
+    let (code, out, err) = fleet.audit_cli(&["verify", "--public-key", &fleet.public_key()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let _ = nginx.child.kill();
+    nginx.addr = lb;
+}

@@ -179,13 +179,6 @@ fn serial_of(env: &Env, name: &str) -> String {
         .serial
 }
 
-fn append_policy(env: &Env, file: &str, text: &str) {
-    let path = env.dir.join("policies").join(file);
-    let mut body = std::fs::read_to_string(&path).unwrap();
-    body.push_str(text);
-    std::fs::write(path, body).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_certificate_is_refused_on_an_open_http2_connection() {
     let dir = temp_dir("revoke-h2");

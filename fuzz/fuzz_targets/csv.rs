@@ -4,17 +4,25 @@
 
 use libfuzzer_sys::fuzz_target;
 use maskgate::rewrite::csv::CsvRewriter;
-use maskgate_fuzz::{drive, empty_spec, spec, untouched, Input};
+use maskgate_fuzz::{drive, drop_specs, empty_spec, untouched, DropMode, Input};
 
 fuzz_target!(|data: &[u8]| {
     let Some(input) = Input::parse(data) else {
         return;
     };
-    let spec = spec(input.variant);
+    let mode = DropMode::of(input.extra);
+    let (spec, plain) = drop_specs(input.variant, mode);
     let body = input.body;
     let whole = drive(&mut CsvRewriter::new(spec.clone()), &[body]);
     let split = drive(&mut CsvRewriter::new(spec), &input.chunks());
     assert_eq!(whole, split, "output depends on chunking");
+    if mode == DropMode::KeepAll {
+        let unfiltered = drive(&mut CsvRewriter::new(plain), &[body]);
+        assert_eq!(
+            whole, unfiltered,
+            "a filter that drops nothing changed the result"
+        );
+    }
 
     if let Ok((out, counts)) = &whole {
         assert!(std::str::from_utf8(out).is_ok(), "output is not UTF-8");

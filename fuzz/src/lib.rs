@@ -13,13 +13,17 @@
 //!
 //! A header of `b' '` (0x20) means "no splits, variant 0", so a seed file can
 //! be a space followed by a readable body.
+//!
+//! The JSON, NDJSON and CSV targets use the low two target-specific bits
+//! (`extra & 3`) for record dropping (see [`DropMode`]).
 
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use maskgate::class::{Action, ActionTable, FieldClass};
 use maskgate::detect::{DetectorKind, DetectorSet, Detectors, Finding};
 use maskgate::rewrite::{
-    BodyRewriter, Counts, Limits, RewriteError, RewriteSpec, Rules, RulesBuilder,
+    AccountFilter, BodyRewriter, Counts, Limits, RewriteError, RewriteSpec, Rules, RulesBuilder,
 };
 use serde_json::value::RawValue;
 
@@ -94,7 +98,18 @@ pub fn detectors() -> Arc<Detectors> {
 /// every detector. Variant bit 0 turns on allowlist mode (a few names and a
 /// path allowed); bit 1 picks the second action table.
 pub fn rules(variant: u8) -> Rules {
+    rules_with(variant, false)
+}
+
+/// [`rules`], optionally with the document root as a record too.
+fn rules_with(variant: u8, root_record: bool) -> Rules {
     let mut b = RulesBuilder::new();
+    for id in ["id", "account_id"] {
+        b.record_id_name(id).expect("id name");
+    }
+    if root_record {
+        b.record_path("/").expect("record path");
+    }
     let names: [(&str, FieldClass); 11] = [
         ("ssn", FieldClass::Ssn),
         ("social_security_number", FieldClass::Ssn),
@@ -179,6 +194,61 @@ pub fn empty_spec() -> RewriteSpec {
     }
 }
 
+/// How a target uses record dropping (`extra & 3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropMode {
+    /// No drop filter, the plain spec (as before drop filters existed).
+    Off,
+    /// The root is a record too, and a filter drops the accounts in
+    /// [`DROPPED_ACCOUNTS`].
+    Drop,
+    /// The root is a record too, and a filter drops nothing: the result
+    /// must equal that of the same rules without a filter.
+    KeepAll,
+}
+
+impl DropMode {
+    /// The mode the target-specific bits pick.
+    pub fn of(extra: u8) -> DropMode {
+        match extra & 3 {
+            1 => DropMode::Drop,
+            2 => DropMode::KeepAll,
+            _ => DropMode::Off,
+        }
+    }
+}
+
+/// Accounts the `Drop` mode leaves out (short, so the fuzzer finds them).
+pub const DROPPED_ACCOUNTS: [&str; 5] = ["1", "A", "x", "ACC-1", ""];
+
+/// The spec of a variant for a drop mode; the second spec is the same rules
+/// without a filter (what `KeepAll` must match).
+pub fn drop_specs(variant: u8, mode: DropMode) -> (RewriteSpec, RewriteSpec) {
+    static RULES: OnceLock<Vec<Arc<Rules>>> = OnceLock::new();
+    let base = spec(variant);
+    if mode == DropMode::Off {
+        return (base.clone(), base);
+    }
+    let rules = RULES.get_or_init(|| (0..4).map(|v| Arc::new(rules_with(v, true))).collect())
+        [usize::from(variant & 3)]
+    .clone();
+    let filter: HashSet<String> = match mode {
+        DropMode::Drop => DROPPED_ACCOUNTS.iter().map(|s| (*s).to_owned()).collect(),
+        _ => HashSet::new(),
+    };
+    let plain = RewriteSpec { rules, ..base };
+    let filtered = RewriteSpec {
+        drop_accounts: Some(Arc::new(filter) as Arc<dyn AccountFilter>),
+        ..plain.clone()
+    };
+    (filtered, plain)
+}
+
+/// True when `result` is an error a drop filter may cause on a valid body.
+pub fn withheld(mode: DropMode, result: &Outcome) -> bool {
+    mode == DropMode::Drop && matches!(result, Err(RewriteError::RecordWithheld))
+}
+
 /// What one run of a rewriter gave.
 pub type Outcome = Result<(Vec<u8>, Counts), RewriteError>;
 
@@ -217,6 +287,7 @@ pub fn untouched(c: &Counts) -> bool {
         && c.detected == 0
         && c.integrity_errors == 0
         && c.not_allowed == 0
+        && c.dropped_records == 0
 }
 
 /// Deepest nesting of `[`/`{` outside strings (exact for valid JSON).

@@ -15,6 +15,9 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// role → route → status → count.
+type RequestCounts = BTreeMap<String, BTreeMap<String, BTreeMap<u16, u64>>>;
+
 #[derive(Default)]
 struct Histogram {
     buckets: [u64; BUCKETS.len()],
@@ -25,7 +28,8 @@ struct Histogram {
 /// The gateway's metrics registry.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// role → route → status → count (nested so a lookup borrows the names).
+    requests: Mutex<RequestCounts>,
     latency: Mutex<BTreeMap<String, Histogram>>,
     acted: [[AtomicU64; Action::COUNT]; FieldClass::COUNT],
     detected: AtomicU64,
@@ -46,12 +50,27 @@ impl Metrics {
 
     /// Records one finished request.
     pub fn request(&self, role: &str, route: &str, status: u16, elapsed: Duration) {
+        // Names are copied only the first time they are seen.
         if let Ok(mut m) = self.requests.lock() {
-            *m.entry((role.to_owned(), route.to_owned(), status))
-                .or_default() += 1;
+            if !m.contains_key(role) {
+                m.insert(role.to_owned(), BTreeMap::new());
+            }
+            if let Some(by_route) = m.get_mut(role) {
+                if !by_route.contains_key(route) {
+                    by_route.insert(route.to_owned(), BTreeMap::new());
+                }
+                if let Some(by_status) = by_route.get_mut(route) {
+                    *by_status.entry(status).or_default() += 1;
+                }
+            }
         }
         if let Ok(mut m) = self.latency.lock() {
-            let h = m.entry(route.to_owned()).or_default();
+            if !m.contains_key(route) {
+                m.insert(route.to_owned(), Histogram::default());
+            }
+            let Some(h) = m.get_mut(route) else {
+                return;
+            };
             let secs = elapsed.as_secs_f64();
             for (i, le) in BUCKETS.iter().enumerate() {
                 if secs <= *le {
@@ -143,13 +162,17 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP maskgate_requests_total Requests by role, route template and status.\n# TYPE maskgate_requests_total counter\n");
         if let Ok(m) = self.requests.lock() {
-            for ((role, route, status), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "maskgate_requests_total{{role=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
-                    esc(role),
-                    esc(route)
-                );
+            for (role, by_route) in m.iter() {
+                for (route, by_status) in by_route {
+                    for (status, n) in by_status {
+                        let _ = writeln!(
+                            out,
+                            "maskgate_requests_total{{role=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                            esc(role),
+                            esc(route)
+                        );
+                    }
+                }
             }
         }
         out.push_str("# HELP maskgate_request_duration_seconds Time to the end of the response, by route template.\n# TYPE maskgate_request_duration_seconds histogram\n");

@@ -104,7 +104,8 @@ async fn route(
     }
     let live = shared.live();
     let config = Arc::clone(&live.config);
-    let caller = crate::proxy::admit::admit_caller(shared, &live, conn, req.headers(), id).await?;
+    let caller =
+        crate::proxy::admit::admit_caller(shared, &live, conn, req.headers(), id, false).await?;
     if let Some(result) = lifecycle::route(shared, &caller, &path, &method, id).await {
         return result;
     }

@@ -237,6 +237,18 @@ pub async fn run(
     println!(
         "  (greenwaste is answered only inside its contract window: Mon-Sat 06:00-18:00 Pacific)"
     );
+    println!("  access lifecycle:");
+    let freeze = curl::curl_line(
+        certs_rel,
+        &base,
+        "privacy-officer",
+        &format!("/_maskgate/freezes/{}", curl::EXAMPLE_ACCOUNT),
+    );
+    println!("    freeze (billing then gets 423):  {freeze} -X POST");
+    let locks = curl::curl_line(certs_rel, &base, "security-auditor", "/_maskgate/lockouts");
+    println!("    lockouts:                        {locks}");
+    let reload = curl::curl_line(certs_rel, &base, "it-data-management", "/_maskgate/reload");
+    println!("    reload policies (or SIGHUP):     {reload} -X POST");
     println!("  Ctrl-C stops both.");
     shutdown.await;
     gateway.shutdown().await;

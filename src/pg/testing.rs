@@ -302,7 +302,7 @@ impl Cluster {
             .arg(format!("unix_socket_directories={}", self.base.display()))
             .args(["-c", &format!("fsync={durable}")])
             .args(["-c", &format!("synchronous_commit={durable}")])
-            .args(["-c", "full_page_writes=off"])
+            .args(["-c", &format!("full_page_writes={durable}")])
             .args(["-c", "max_connections=200"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

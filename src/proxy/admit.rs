@@ -38,13 +38,15 @@ fn state_failure(
 
 /// Identifies the caller, refusing locked identities first and counting a
 /// failed authentication against every identity the attempt carried; then
-/// checks revocations and the principal's validity window.
+/// checks revocations and the principal's validity window. `masked_read`:
+/// the request reads without unmasking (see [`is_masked_read`]).
 pub async fn admit_caller(
     shared: &Shared,
     live: &Live,
     conn: &ConnInfo,
     headers: &HeaderMap,
     request_id: &str,
+    masked_read: bool,
 ) -> Result<Caller, GatewayError> {
     let policy = &live.config.policy;
     let now = shared.clock.now();
@@ -70,9 +72,10 @@ pub async fn admit_caller(
             tracing::info!(target: "maskgate::auth", request_id, identity = %identity, "locked out");
             return Err(GatewayError::LockedOut);
         }
-        // Fail closed: a lock that cannot be checked may be in force.
+        // A lock that cannot be checked may be in force: refused, unless
+        // the deployment keeps masked reads flowing while the store is away.
         Err(LockError::Store(e)) => {
-            state_failure(shared, live, &e, false)?;
+            state_failure(shared, live, &e, masked_read)?;
         }
     }
     let caller = match identify_hashed(policy, conn.cert.as_ref(), headers, key_hash) {
@@ -170,6 +173,16 @@ async fn count_failure(
             }
         }
     }
+}
+
+/// True for a request that only reads masked data: not a write, no unmask
+/// or grant header. Only those may be served while the state store is away
+/// (`[state] on_unavailable = "serve_masked"`).
+pub fn is_masked_read(method: &http::Method, headers: &HeaderMap) -> bool {
+    !super::protect_request::is_write(method)
+        && !headers.contains_key(crate::unmask::HEADER_UNMASK)
+        && !headers.contains_key(crate::unmask::HEADER_GRANT)
+        && !headers.contains_key(crate::unmask::HEADER_REASON)
 }
 
 /// Whom a request's rate limits and record budget are counted for: the

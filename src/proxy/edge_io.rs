@@ -137,11 +137,15 @@ impl<T> EdgeIo<T> {
         Some(from + self.header)
     }
 
-    /// Arms the timer for the nearest deadline and reports whether one passed.
-    fn poll_timers(&mut self, cx: &mut Context<'_>) -> Option<Fired> {
-        let idle = self.last_activity + self.idle;
+    /// Arms the timer for the nearest deadline and reports whether one
+    /// passed. `reading`: called from a read. An HTTP/1.x request in
+    /// progress is bounded by the request timeout, not the idle timer, so
+    /// a read only counts idleness between messages; a write that cannot
+    /// proceed (the client stopped reading) always does.
+    fn poll_timers(&mut self, cx: &mut Context<'_>, reading: bool) -> Option<Fired> {
+        let idle = (!reading || self.between_messages()).then(|| self.last_activity + self.idle);
         let header = self.header_deadline();
-        let deadline = header.map_or(idle, |h| h.min(idle));
+        let deadline = [idle, header].into_iter().flatten().min()?;
         if self.armed_for != Some(deadline) {
             self.timer.as_mut().reset(deadline);
             self.armed_for = Some(deadline);
@@ -152,7 +156,7 @@ impl<T> EdgeIo<T> {
         let now = Instant::now();
         if header.is_some_and(|h| h <= now) {
             Some(Fired::Header)
-        } else if idle <= now {
+        } else if idle.is_some_and(|i| i <= now) {
             Some(Fired::Idle)
         } else {
             None
@@ -185,7 +189,7 @@ fn timeout_response() -> Vec<u8> {
     })
     .to_string();
     format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncache-control: no-store\r\nconnection: close\r\nx-request-id: {id}\r\ncontent-length: {}\r\n\r\n{body}",
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncache-control: no-store\r\nstrict-transport-security: max-age=31536000\r\nconnection: close\r\nx-request-id: {id}\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -283,7 +287,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for EdgeIo<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.poll_timers(cx) {
+            Poll::Pending => match this.poll_timers(cx, true) {
                 None => Poll::Pending,
                 Some(Fired::Header) => {
                     this.metrics.edge("header_timeout");
@@ -336,7 +340,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 // A client that stops reading is idle too.
-                if this.poll_timers(cx) == Some(Fired::Idle) {
+                if this.poll_timers(cx, false) == Some(Fired::Idle) {
                     this.metrics.edge("idle_timeout");
                     this.phase = Phase::Closed;
                     return Poll::Ready(Err(timed_out("client stopped reading")));
@@ -344,6 +348,39 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for EdgeIo<T> {
                 Poll::Pending
             }
         }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if !matches!(this.phase, Phase::Open) {
+            return Poll::Ready(Err(timed_out("connection closed")));
+        }
+        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.last_activity = Instant::now();
+                    this.unflushed = true;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if this.poll_timers(cx, false) == Some(Fired::Idle) {
+                    this.metrics.edge("idle_timeout");
+                    this.phase = Phase::Closed;
+                    return Poll::Ready(Err(timed_out("client stopped reading")));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -227,6 +227,7 @@ pub fn error_response<B: From<Bytes>>(
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::STRICT_TRANSPORT_SECURITY, super::headers::hsts());
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);

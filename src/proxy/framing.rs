@@ -613,6 +613,9 @@ impl H1Guard {
 
     /// Records what the scanner found in one read.
     pub fn record(&self, fed: Fed) {
+        if fed.heads.is_empty() && fed.violation.is_none() {
+            return;
+        }
         let mut s = self.lock();
         let first_new = s.asked + s.heads.len() as u64;
         for (i, head) in fed.heads.into_iter().enumerate() {

@@ -272,6 +272,13 @@ pub fn protect_response_headers(headers: &mut HeaderMap, rewritten: bool) {
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts());
+}
+
+/// `Strict-Transport-Security` on every response: the gateway only speaks
+/// HTTPS, and a browser that once reached it never tries plain HTTP.
+pub fn hsts() -> HeaderValue {
+    HeaderValue::from_static("max-age=31536000")
 }
 
 /// The request id: the client's when it is sane, else a new one.

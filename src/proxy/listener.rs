@@ -278,25 +278,6 @@ fn build_config(
     Ok(cfg)
 }
 
-/// Builds a server TLS configuration from files (the gateway itself uses a
-/// [`CertStore`]).
-pub fn tls_config(
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-) -> Result<rustls::ServerConfig, ServeError> {
-    let provider = Arc::new(provider());
-    let key = load_certified_key(cert, key, &provider)?;
-    let resolver = Arc::new(CertResolver {
-        current: RwLock::new(Arc::new(key)),
-    });
-    build_config(
-        &provider,
-        &resolver,
-        client_verifier(client_ca, None, &provider)?,
-    )
-}
-
 /// The HTTP/1.1 and HTTP/2 connection settings from `[limits]`.
 struct Builders {
     h1: hyper::server::conn::http1::Builder,

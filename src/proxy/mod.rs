@@ -81,6 +81,9 @@ pub struct Shared {
     /// on every change made here and once a second, so freezes made by
     /// other instances arrive within a second).
     pub frozen: arc_swap::ArcSwap<std::collections::HashSet<String>>,
+    /// The server certificate and client-certificate trust (CA, CRLs),
+    /// replaced on reload.
+    pub tls_certs: Arc<listener::CertStore>,
     /// The upstream client.
     pub upstream: upstream::Upstream,
     /// The compiled detectors.
@@ -134,9 +137,28 @@ impl Shared {
     pub fn reload(&self) -> Result<ReloadReport, crate::config::ConfigErrors> {
         let current = self.config();
         let mut next = crate::config::load(&current.source)?;
+        // The certificate, its key, the client CA and CRLs are re-read now
+        // (all or nothing: a bad file keeps the old ones and the old
+        // configuration); the listen address and grace period only at a
+        // restart.
+        self.tls_certs.reload_from(&next.server).map_err(|e| {
+            crate::config::ConfigErrors(vec![crate::config::ConfigError {
+                file: current.source.clone(),
+                line: 1,
+                col: 1,
+                message: format!("[server] TLS files: {e}"),
+            }])
+        })?;
         let mut needs_restart = Vec::new();
-        if next.server != current.server {
+        if next.server.listen != current.server.listen
+            || next.server.shutdown_grace != current.server.shutdown_grace
+        {
             needs_restart.push("server");
+        }
+        if next.limits != current.limits {
+            // Connection-level limits (header sizes, timeouts, HTTP/2
+            // settings) are set when the listener starts.
+            needs_restart.push("limits");
         }
         if next.upstream != current.upstream {
             needs_restart.push("upstream");
@@ -154,7 +176,9 @@ impl Shared {
             needs_restart.push("state");
         }
         // Sections that need a restart keep their running values until then.
-        next.server = current.server.clone();
+        next.server.listen = current.server.listen;
+        next.server.shutdown_grace = current.server.shutdown_grace;
+        next.limits = current.limits.clone();
         next.upstream = current.upstream.clone();
         next.data_dir = current.data_dir.clone();
         next.crypto = current.crypto.clone();
@@ -472,6 +496,7 @@ pub async fn start_with_clock(
         live: arc_swap::ArcSwap::from_pointee(live),
         state,
         frozen: arc_swap::ArcSwap::from_pointee(frozen),
+        tls_certs: Arc::clone(&tls_certs),
         upstream,
         detectors: Arc::new(Detectors::new()),
         metrics: Arc::clone(&metrics),

@@ -16,7 +16,7 @@ use crate::rewrite::content::{
 };
 use crate::rewrite::{Limits as RewriteLimits, RewriteSpec};
 
-use super::admit::{admit_caller, admit_request, charge_records};
+use super::admit::{admit_caller, admit_request, charge_records, is_masked_read};
 use super::audit;
 use super::authorize::{authorize, Authorized};
 use super::error::{error_response, GatewayError};
@@ -144,7 +144,9 @@ async fn proxy(
 
     // identify and admit the caller: lockouts, revocations (checked on
     // every request, so they reach connections already open), windows
-    let caller: Caller = admit_caller(shared, &live, conn, req.headers(), &log.id).await?;
+    let masked_read = is_masked_read(req.method(), req.headers());
+    let caller: Caller =
+        admit_caller(shared, &live, conn, req.headers(), &log.id, masked_read).await?;
     log.principal = Some(Arc::from(caller.principal.name.as_str()));
     log.on_behalf_of.clone_from(&caller.on_behalf_of);
 
@@ -156,7 +158,7 @@ async fn proxy(
     // admit the request: export rule, rate limits, budget, frozen accounts
     let unmask_request = UnmaskRequest::from_headers(req.headers())
         .map_err(|e| GatewayError::BadRequest(e.code()))?;
-    let masked_read = !is_write(req.method()) && unmask_request.is_none();
+    let masked_read = masked_read && unmask_request.is_none();
     let allowance = admit_request(shared, &live, &caller, &auth, &log.id, masked_read).await?;
 
     // unmask: decided (and, when refused, recorded) before anything else

@@ -380,12 +380,23 @@ fn a_record_held_past_the_limit_fails_whatever_the_chunking() {
         ),
         60,
     );
-    let peak =
-        r#"{"accounts":[{"linked":[{"id":"X","pad":"pppppppppppppppppppppppppppppppppppppppppppppppppp"}],"id":"A"}]}"#;
+    let peak = r#"{"accounts":[{"linked":[{"id":"X","pad":"pppppppppppppppppppppppppppppppppppppppppppppppppp"}],"id":"A"}]}"#;
     assert_eq!(
         run_all_splits(Kind::Json, &s, peak.as_bytes()),
         Err(RewriteError::RecordTooLarge { limit: 60 })
     );
+    // A top-level object is held as a possible record until its id, or
+    // until it turns out to hold records.
+    let s = small_limit(spec(&["X"]), 40);
+    let wrapper = r#"{"pad":"pppppppppppppppppppppppppppppppppppppppp","accounts":[{"id":"A"}]}"#;
+    assert_eq!(
+        run_all_splits(Kind::Json, &s, wrapper.as_bytes()),
+        Err(RewriteError::RecordTooLarge { limit: 40 })
+    );
+    let wrapper =
+        r#"{"id":"W","pad":"pppppppppppppppppppppppppppppppppppppppp","accounts":[{"id":"A"}]}"#;
+    let (out, _) = run_all_splits(Kind::Json, &s, wrapper.as_bytes()).unwrap();
+    assert_eq!(out, wrapper.as_bytes());
     // Without a filter nothing is held, so there is no such limit.
     let (out, _) = run_cut(
         Kind::Json,
@@ -565,8 +576,8 @@ impl Id {
 
 fn id() -> impl Strategy<Value = Id> {
     prop_oneof![
-        4 => ("[A-D][0-9]{0,2}", any::<bool>()).prop_map(|(s, e)| Id::Str(s, e)),
-        2 => (0u32..20).prop_map(Id::Num),
+        4 => ("[A-C][0-2]?", any::<bool>()).prop_map(|(s, e)| Id::Str(s, e)),
+        2 => (0u32..5).prop_map(Id::Num),
         1 => Just(Id::Missing),
         1 => Just(Id::Null),
     ]
@@ -589,10 +600,14 @@ fn record() -> impl Strategy<Value = (Id, String)> {
     })
 }
 
+/// Ids the frozen sets are drawn from: the same few the records use, so
+/// that most bodies drop some records and keep others.
+const FROZEN: &str = "[A-C][0-2]?|[0-4]";
+
 fn body() -> impl Strategy<Value = (Vec<(Id, String)>, Vec<String>)> {
     (
         prop::collection::vec(record(), 0..8),
-        prop::collection::vec("[A-D][0-9]{0,2}|[0-9]{1,2}", 0..6),
+        prop::collection::vec(FROZEN, 0..6),
     )
 }
 
@@ -710,8 +725,8 @@ proptest! {
     /// CSV: rows whose id cell is frozen vanish with their line breaks.
     #[test]
     fn csv_drops_exactly_the_frozen_rows(
-        rows in prop::collection::vec(("[A-D][0-9]{0,2}|[0-9]{1,2}", any::<bool>(), "[a-z ,]{0,6}"), 0..8),
-        frozen in prop::collection::vec("[A-D][0-9]{0,2}|[0-9]{1,2}", 0..6),
+        rows in prop::collection::vec((FROZEN, any::<bool>(), "[a-z ,]{0,6}"), 0..8),
+        frozen in prop::collection::vec(FROZEN, 0..6),
         cuts in prop::collection::vec(0usize..400, 0..6),
         crlf in any::<bool>(),
     ) {

@@ -737,7 +737,7 @@ impl JsonRewriter {
         }
         let drop_comma = self.pend.has_comma && !parent.emitted_any;
         if member.record && self.spec.drop_accounts.is_some() {
-            self.nested_record(io, pos, b == b'{', parent.emitted_any);
+            self.nested_record(io, pos, b == b'{', parent.emitted_any)?;
         }
         self.release_held(io, pos, drop_comma);
         if let Some(top) = self.stack.last_mut() {
@@ -874,10 +874,21 @@ impl JsonRewriter {
     /// Drop filter: a record below the root starts at `pos` (its member
     /// prefix, if any, is still held or in the pass span). An object record
     /// is held from here on, separator and key included.
-    fn nested_record(&mut self, io: &mut Io<'_>, pos: usize, object: bool, parent_emitted: bool) {
+    fn nested_record(
+        &mut self,
+        io: &mut Io<'_>,
+        pos: usize,
+        object: bool,
+        parent_emitted: bool,
+    ) -> Result<(), RewriteError> {
         self.top_nested = true;
         if self.held.open.last().is_some_and(|r| r.root) {
             // The top-level value holds records, so it is not one itself.
+            if self.mode == Mode::Pass {
+                io.out.extend_from_slice(&io.chunk[io.span..pos]);
+                io.span = pos;
+            }
+            self.check_held(io.out)?;
             self.held.open.pop();
             if !self.held.any_holding() {
                 self.held.release(io.out);
@@ -886,6 +897,7 @@ impl JsonRewriter {
         if object {
             self.open_record(io, pos, false, parent_emitted);
         }
+        Ok(())
     }
 
     /// Drop filter: starts holding the output of an object record. Everything
