@@ -15,7 +15,8 @@
 //! be a space followed by a readable body.
 //!
 //! The JSON, NDJSON and CSV targets use the low two target-specific bits
-//! (`extra & 3`) for record dropping (see [`DropMode`]).
+//! (`extra & 3`) for record dropping (see [`DropMode`]); a `b' '` header
+//! leaves it off.
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
@@ -194,7 +195,8 @@ pub fn empty_spec() -> RewriteSpec {
     }
 }
 
-/// How a target uses record dropping (`extra & 3`).
+/// How a target uses record dropping (`extra & 3`: 2 drops, 3 keeps all,
+/// 0 and 1 are off).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropMode {
     /// No drop filter, the plain spec (as before drop filters existed).
@@ -210,9 +212,10 @@ pub enum DropMode {
 impl DropMode {
     /// The mode the target-specific bits pick.
     pub fn of(extra: u8) -> DropMode {
+        // 0 and 1 are off, so seeds written with a `b' '` header stay off.
         match extra & 3 {
-            1 => DropMode::Drop,
-            2 => DropMode::KeepAll,
+            2 => DropMode::Drop,
+            3 => DropMode::KeepAll,
             _ => DropMode::Off,
         }
     }
