@@ -244,7 +244,10 @@ fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blockin
         .lossy(false)
         // Lines queued while the writer thread was writing go out in one
         // write; it flushes whenever its queue is empty.
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

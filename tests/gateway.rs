@@ -546,19 +546,8 @@ async fn the_contractor_is_refused_outside_its_contract_window_and_pages_are_cap
     let dir = temp_dir("window");
     let upstream = demo_upstream(&dir, 150).await;
     // Sunday 2026-07-19 12:00 in Palo Alto: GreenWaste's contract allows Mon–Sat.
-    let clock = std::sync::Arc::new(maskgate::unmask::ManualClock::at_unix(
-        WEDNESDAY_NOON_PALO_ALTO + 4 * 86_400,
-    ));
-    let env = Env::start_with(
-        dir,
-        upstream,
-        Options {
-            clock: Some(clock.clone()),
-            ..Options::default()
-        },
-        |_| {},
-    )
-    .await;
+    let (env, clock) =
+        Env::at_time(dir, upstream, WEDNESDAY_NOON_PALO_ALTO + 4 * 86_400, false).await;
     let gw = env.client(Some("greenwaste"), false);
     let r = gw.get("/accounts/ACC-100001").await;
     assert_eq!(r.status, 403);

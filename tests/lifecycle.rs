@@ -211,17 +211,11 @@ async fn the_contractor_outside_its_window_is_refused_and_recorded() {
     let dir = temp_dir("window-audit");
     let (upstream, seen) = list_upstream(1).await;
     // 2026-07-15 05:30 in Palo Alto: before GreenWaste's 06:00 start.
-    let clock = std::sync::Arc::new(maskgate::unmask::ManualClock::at_unix(
-        WEDNESDAY_NOON_PALO_ALTO - 6 * 3600 - 1800,
-    ));
-    let env = Env::secure(
+    let (env, clock) = Env::at_time(
         dir,
         upstream,
-        Options {
-            clock: Some(clock.clone()),
-            ..Options::default()
-        },
-        |_| {},
+        WEDNESDAY_NOON_PALO_ALTO - 6 * 3600 - 1800,
+        true,
     )
     .await;
     let gw = env.client(Some("greenwaste"), true);
@@ -247,19 +241,7 @@ async fn the_contractor_outside_its_window_is_refused_and_recorded() {
 async fn requests_past_the_burst_get_429_with_retry_after() {
     let dir = temp_dir("rate");
     let (upstream, seen) = list_upstream(1).await;
-    let clock = std::sync::Arc::new(maskgate::unmask::ManualClock::at_unix(
-        WEDNESDAY_NOON_PALO_ALTO,
-    ));
-    let env = Env::start_with(
-        dir,
-        upstream,
-        Options {
-            clock: Some(clock.clone()),
-            ..Options::default()
-        },
-        |_| {},
-    )
-    .await;
+    let (env, clock) = Env::at_time(dir, upstream, WEDNESDAY_NOON_PALO_ALTO, false).await;
     // non-utilities: 5 a second per principal, burst 20 (the default policy).
     let nu = env.client(Some("non-utilities"), false);
     let tricks = [

@@ -221,6 +221,23 @@ impl Env {
         .await
     }
 
+    /// A gateway whose clock starts at `unix` seconds and is moved by the
+    /// test (`secure`: with card encryption and the audit log).
+    pub async fn at_time(
+        dir: PathBuf,
+        upstream: Upstream,
+        unix: u64,
+        secure: bool,
+    ) -> (Env, Arc<maskgate::unmask::ManualClock>) {
+        let clock = Arc::new(maskgate::unmask::ManualClock::at_unix(unix));
+        let options = Options {
+            clock: Some(clock.clone()),
+            secure,
+            ..Options::default()
+        };
+        (Env::start_with(dir, upstream, options, |_| {}).await, clock)
+    }
+
     /// The audit log directory (secure environments).
     pub fn audit_dir(&self) -> PathBuf {
         self.dir.join("data").join("audit")
