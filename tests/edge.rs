@@ -492,6 +492,8 @@ fn h1_cases() -> Vec<Case> {
         // --- Host
         case("absolute-form-other-host", b"GET https://db.example/accounts HTTP/1.1\r\nHost: localhost\r\n{id}\r\n", &[400], Some("host_mismatch"), true, 0),
         case("missing-host", b"GET /accounts HTTP/1.1\r\n{id}\r\n", &[400], Some("missing_host"), true, 0),
+        // HTTP/1.0 had no Host: served (no server names are configured here).
+        case("http10-without-host", b"GET /accounts HTTP/1.0\r\n{id}\r\n", &[200], None, true, 1),
         case("two-hosts", b"GET /accounts HTTP/1.1\r\nHost: localhost\r\nHost: db.example\r\n{id}\r\n", &[400], Some("bad_host"), true, 0),
         case("host-with-userinfo", b"GET /accounts HTTP/1.1\r\nHost: user@localhost\r\n{id}\r\n", &[400], Some("bad_host"), true, 0),
         case("host-not-an-authority", b"GET /accounts HTTP/1.1\r\nHost: local host\r\n{id}\r\n", &[400], Some("bad_host"), true, 0),

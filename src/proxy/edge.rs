@@ -194,6 +194,17 @@ pub fn check_head(
                 .ok_or(GatewayError::BadRequest("bad_host"))
         })
         .transpose()?;
+    let names = &config.server.server_names;
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400. HTTP/1.0
+    // had no Host: such a request is served only when no server names are
+    // configured (there is nothing to check it against).
+    if version == Version::HTTP_10
+        && host_header.is_none()
+        && uri.authority().is_none()
+        && names.is_empty()
+    {
+        return Ok(());
+    }
     let h1 = version < Version::HTTP_2;
     if h1 && host_header.is_none() {
         return Err(GatewayError::BadRequest("missing_host"));
@@ -209,7 +220,6 @@ pub fn check_head(
     if authority.as_str().contains('@') || authority.host().is_empty() {
         return Err(GatewayError::BadRequest("bad_host"));
     }
-    let names = &config.server.server_names;
     if !names.is_empty() {
         let host = unbracket(authority.host());
         if !names
