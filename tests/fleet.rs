@@ -484,7 +484,7 @@ async fn database_down_refuses_unmasks_keeps_masked_reads_and_recovers() {
 #[ignore]
 async fn the_nginx_example_balances_over_the_fleet() {
     let url = TestPg::get().new_database().await;
-    let fleet = Fleet::start("fleet-nginx", url).await;
+    let mut fleet = Fleet::start("fleet-nginx", url).await;
     let lb = free_addr();
     let module = ["/usr/lib/nginx/modules/ngx_stream_module.so"]
         .into_iter()
@@ -502,29 +502,58 @@ async fn the_nginx_example_balances_over_the_fleet() {
         ),
     )
     .unwrap();
-    let child = Command::new("nginx")
+    let nginx = Command::new("nginx")
         .args(["-g", "daemon off;", "-c"])
         .arg(&conf)
         .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .expect("nginx");
-    let mut nginx = Instance {
-        child,
-        addr: lb,
-        log: fleet.dir.join("nginx.log"),
-    };
-    fleet.wait_ready(&nginx).await;
-    let through = fleet.client(&nginx, Some("collections"));
+    // Stopped with `nginx -s stop` (its workers go too), even on a panic.
+    struct Nginx(Child, PathBuf);
+    impl Drop for Nginx {
+        fn drop(&mut self) {
+            let _ = Command::new("nginx")
+                .args(["-s", "stop", "-c"])
+                .arg(&self.1)
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let _nginx = Nginx(nginx, conf.clone());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(lb).is_err() {
+        assert!(Instant::now() < deadline, "nginx did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let path = format!("/accounts/{}", account_with_ssn(0));
+    let dir = fleet.dir.clone();
+    let through = |who: &str| {
+        tls_client(
+            roots(&dir),
+            Some((
+                dir.join("certs").join(format!("{who}.pem")),
+                dir.join("certs").join(format!("{who}.key")),
+            )),
+            lb,
+            false,
+        )
+    };
+    // A new connection per request: least_conn spreads them over both.
     for _ in 0..6 {
-        let r = through
+        let r = through("collections")
             .get_with(&path, &[("x-unmask", "ssn"), ("x-unmask-reason", REASON)])
             .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
-    // Both instances served some (one new connection per request here).
+    // One instance gone: nginx skips it.
+    let _ = fleet.a.child.kill();
+    let _ = fleet.a.child.wait();
+    for _ in 0..4 {
+        let r = through("billing").get(&path).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
     let (code, out, err) = fleet.audit_cli(&["verify", "--public-key", &fleet.public_key()]);
     assert_eq!(code, 0, "{out}{err}");
-    let _ = nginx.child.kill();
-    nginx.addr = lb;
 }

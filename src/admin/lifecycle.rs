@@ -75,7 +75,7 @@ pub async fn route(
     } else if path == "/_maskgate/lockouts" || path.starts_with("/_maskgate/lockouts/") {
         lockouts(shared, caller, path, method, id).await
     } else if path == "/_maskgate/reload" {
-        reload(shared, caller, method, id)
+        reload(shared, caller, method, id).await
     } else {
         return None;
     };
@@ -250,7 +250,7 @@ async fn lockouts(
     }
 }
 
-fn reload(
+async fn reload(
     shared: &Arc<Shared>,
     caller: &Caller,
     method: &Method,
@@ -265,7 +265,14 @@ fn reload(
             detail: "use POST".to_owned(),
         });
     }
-    match crate::proxy::reload_and_log(shared, "admin API") {
+    // Reading and checking the files is blocking work: off the request threads.
+    let reloading = Arc::clone(shared);
+    let result = tokio::task::spawn_blocking(move || {
+        crate::proxy::reload_and_log(&reloading, "admin API")
+    })
+    .await
+    .map_err(|_| GatewayError::Internal)?;
+    match result {
         Ok(report) => Ok(json(
             StatusCode::OK,
             &serde_json::json!({ "reloaded": true, "needs_restart": report.needs_restart }),

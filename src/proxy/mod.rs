@@ -395,7 +395,7 @@ async fn reload_on_hangup(shared: std::sync::Weak<Shared>) {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let _ = reload_and_log(&shared, "SIGHUP");
+            let _ = tokio::task::spawn_blocking(move || reload_and_log(&shared, "SIGHUP")).await;
         }
     }
     #[cfg(not(unix))]
