@@ -394,6 +394,12 @@ async fn concurrent_unmasks_through_both_instances_form_one_verifiable_log() {
         granted,
         "one record per unmask response"
     );
+    let now = time::OffsetDateTime::now_utc();
+    let quarter = format!("{}Q{}", now.year(), (u8::from(now.month()) - 1) / 3 + 1);
+    let (code, out, err) = fleet.audit_cli(&["report", "--quarter", &quarter, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(report.to_string().contains("collections"), "{out}");
     // The admin API of either instance verifies the same log.
     let r = fleet
         .client(&fleet.b, Some("security-auditor"))

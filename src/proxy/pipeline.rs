@@ -391,6 +391,13 @@ async fn proxy(
             charge_records(shared, &live, &caller, &auth, &parts.method, &log.id, limit).await;
             return Err(budget_used_up(&auth));
         }
+        // A single record of a frozen account reached by a route without
+        // an `{id}` (the list filter withheld it): the same answer as the
+        // single-record route.
+        Err(BodyError::Rewrite(crate::rewrite::RewriteError::RecordWithheld)) => {
+            drop(body);
+            return Err(GatewayError::AccountFrozen);
+        }
         Err(e) => {
             tracing::warn!(target: "maskgate::rewrite", request_id = %log.id, error = %e, "response refused");
             // The body's end hook already logged and counted this request.
@@ -495,6 +502,9 @@ async fn audit_then_release(
         Err(BodyError::RecordLimit { limit }) => {
             charge_records(shared, live, caller, auth, method, id, limit).await;
             Some(("record_budget_exceeded", budget_used_up(auth)))
+        }
+        Err(BodyError::Rewrite(crate::rewrite::RewriteError::RecordWithheld)) => {
+            Some(("account_frozen", GatewayError::AccountFrozen))
         }
         Err(_) => Some((
             "upstream_body_invalid",
