@@ -267,11 +267,10 @@ async fn reload(
     }
     // Reading and checking the files is blocking work: off the request threads.
     let reloading = Arc::clone(shared);
-    let result = tokio::task::spawn_blocking(move || {
-        crate::proxy::reload_and_log(&reloading, "admin API")
-    })
-    .await
-    .map_err(|_| GatewayError::Internal)?;
+    let result =
+        tokio::task::spawn_blocking(move || crate::proxy::reload_and_log(&reloading, "admin API"))
+            .await
+            .map_err(|_| GatewayError::Internal)?;
     match result {
         Ok(report) => Ok(json(
             StatusCode::OK,
