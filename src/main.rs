@@ -129,9 +129,10 @@ enum AuditCommand {
         /// password out of the process list).
         #[arg(long)]
         postgres: Option<String>,
-        /// The Ed25519 public key file.
-        #[arg(long)]
-        public_key: PathBuf,
+        /// The Ed25519 public key file; give it again for each key the log
+        /// was signed with (after a key change).
+        #[arg(long, required = true)]
+        public_key: Vec<PathBuf>,
     },
     /// Search records.
     Query {
@@ -250,9 +251,19 @@ fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blockin
         ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(writer.clone())
         // Colour codes only for a person at a terminal, not for log files.
         .with_ansi(std::io::stderr().is_terminal());
+    // Access lines are formatted by maskgate itself (cheaper) and go to
+    // the same writer.
+    let access_writer = writer.clone();
+    maskgate::proxy::access_log::install(
+        format,
+        Box::new(move |line| {
+            use std::io::Write as _;
+            let _ = access_writer.clone().write_all(line);
+        }),
+    );
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -447,7 +458,7 @@ fn audit(what: AuditCommand) -> Result<ExitCode, String> {
             dir,
             postgres,
             public_key,
-        } => on_log(dir, postgres, |d| cli::verify(d, &public_key))?,
+        } => on_log(dir, postgres, |d| cli::verify_keys(d, &public_key))?,
         AuditCommand::Keygen {
             private_key,
             public_key,

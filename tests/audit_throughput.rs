@@ -85,7 +85,10 @@ async fn durable_unmask_records_per_second_postgres_vs_file() {
             (None, maskgate::pg::testing::with_database(&u, &name))
         }
         _ => {
-            let c = Cluster::start(Options { durable: true });
+            let c = Cluster::start(Options {
+                durable: true,
+                ..Options::default()
+            });
             let url = c.new_database().await;
             (Some(c), url)
         }

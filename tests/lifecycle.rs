@@ -623,3 +623,44 @@ async fn a_streamed_list_that_crosses_the_budget_is_cut_off() {
     assert_eq!(metrics.event_count("budget_alert"), 1);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_a_guesser_locks_only_its_own_address() {
+    let dir = temp_dir("lockout-proxy");
+    let (upstream, _) = list_upstream(1).await;
+    let env = Env::start(dir, upstream, |c| {
+        c.server.trusted_proxies = vec![maskgate::config::IpNet::parse("127.0.0.0/8").unwrap()];
+    })
+    .await;
+    let lb = env.client(None, false);
+    let good = bearer(TEST_API_KEY);
+    for n in 0..3 {
+        let r = lb
+            .get_with(
+                "/accounts",
+                &[
+                    ("authorization", &bearer(&format!("guess-{n}"))),
+                    ("x-forwarded-for", "203.0.113.7"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 401);
+    }
+    // The guesser is locked, even with the right key ...
+    let r = lb
+        .get_with(
+            "/accounts",
+            &[("authorization", &good), ("x-forwarded-for", "203.0.113.7")],
+        )
+        .await;
+    assert_eq!(r.error_code(), "locked_out");
+    // ... another client behind the same balancer is not.
+    let r = lb
+        .get_with(
+            "/accounts",
+            &[("authorization", &good), ("x-forwarded-for", "203.0.113.8")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    env.stop().await;
+}

@@ -104,8 +104,7 @@ async fn route(
     }
     let live = shared.live();
     let config = Arc::clone(&live.config);
-    let caller =
-        crate::proxy::admit::admit_caller(shared, &live, conn, req.headers(), id, false).await?;
+    let caller = crate::proxy::admit::admit_caller(shared, &live, conn, &req, id, false).await?;
     if let Some(result) = lifecycle::route(shared, &caller, &path, &method, id).await {
         return result;
     }

@@ -105,11 +105,14 @@ pub fn with_database(url: &str, name: &str) -> String {
 }
 
 /// How a cluster runs.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// fsync and synchronous commit on (benchmarks of durable commits);
     /// off by default (tests: faster, same semantics while the OS runs).
     pub durable: bool,
+    /// TLS on, with this server certificate and key (PEM files; copied
+    /// into the cluster's directory). Plain connections are still accepted.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A PostgreSQL cluster in a temporary directory on a loopback port.
@@ -287,6 +290,27 @@ impl Cluster {
     /// Starts the server (again) and waits until it accepts connections.
     pub fn start_server(&mut self) {
         let durable = if self.options.durable { "on" } else { "off" };
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some((cert, key)) = &self.options.tls {
+            for (src, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let dst = self.base.join(name);
+                std::fs::copy(src, &dst)
+                    .unwrap_or_else(|e| panic!("cannot copy {}: {e}", src.display()));
+                use std::os::unix::fs::PermissionsExt as _;
+                let _ = std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o600));
+                if let Some((uid, gid)) = self.owner {
+                    let _ = std::os::unix::fs::chown(&dst, Some(uid), Some(gid));
+                }
+            }
+            tls_args = vec![
+                "-c".into(),
+                "ssl=on".into(),
+                "-c".into(),
+                format!("ssl_cert_file={}", self.base.join("server.crt").display()),
+                "-c".into(),
+                format!("ssl_key_file={}", self.base.join("server.key").display()),
+            ];
+        }
         let log = std::fs::File::create(self.base.join("server.log"))
             .unwrap_or_else(|e| panic!("cannot create the server log: {e}"));
         if let Some((uid, gid)) = self.owner {
@@ -304,6 +328,7 @@ impl Cluster {
             .args(["-c", &format!("synchronous_commit={durable}")])
             .args(["-c", &format!("full_page_writes={durable}")])
             .args(["-c", "max_connections=200"])
+            .args(&tls_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

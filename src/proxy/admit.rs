@@ -44,15 +44,16 @@ pub async fn admit_caller(
     shared: &Shared,
     live: &Live,
     conn: &ConnInfo,
-    headers: &HeaderMap,
+    req: &http::Request<hyper::body::Incoming>,
     request_id: &str,
     masked_read: bool,
 ) -> Result<Caller, GatewayError> {
+    let headers = req.headers();
     let policy = &live.config.policy;
     let now = shared.clock.now();
     let key_hash = presented_key_hash(headers);
-    let mut identities =
-        attempt_identities(conn.cert.as_ref(), key_hash.as_ref(), conn.remote.ip());
+    let source = source_address(conn, req);
+    let mut identities = attempt_identities(conn.cert.as_ref(), key_hash.as_ref(), source);
     // The source address stands in for callers without a certificate the
     // policy knows (key guessers, unknown certificates). A verified
     // certificate of a known principal is not refused, nor counted, for
@@ -85,7 +86,7 @@ pub async fn admit_caller(
             // A request without any credential is no sign-on attempt
             // (probes, a browser's first try): refused, not counted.
             if e != crate::identity::IdentifyError::NoCredentials {
-                count_failure(shared, live, &identities, conn.remote.ip(), request_id).await;
+                count_failure(shared, live, &identities, source, request_id).await;
             }
             return Err(GatewayError::Unauthenticated);
         }
@@ -173,6 +174,20 @@ async fn count_failure(
             }
         }
     }
+}
+
+/// The address failed sign-ons are counted for: the peer's, or — when the
+/// peer is a trusted proxy (`[server] trusted_proxies`) — the client address
+/// it appended last to `X-Forwarded-For`. Behind a trusted load balancer,
+/// one guesser then locks only itself, not every caller behind it.
+pub fn source_address(conn: &ConnInfo, req: &http::Request<hyper::body::Incoming>) -> IpAddr {
+    req.extensions()
+        .get::<super::headers::ForwardedChain>()
+        .and_then(|chain| chain.x_forwarded_for.as_ref())
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .and_then(|last| last.trim().parse::<IpAddr>().ok())
+        .unwrap_or_else(|| conn.remote.ip())
 }
 
 /// True for a request that only reads masked data: not a write, no unmask

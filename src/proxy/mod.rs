@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::detect::Detectors;
 use crate::identity::PeerCertificate;
 
+pub mod access_log;
 pub mod admit;
 pub mod audit;
 pub mod authorize;

@@ -108,24 +108,22 @@ impl AccessLog {
             Some(BodyOutcome::Failed(e)) => e.to_string(),
             _ => String::new(),
         };
-        tracing::info!(
-            target: "maskgate::access",
-            request_id = %self.id,
-            method = %self.method,
-            principal = self.principal.as_deref().unwrap_or("-"),
-            on_behalf_of = self.on_behalf_of.as_deref().unwrap_or("-"),
+        super::access_log::write(&super::access_log::Line {
+            request_id: &self.id,
+            method: self.method.as_str(),
+            principal: self.principal.as_deref().unwrap_or("-"),
+            on_behalf_of: self.on_behalf_of.as_deref().unwrap_or("-"),
             role,
             route,
-            status = status.as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            status: status.as_u16(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
             masked,
-            clear_released = clear,
+            clear_released: clear,
             records,
             detected,
             body,
-            error = %error,
-            "request"
-        );
+            error: &error,
+        });
     }
 }
 
@@ -145,8 +143,7 @@ async fn proxy(
     // identify and admit the caller: lockouts, revocations (checked on
     // every request, so they reach connections already open), windows
     let masked_read = is_masked_read(req.method(), req.headers());
-    let caller: Caller =
-        admit_caller(shared, &live, conn, req.headers(), &log.id, masked_read).await?;
+    let caller: Caller = admit_caller(shared, &live, conn, &req, &log.id, masked_read).await?;
     log.principal = Some(Arc::from(caller.principal.name.as_str()));
     log.on_behalf_of.clone_from(&caller.on_behalf_of);
 
