@@ -15,6 +15,7 @@ pub mod demo;
 pub mod detect;
 mod fsutil;
 pub mod identity;
+pub mod logging;
 pub mod pg;
 pub mod proxy;
 pub mod rewrite;

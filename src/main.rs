@@ -233,27 +233,19 @@ enum BenchCommand {
     },
 }
 
-/// Logs go to stderr through a writer thread, so that request threads never
-/// wait on the write system call; when its buffer is full they wait rather
-/// than drop lines. Keep the guard until exit: dropping it flushes.
-fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through a batching writer ([`maskgate::logging`]):
+/// request threads append lines in memory, one thread writes them out every
+/// 50 ms. Keep the guard until exit: dropping it writes what is left.
+fn init_logging(
+    format: LogFormat,
+    level: &str,
+) -> maskgate::logging::LogGuard<std::io::Stderr> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal as _;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        // Lines queued while the writer thread was writing go out in one
-        // write; it flushes whenever its queue is empty.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer.clone())
-        // Colour codes only for a person at a terminal, not for log files.
-        .with_ansi(std::io::stderr().is_terminal());
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = maskgate::logging::batched(std::io::stderr());
     // Access lines are formatted by maskgate itself (cheaper) and go to
     // the same writer.
     let access_writer = writer.clone();
@@ -264,6 +256,11 @@ fn init_logging(format: LogFormat, level: &str) -> tracing_appender::non_blockin
             let _ = access_writer.clone().write_all(line);
         }),
     );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(move || writer.clone())
+        // Colour codes only for a person at a terminal, not for log files.
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
