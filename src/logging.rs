@@ -159,7 +159,10 @@ mod tests {
             t.join().unwrap();
         }
         std::thread::sleep(FLUSH_EVERY * 4);
-        assert!(!sink.0.lock().unwrap().is_empty(), "nothing written within a tick");
+        assert!(
+            !sink.0.lock().unwrap().is_empty(),
+            "nothing written within a tick"
+        );
         let mut w = writer.clone();
         w.write_all(b"last\n").unwrap();
         drop(guard);
@@ -167,7 +170,10 @@ mod tests {
         assert_eq!(text.lines().count(), 2001);
         assert!(text.ends_with("last\n"));
         for t in 0..4 {
-            let mine: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("t{t} "))).collect();
+            let mine: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("t{t} ")))
+                .collect();
             let expected: Vec<String> = (0..500).map(|i| format!("t{t} line {i}")).collect();
             assert_eq!(mine, expected);
         }

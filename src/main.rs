@@ -236,10 +236,7 @@ enum BenchCommand {
 /// Logs go to stderr through a batching writer ([`maskgate::logging`]):
 /// request threads append lines in memory, one thread writes them out every
 /// 50 ms. Keep the guard until exit: dropping it writes what is left.
-fn init_logging(
-    format: LogFormat,
-    level: &str,
-) -> maskgate::logging::LogGuard<std::io::Stderr> {
+fn init_logging(format: LogFormat, level: &str) -> maskgate::logging::LogGuard<std::io::Stderr> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -768,28 +768,41 @@ fn recover(dir: &Path, key: &SigningKey, now: OffsetDateTime) -> Result<Recovere
         ..OpenReport::default()
     };
 
-    let mut bytes = read_log_file(&last_path)?;
-    let cut = torn_cut(&bytes);
-    if cut < bytes.len() {
-        report.torn = Some(cut_torn_tail(dir, &last_path, &bytes, cut)?);
-        bytes.truncate(cut);
+    // Only the end of the log is read: the torn tail, the last record and
+    // the last checkpoint are all near it (memory stays flat however large
+    // the segment grew). The window grows until both are found or the
+    // file is read whole.
+    let (tail, tail_start) = read_tail(&last_path, RECOVERY_WINDOW)?;
+    let cut = torn_cut(&tail);
+    let mut file_len = tail_start + cut as u64;
+    if cut < tail.len() {
+        report.torn = Some(cut_torn_tail(dir, &last_path, &tail[cut..], file_len)?);
     }
-    let file_len = bytes.len() as u64;
+    drop(tail);
 
     // Walk back to the last record and the last checkpoint.
     let mut last_record: Option<(u64, [u8; 32])> = None;
     let mut last_checkpoint: Option<(SignedCheckpoint, Vec<u8>)> = None;
-    let mut pending = Some(bytes);
     let mut index = files.len();
-    while let Some(bytes) = pending.take() {
+    loop {
         let path = &files[index - 1].1;
-        scan_back(path, &bytes, &mut last_record, &mut last_checkpoint)?;
+        let end = if index == files.len() {
+            Some(file_len)
+        } else {
+            None
+        };
+        scan_file_back(path, end, &mut last_record, &mut last_checkpoint)?;
         if (last_record.is_some() && last_checkpoint.is_some()) || index == 1 {
             break;
         }
         index -= 1;
-        pending = Some(read_log_file(&files[index - 1].1)?);
     }
+    // Unchanged when no torn tail was cut.
+    file_len = file_len.min(
+        fs::symlink_metadata(&last_path)
+            .map_err(|e| AuditError::io("stat", &last_path, e))?
+            .len(),
+    );
 
     let head = match last_record {
         Some((seq, hash)) => ChainHead { seq, hash },
@@ -906,6 +919,67 @@ fn create_new_log(
     })
 }
 
+/// The first window recovery reads from the end of a log file.
+const RECOVERY_WINDOW: u64 = 1 << 20;
+
+/// The end of a log file: at most `window` bytes, starting at a line start
+/// (after the first newline of the window, unless the window reaches the
+/// start of the file), and the offset where they start.
+fn read_tail(path: &Path, window: u64) -> Result<(Vec<u8>, u64), AuditError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let meta = fs::symlink_metadata(path).map_err(|e| AuditError::io("stat", path, e))?;
+    if !meta.is_file() {
+        return Err(corrupt(path, "not a regular file"));
+    }
+    let len = meta.len();
+    let mut file = fs::File::open(path).map_err(|e| AuditError::io("open", path, e))?;
+    let from = len.saturating_sub(window);
+    file.seek(SeekFrom::Start(from))
+        .map_err(|e| AuditError::io("read", path, e))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len - from).unwrap_or(0));
+    file.take(len - from)
+        .read_to_end(&mut bytes)
+        .map_err(|e| AuditError::io("read", path, e))?;
+    if from == 0 {
+        return Ok((bytes, 0));
+    }
+    match bytes.iter().position(|&b| b == b'\n') {
+        Some(i) => {
+            bytes.drain(..=i);
+            Ok((bytes, from + i as u64 + 1))
+        }
+        // One line longer than the window: no line starts in it.
+        None => Ok((Vec::new(), len)),
+    }
+}
+
+/// [`scan_back`] over a file's lines up to `end` (its whole length when
+/// `None`), reading windows from the end that grow until the last record
+/// and the last checkpoint are both found or the start is reached.
+fn scan_file_back(
+    path: &Path,
+    end: Option<u64>,
+    last_record: &mut Option<(u64, [u8; 32])>,
+    last_checkpoint: &mut Option<(SignedCheckpoint, Vec<u8>)>,
+) -> Result<(), AuditError> {
+    let mut window = RECOVERY_WINDOW;
+    loop {
+        let (mut bytes, start) = read_tail(path, window)?;
+        if let Some(end) = end {
+            bytes.truncate(usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX));
+        }
+        let (mut record, mut checkpoint) = (last_record.clone(), last_checkpoint.clone());
+        scan_back(path, &bytes, &mut record, &mut checkpoint)?;
+        if (record.is_some() && checkpoint.is_some()) || start == 0 {
+            *last_record = record;
+            *last_checkpoint = checkpoint;
+            return Ok(());
+        }
+        window = window.saturating_mul(4);
+    }
+}
+
+#[cfg(test)]
 fn read_log_file(path: &Path) -> Result<Vec<u8>, AuditError> {
     let meta = fs::symlink_metadata(path).map_err(|e| AuditError::io("stat", path, e))?;
     if !meta.is_file() {
@@ -930,13 +1004,7 @@ fn torn_cut(bytes: &[u8]) -> usize {
     cut
 }
 
-fn cut_torn_tail(
-    dir: &Path,
-    path: &Path,
-    bytes: &[u8],
-    cut: usize,
-) -> Result<TornTail, AuditError> {
-    let torn = &bytes[cut..];
+fn cut_torn_tail(dir: &Path, path: &Path, torn: &[u8], cut: u64) -> Result<TornTail, AuditError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -965,7 +1033,7 @@ fn cut_torn_tail(
         .write(true)
         .open(path)
         .map_err(|e| AuditError::io("open", path, e))?;
-    file.set_len(cut as u64)
+    file.set_len(cut)
         .and_then(|()| file.sync_all())
         .map_err(|e| AuditError::io("truncate", path, e))?;
     sync_dir(dir)?;
@@ -974,7 +1042,7 @@ fn cut_torn_tail(
         .collect();
     Ok(TornTail {
         file: path.to_path_buf(),
-        offset: cut as u64,
+        offset: cut,
         len: torn.len() as u64,
         saved_to,
         preview,

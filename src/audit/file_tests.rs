@@ -492,3 +492,39 @@ fn file_names_parse() {
     assert_eq!(parse_log_file_name(HEAD_FILE), None);
     assert_eq!(log_file_name(7), "audit-000007.log");
 }
+
+#[test]
+fn recovery_reads_only_the_end_of_a_large_log() {
+    // Over 3 MiB of records (several recovery windows) with the last
+    // checkpoint far from the end, then a torn line: recovery still finds
+    // the last checkpoint, the last record and the torn tail.
+    let dir = TempDir::new("file-large");
+    let (der, public) = new_key();
+    let log = AuditLog::open(dir.path(), key(&der), options(100_000)).expect("open");
+    let n = 9000;
+    for i in 0..n {
+        log.append_sync(draft(i)).expect("append");
+    }
+    std::mem::forget(log);
+    let path = log_path(dir.path());
+    let whole = fs::read(&path).expect("read");
+    assert!(whole.len() as u64 > 3 * RECOVERY_WINDOW, "{}", whole.len());
+    let mut torn = whole.clone();
+    torn.extend_from_slice(b"{\"seq\":9001,\"kind\":\"unm");
+    fs::write(&path, &torn).expect("write torn");
+
+    let log = AuditLog::open(dir.path(), key(&der), options(100_000)).expect("reopen");
+    let report = log.open_report().clone();
+    let tail = report.torn.expect("torn reported");
+    assert_eq!(tail.offset, whole.len() as u64);
+    assert_eq!(report.last_seq, n as u64);
+    assert_eq!(fs::read(&path).expect("read"), whole);
+    assert_eq!(
+        log.append_sync(draft(n)).expect("append").seq(),
+        n as u64 + 1
+    );
+    log.close().expect("close");
+    let after = verify(dir.path(), &public).expect("verify");
+    assert!(after.is_ok(), "{}", after.render());
+    assert_eq!(after.records, n as u64 + 1);
+}
