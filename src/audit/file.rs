@@ -968,7 +968,7 @@ fn scan_file_back(
         if let Some(end) = end {
             bytes.truncate(usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX));
         }
-        let (mut record, mut checkpoint) = (last_record.clone(), last_checkpoint.clone());
+        let (mut record, mut checkpoint) = (*last_record, last_checkpoint.clone());
         scan_back(path, &bytes, &mut record, &mut checkpoint)?;
         if (record.is_some() && checkpoint.is_some()) || start == 0 {
             *last_record = record;
@@ -977,15 +977,6 @@ fn scan_file_back(
         }
         window = window.saturating_mul(4);
     }
-}
-
-#[cfg(test)]
-fn read_log_file(path: &Path) -> Result<Vec<u8>, AuditError> {
-    let meta = fs::symlink_metadata(path).map_err(|e| AuditError::io("stat", path, e))?;
-    if !meta.is_file() {
-        return Err(corrupt(path, "not a regular file"));
-    }
-    fs::read(path).map_err(|e| AuditError::io("read", path, e))
 }
 
 /// Where a torn tail starts: after the last newline, or at the start of the
