@@ -887,4 +887,66 @@ mod tests {
         let (quiet, at) = g.quiet();
         assert!(quiet && at.is_some());
     }
+
+    /// Pieces of HTTP/1.x, valid and not, that random messages are built from.
+    const PIECES: [&[u8]; 24] = [
+        b"GET /a HTTP/1.1\r\n",
+        b"POST /b HTTP/1.1\r\n",
+        b"GET /c HTTP/1.0\r\n",
+        b"Host: x\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: 03\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: identity, chunked\r\n",
+        b"X-A: b\r\n",
+        b" folded\r\n",
+        b"X-B: c\n",
+        b"\r\n",
+        b"abc",
+        b"3\r\nabc\r\n",
+        b"0\r\n\r\n",
+        b"ff;x=y\r\n",
+        b"\r",
+        b"\n",
+        b"\0",
+        b" ",
+        b"X-C : d\r\n",
+        b"OPTIONS * HTTP/1.1\r\n",
+        b"GET http://h/ HTTP/1.1\r\n",
+        b"\xff\xfe",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The verdict on a connection's bytes does not depend on how they
+        /// arrive: whole, byte by byte, or cut at random points.
+        #[test]
+        fn the_verdict_does_not_depend_on_how_bytes_arrive(
+            picks in proptest::collection::vec(0..PIECES.len(), 0..24),
+            cuts in proptest::collection::vec(0usize..64, 0..16),
+        ) {
+            let bytes: Vec<u8> = picks.iter().flat_map(|&i| PIECES[i].iter().copied()).collect();
+            let whole = scan(&bytes);
+            proptest::prop_assert_eq!(&whole, &scan_bytewise(&bytes));
+            let mut s = Scanner::new(8192, 100);
+            let mut split = Fed::default();
+            let mut rest = bytes.as_slice();
+            for &c in &cuts {
+                let (now, later) = rest.split_at(c.min(rest.len()));
+                let fed = s.feed(now);
+                split.heads.extend(fed.heads);
+                if split.violation.is_none() {
+                    split.violation = fed.violation;
+                }
+                rest = later;
+            }
+            let fed = s.feed(rest);
+            split.heads.extend(fed.heads);
+            if split.violation.is_none() {
+                split.violation = fed.violation;
+            }
+            proptest::prop_assert_eq!(&whole, &split);
+        }
+    }
 }
