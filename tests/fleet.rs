@@ -476,7 +476,15 @@ async fn database_down_refuses_unmasks_keeps_masked_reads_and_recovers() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
-    let log = fleet.a.log_text();
+    // Log lines are written out every 50 ms: give the last ones a moment.
+    let mut log = fleet.a.log_text();
+    for _ in 0..40 {
+        if log.contains("shared database reachable again") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log = fleet.a.log_text();
+    }
     assert!(log.contains("shared database unavailable"), "{log}");
     assert!(log.contains("shared database reachable again"), "{log}");
     assert!(!log.contains("password"), "{log}");
