@@ -664,3 +664,34 @@ async fn behind_a_trusted_proxy_a_guesser_locks_only_its_own_address() {
     assert_eq!(r.status, 200, "{}", r.text());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_reads_the_new_server_certificate_and_client_ca() {
+    let dir = temp_dir("reload-tls");
+    let (upstream, _) = list_upstream(1).await;
+    let env = Env::start(dir, upstream, |_| {}).await;
+    assert_eq!(
+        env.client(Some("billing"), false)
+            .get("/accounts")
+            .await
+            .status,
+        200
+    );
+    // A client that trusts the old CA and holds the old client certificate;
+    // it connects only after the reload.
+    let old = env.client(Some("billing"), false);
+    // New CA, server certificate and client certificates, in place.
+    std::fs::remove_dir_all(env.certs()).unwrap();
+    let mut names: Vec<&str> = ROLES.to_vec();
+    names.extend(["revoked-app", "nobody"]);
+    maskgate::demo::certs::generate(&env.certs(), &names).unwrap();
+    let report = env.gateway.as_ref().unwrap().reload().unwrap();
+    assert!(report.needs_restart.is_empty(), "{report:?}");
+    let r = env.client(Some("billing"), false).get("/accounts").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        old.get_with_result("/accounts", &[]).await.is_err(),
+        "a client of the old CA still completed a handshake"
+    );
+    env.stop().await;
+}
