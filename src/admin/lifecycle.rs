@@ -20,6 +20,7 @@ use crate::admit::{FreezeChange, IdentityKey};
 use crate::audit::{Kind, Outcome, RecordDraft};
 use crate::identity::Caller;
 use crate::proxy::{GatewayBody, GatewayError, Shared};
+use crate::unmask::unix_secs;
 
 use super::{holds, json};
 
@@ -28,11 +29,6 @@ pub const RELOAD_ROLES: [&str; 2] = ["it-data-management", "security-auditor"];
 
 /// Roles that read the lockouts and lift them.
 const LOCKOUT_ROLE: &str = "security-auditor";
-
-fn unix_secs(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 fn path_item(path: &str, prefix: &str) -> Result<String, GatewayError> {
     let raw = path.trim_start_matches(prefix);

@@ -150,9 +150,7 @@ async fn count_failure(
         {
             Ok(LockState::Locked { until, new: true }) => {
                 shared.metrics.event("lockout");
-                let until = until
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs());
+                let until = crate::unmask::unix_secs(until);
                 tracing::warn!(target: "maskgate::auth", request_id, identity = %identity, source = %source, until_unix = until, "identity locked out after repeated failed authentications");
                 if let Some(audit_log) = &shared.audit {
                     let draft = RecordDraft::new(

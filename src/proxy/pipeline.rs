@@ -155,7 +155,6 @@ async fn proxy(
     // admit the request: export rule, rate limits, budget, frozen accounts
     let unmask_request = UnmaskRequest::from_headers(req.headers())
         .map_err(|e| GatewayError::BadRequest(e.code()))?;
-    let masked_read = masked_read && unmask_request.is_none();
     let allowance = admit_request(shared, &live, &caller, &auth, &log.id, masked_read).await?;
 
     // unmask: decided (and, when refused, recorded) before anything else

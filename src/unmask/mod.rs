@@ -27,6 +27,7 @@ mod store;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use clock::unix_secs;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use grants::{
     check_issue, check_revoke, check_use, Actor, CheckedIssue, Grant, GrantBackend, GrantError,
