@@ -20,9 +20,10 @@ use super::policy::{
 use super::raw::{
     Lenient, RawAdmit, RawClass, RawDetectors, RawGrant, RawGrantPolicy, RawHours, RawKeyList,
     RawPolicyFile, RawPrincipal, RawRate, RawRevocations, RawRole, RawRoute, RawRouteRate,
-    RawUnmask,
+    RawUnmask, RawVocabulary,
 };
 use super::route::Route;
+use crate::class::words::{PhraseKind, Vocabulary, VocabularyBuilder, VocabularyError};
 use crate::class::{Action, ActionTable, FieldClass};
 use crate::detect::{DetectorKind, DetectorSet};
 use crate::rewrite::rules::{RulesBuilder, SelectorError};
@@ -48,11 +49,14 @@ struct Def<'a, T> {
     body: Option<T>,
 }
 
-/// A selector every role shares: a class name or path, or a record path.
+/// A selector every role shares: a class name or path, a record path, the
+/// name vocabulary, or one of the utility's own identifier names.
 enum Shared {
     ClassName(String, FieldClass),
     ClassPath(String, FieldClass),
     Record(String),
+    Vocabulary(Arc<Vocabulary>),
+    Identifier(String),
 }
 
 impl Shared {
@@ -61,8 +65,21 @@ impl Shared {
             Shared::ClassName(s, c) => b.class_name(s, *c),
             Shared::ClassPath(s, c) => b.class_path(s, *c),
             Shared::Record(s) => b.record_path(s),
+            Shared::Vocabulary(v) => {
+                b.vocabulary(Arc::clone(v));
+                Ok(())
+            }
+            Shared::Identifier(s) => b.identifier_name(s),
         }
     }
+}
+
+/// A field name as selectors match it (lower case, letters and digits only).
+fn normalized_name(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 fn class_list() -> String {
@@ -238,6 +255,8 @@ struct Merged<'a> {
     grants: Option<(&'a Source, Spanned<RawGrantPolicy>)>,
     revocations: Vec<(&'a Source, RawRevocations)>,
     admit: Option<(&'a Source, Spanned<RawAdmit>)>,
+    vocabulary: Vec<(&'a Source, Spanned<RawVocabulary>)>,
+    identifiers: Vec<(&'a Source, Spanned<String>)>,
 }
 
 struct RoleEnv<'e> {
@@ -350,6 +369,13 @@ impl Compiler<'_> {
                 seen.insert(key, at.clone());
                 Some((name, at))
             };
+            if let Some(v) = raw.vocabulary {
+                m.vocabulary.push((src, v));
+            }
+            if let Some(ids) = raw.identifiers {
+                m.identifiers
+                    .extend(ids.into_inner().names.into_iter().map(|n| (src, n)));
+            }
             for (name, body) in raw.classes.into_iter().flat_map(|n| n.0) {
                 if let Some((name, at)) = take("class", name) {
                     m.classes.push(Def {
@@ -444,13 +470,124 @@ impl Compiler<'_> {
                 );
             }
         }
+        let vocabulary = self.vocabulary(m);
+        let class_names: HashMap<String, FieldClass> = m
+            .classes
+            .iter()
+            .filter_map(|def| {
+                let class = FieldClass::from_name(&def.name)?;
+                Some((def.body.as_ref()?.names.iter().flatten(), class))
+            })
+            .flat_map(|(names, class)| names.map(move |n| (normalized_name(n.get_ref()), class)))
+            .collect();
+        for (src, name) in &m.identifiers {
+            if let Some(class) = class_names.get(&normalized_name(name.get_ref())) {
+                self.err(
+                    src,
+                    &name.span(),
+                    format!(
+                        "identifier `{}` is also a field name of class {class}; a field is either the utility's own identifier or red-flag data, remove it from one list",
+                        name.get_ref()
+                    ),
+                );
+                continue;
+            }
+            add(self, src, name, Shared::Identifier(name.get_ref().clone()));
+        }
         for (src, path) in &m.records {
             add(self, src, path, Shared::Record(path.get_ref().clone()));
         }
         if m.records.is_empty() {
             shared.push(Shared::Record("/".to_owned()));
         }
+        if let Some(v) = vocabulary {
+            shared.push(Shared::Vocabulary(Arc::new(v)));
+        }
         shared
+    }
+
+    /// Builds the name vocabulary from `[vocabulary]` and the classes'
+    /// phrase lists, reporting conflicts (one spelling for two words, one
+    /// phrase for two classes) where they are written.
+    fn vocabulary(&mut self, m: &Merged<'_>) -> Option<Vocabulary> {
+        let mut b = VocabularyBuilder::new();
+        // Where each phrase and synonym was written, to report conflicts there.
+        let mut places: Vec<(String, Place<'_>)> = Vec::new();
+        for (src, raw) in &m.vocabulary {
+            let v = raw.get_ref();
+            for (canonical, spellings) in v.synonyms.iter().flatten() {
+                for s in spellings {
+                    b.synonym(canonical.get_ref(), s.get_ref());
+                    places.push((
+                        s.get_ref().to_ascii_lowercase(),
+                        Place {
+                            src,
+                            span: s.span(),
+                        },
+                    ));
+                }
+            }
+            for q in v.qualifiers.iter().flatten() {
+                b.qualifier(q.get_ref());
+            }
+            for o in v.owner_words.iter().flatten() {
+                b.owner_word(o.get_ref());
+            }
+            for g in v.generic_values.iter().flatten() {
+                b.generic_value(g.get_ref());
+            }
+            for d in v.descriptors.iter().flatten() {
+                b.descriptor(d.get_ref());
+            }
+        }
+        for def in &m.classes {
+            let (Some(class), Some(body)) = (FieldClass::from_name(&def.name), &def.body) else {
+                continue;
+            };
+            for (kind, list) in [
+                (PhraseKind::Word, &body.words),
+                (PhraseKind::Whole, &body.whole_words),
+                (PhraseKind::Ambiguous, &body.ambiguous),
+                (PhraseKind::Container, &body.containers),
+            ] {
+                for phrase in list.iter().flatten() {
+                    b.phrase(phrase.get_ref(), class, kind);
+                    places.push((
+                        phrase.get_ref().to_ascii_lowercase(),
+                        Place {
+                            src: def.at.src,
+                            span: phrase.span(),
+                        },
+                    ));
+                }
+            }
+        }
+        match b.build() {
+            Ok(v) => Some(v),
+            Err(errors) => {
+                for e in errors {
+                    let key = match &e {
+                        VocabularyError::EmptyPhrase(p) => p.to_ascii_lowercase(),
+                        VocabularyError::SynonymConflict { spelling, .. } => spelling.clone(),
+                        VocabularyError::PhraseConflict { phrase, .. } => phrase.clone(),
+                    };
+                    let at = places
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| *k == key)
+                        .or(places.last())
+                        .map(|(_, p)| p.clone());
+                    if let Some(at) = at {
+                        self.err(
+                            at.src,
+                            &at.span,
+                            format!("{e}; a name must lead to one class: remove or rename one of them"),
+                        );
+                    }
+                }
+                None
+            }
+        }
     }
 
     fn routes(&mut self, defs: Vec<Def<'_, RawRoute>>) -> (Vec<Route>, HashSet<String>) {

@@ -211,6 +211,28 @@ pub(crate) struct RawPolicyFile {
     pub grants: Option<Lenient<Spanned<RawGrantPolicy>>>,
     pub revocations: Option<Lenient<Spanned<RawRevocations>>>,
     pub admit: Option<Lenient<Spanned<RawAdmit>>>,
+    pub vocabulary: Option<Spanned<RawVocabulary>>,
+    pub identifiers: Option<Spanned<RawIdentifiers>>,
+}
+
+/// `[vocabulary]`: how field names are read as words.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVocabulary {
+    /// Canonical word → other spellings of it.
+    pub synonyms: Option<BTreeMap<Spanned<String>, Vec<Spanned<String>>>>,
+    pub qualifiers: Option<Vec<Spanned<String>>>,
+    pub owner_words: Option<Vec<Spanned<String>>>,
+    pub generic_values: Option<Vec<Spanned<String>>>,
+    pub descriptors: Option<Vec<Spanned<String>>>,
+}
+
+/// `[identifiers]`: the utility's own identifier fields, never taken for
+/// red-flag values by their words.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdentifiers {
+    pub names: Vec<Spanned<String>>,
 }
 
 /// `[revocations]`: refused at once. The key hashes are any TOML value,
@@ -303,6 +325,10 @@ pub(crate) struct RawRecords {
 pub(crate) struct RawClass {
     pub names: Option<Vec<Spanned<String>>>,
     pub paths: Option<Vec<Spanned<String>>>,
+    pub words: Option<Vec<Spanned<String>>>,
+    pub whole_words: Option<Vec<Spanned<String>>>,
+    pub ambiguous: Option<Vec<Spanned<String>>>,
+    pub containers: Option<Vec<Spanned<String>>>,
 }
 
 /// `[routes.NAME]`.
@@ -539,6 +565,8 @@ pub(crate) fn parse_policy(src: &Source, diag: &mut Diag) -> Option<(RawPolicyFi
                 grants: extract(src, diag, "grants", &mut ok),
                 revocations: extract(src, diag, "revocations", &mut ok),
                 admit: extract(src, diag, "admit", &mut ok),
+                vocabulary: extract(src, diag, "vocabulary", &mut ok),
+                identifiers: extract(src, diag, "identifiers", &mut ok),
             };
             (raw, false)
         }

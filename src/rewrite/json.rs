@@ -58,6 +58,9 @@ struct Ctx {
     nodes: NodeSet,
     /// The value is a customer record (its id field names the account).
     record: bool,
+    /// For a container: the class its name's words say its members hold
+    /// (generic value members of an object, scalar elements of an array).
+    descriptor: Option<FieldClass>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +72,12 @@ struct Frame {
     path_len: usize,
     /// Write requests: elements seen (array index of the next one).
     count: u32,
+    /// What this container's generic values hold: from its name's words or
+    /// from a descriptor member (`"type": "ssn"`).
+    descriptor: Option<FieldClass>,
+    /// Output from a generic value member on is held until the object
+    /// closes, in case a descriptor member comes after the value.
+    typed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -191,6 +200,30 @@ struct Held {
     base: Option<usize>,
     /// Open object records, innermost last.
     open: Vec<OpenRecord>,
+    /// Objects whose generic values wait for a descriptor, innermost last.
+    typed: Vec<TypedHold>,
+}
+
+/// An object held because a generic value member (`"value": …`) came before
+/// any member saying what it holds.
+#[derive(Debug)]
+struct TypedHold {
+    /// `stack.len()` while the object's frame is the innermost.
+    depth: usize,
+    /// The generic values written so far, in order.
+    values: Vec<TypedValue>,
+}
+
+/// One generic value inside a [`TypedHold`]: where its output is in the held
+/// output, and the value as it came in, to be masked if a descriptor names
+/// its class.
+#[derive(Debug)]
+struct TypedValue {
+    start: usize,
+    end: usize,
+    raw: Vec<u8>,
+    number: bool,
+    has_escape: bool,
 }
 
 impl Held {
@@ -199,7 +232,21 @@ impl Held {
     }
 
     fn any_holding(&self) -> bool {
-        self.open.iter().any(|r| r.holding)
+        !self.typed.is_empty() || self.open.iter().any(|r| r.holding)
+    }
+
+    /// Replaces held output `[start, end)` with `bytes`.
+    fn replace(&mut self, out: &mut Vec<u8>, start: usize, end: usize, bytes: &[u8]) {
+        let base = self.base.unwrap_or(out.len());
+        if start < self.buf.len() && end > self.buf.len() {
+            self.buf.extend(out.drain(base..));
+        }
+        if end <= self.buf.len() {
+            self.buf.splice(start..end, bytes.iter().copied());
+        } else {
+            let at = base + (start - self.buf.len());
+            out.splice(at..at + (end - start), bytes.iter().copied());
+        }
     }
 
     /// Cuts the held output back to `start` bytes.
@@ -227,6 +274,7 @@ impl Held {
         self.buf = Vec::new();
         self.base = None;
         self.open.clear();
+        self.typed.clear();
     }
 }
 
@@ -289,6 +337,11 @@ pub struct JsonRewriter {
     /// Drop filter: a record below the current top-level value has started,
     /// so the value itself is not a record.
     top_nested: bool,
+    /// The value being read is a generic value of a held typed object.
+    typed_value: bool,
+    /// The value being read is a descriptor's: its text may name the class
+    /// of the object's generic values.
+    descriptor_value: bool,
 }
 
 /// Bytes that may appear in a JSON string as they are and need no further
@@ -380,6 +433,7 @@ impl JsonRewriter {
                 allowed: true,
                 nodes: NodeSet::EMPTY,
                 record: false,
+                descriptor: None,
             },
             top_records: 0,
             top_object: false,
@@ -400,6 +454,8 @@ impl JsonRewriter {
             held: Held::default(),
             id_hidden: false,
             top_nested: false,
+            typed_value: false,
+            descriptor_value: false,
         }
     }
 
@@ -665,6 +721,7 @@ impl JsonRewriter {
             allowed: !self.spec.rules.is_allowlist(),
             nodes: self.spec.rules.root_nodes(),
             record: self.spec.rules.root_is_record() && b == b'{',
+            descriptor: None,
         };
         self.want_id = false;
         if self.protect.is_some() {
@@ -692,18 +749,35 @@ impl JsonRewriter {
         } else {
             self.spec.rules.match_index(parent.ctx.nodes)
         };
-        let class = member.class.or(parent.ctx.class);
+        let container = b == b'{' || b == b'[';
+        let strong = member.class.or(parent.ctx.class);
+        // What the name's words (or the object's descriptor) say, where no
+        // exact name or path decided.
+        let weak = if !parent.object {
+            parent.descriptor
+        } else if member.generic_value && parent.descriptor.is_some() {
+            parent.descriptor
+        } else if container {
+            member.container_class
+        } else {
+            member.word_class
+        };
+        let class = if container { strong } else { strong.or(weak) };
         let ctx = Ctx {
             class,
             allowed: parent.ctx.allowed || member.allowed_subtree,
             nodes: member.nodes,
             record: member.record,
+            descriptor: if container { weak } else { None },
         };
         self.want_id = parent.object && member.record_id && parent.ctx.record;
         let kept_by_allowlist = parent.ctx.allowed || member.allowed_value;
-        let container = b == b'{' || b == b'[';
-        let action = class.map(|c| self.spec.actions.get(c));
-        let mut remove = action == Some(Action::Remove) || (!kept_by_allowlist && !container);
+        let action = strong.or(weak).map(|c| self.spec.actions.get(c));
+        // A red-flag container an allowlist does not keep goes whole: even
+        // emptied (`"cards":[{}]`) its shape would tell what it held.
+        let red_flag_container = container && strong.or(weak).is_some();
+        let mut remove = action == Some(Action::Remove)
+            || (!kept_by_allowlist && (!container || red_flag_container));
         if self.protect.is_some() {
             self.seg.clear();
             if parent.object {
@@ -718,7 +792,9 @@ impl JsonRewriter {
             }
         }
         if remove {
-            match (class, action) {
+            self.typed_value = false;
+            self.descriptor_value = false;
+            match (strong.or(weak), action) {
                 (Some(c), Some(Action::Remove)) => self.counts.add(c, Action::Remove),
                 _ => self.counts.not_allowed += 1,
             }
@@ -778,7 +854,11 @@ impl JsonRewriter {
                     ctx,
                     path_len,
                     count: 0,
+                    descriptor: ctx.descriptor,
+                    typed: false,
                 });
+                self.typed_value = false;
+                self.descriptor_value = false;
                 self.state = if object {
                     State::ObjectFirst
                 } else {
@@ -792,6 +872,7 @@ impl JsonRewriter {
                 } else {
                     match (ctx.class, action) {
                         _ if self.want_id || self.protect.is_some() => StrKind::Capture,
+                        _ if self.typed_value || self.descriptor_value => StrKind::Capture,
                         (Some(c), _) if self.protect.as_ref().is_some_and(|p| p.encrypts(c)) => {
                             StrKind::Capture
                         }
@@ -814,6 +895,7 @@ impl JsonRewriter {
                 if !skipping {
                     let capture = match (ctx.class, action) {
                         _ if self.want_id || self.protect.is_some() => true,
+                        _ if self.typed_value => true,
                         (Some(c), _) if self.protect.as_ref().is_some_and(|p| p.encrypts(c)) => {
                             true
                         }
@@ -835,9 +917,15 @@ impl JsonRewriter {
                     _ => Num::Int,
                 });
             }
-            b't' => self.begin_lit(b"true"),
-            b'f' => self.begin_lit(b"false"),
-            b'n' => self.begin_lit(b"null"),
+            b't' | b'f' | b'n' => {
+                self.typed_value = false;
+                self.descriptor_value = false;
+                self.begin_lit(match b {
+                    b't' => b"true",
+                    b'f' => b"false",
+                    _ => b"null",
+                });
+            }
             _ => return Err(self.syntax(pos, SyntaxError::UnexpectedByte)),
         }
         Ok(pos + 1)
@@ -858,6 +946,13 @@ impl JsonRewriter {
         }
         if self.protect.is_some() {
             self.path.truncate(frame.path_len);
+        }
+        if frame.typed {
+            if self.mode == Mode::Pass {
+                io.out.extend_from_slice(&io.chunk[io.span..pos + 1]);
+                io.span = pos + 1;
+            }
+            self.close_typed(io.out, frame.descriptor)?;
         }
         if self
             .held
@@ -1223,6 +1318,92 @@ impl JsonRewriter {
                 }
             }
         }
+        self.typed_member(io);
+        Ok(())
+    }
+
+    /// After a key: a generic value member of an object that does not say yet
+    /// what it holds starts holding the object's output (its descriptor may
+    /// come later); a descriptor member's value is read for a class name.
+    fn typed_member(&mut self, io: &mut Io<'_>) {
+        let member = self.pend.member;
+        self.typed_value = false;
+        self.descriptor_value = false;
+        if self.protect.is_some() || member.class.is_some() {
+            return;
+        }
+        let depth = self.stack.len();
+        let Some(frame) = self.stack.last_mut() else {
+            return;
+        };
+        // Customer records name people and hold account ids: a record's
+        // `name` is no descriptor and its `id` no generic value.
+        if frame.ctx.class.is_some()
+            || frame.descriptor.is_some()
+            || !frame.object
+            || frame.ctx.record
+        {
+            return;
+        }
+        if member.descriptor {
+            self.descriptor_value = true;
+        }
+        if member.generic_value {
+            if !frame.typed {
+                frame.typed = true;
+                if self.held.base.is_none() {
+                    self.held.base = Some(io.out.len());
+                }
+                self.held.typed.push(TypedHold {
+                    depth,
+                    values: Vec::new(),
+                });
+            }
+            self.typed_value = true;
+        }
+    }
+
+    /// A held typed object has closed (its output is all in the held
+    /// output): masks its generic values if a descriptor named their class,
+    /// then releases the output if nothing else holds it.
+    fn close_typed(
+        &mut self,
+        out: &mut Vec<u8>,
+        descriptor: Option<FieldClass>,
+    ) -> Result<(), RewriteError> {
+        let depth = self.stack.len() + 1;
+        if self.held.typed.last().is_none_or(|h| h.depth != depth) {
+            return Ok(());
+        }
+        let Some(hold) = self.held.typed.pop() else {
+            return Ok(());
+        };
+        if let Some(class) = descriptor {
+            let saved = (self.cap, self.str_has_escape);
+            let mut masked = Vec::new();
+            for v in hold.values.iter().rev() {
+                masked.clear();
+                self.cap = Ctx {
+                    class: Some(class),
+                    allowed: true,
+                    nodes: NodeSet::EMPTY,
+                    record: false,
+                    descriptor: None,
+                };
+                self.str_has_escape = v.has_escape;
+                if v.number {
+                    self.transform_number(&v.raw, &mut masked);
+                } else {
+                    self.transform_string(&v.raw, self.consumed, &mut masked)?;
+                }
+                self.held.replace(out, v.start, v.end, &masked);
+            }
+            (self.cap, self.str_has_escape) = saved;
+        }
+        self.check_held(out)?;
+        if !self.held.any_holding() {
+            self.held.release(out);
+        }
         Ok(())
     }
 
@@ -1291,6 +1472,17 @@ impl JsonRewriter {
                 id_dropped = Some(drops_id(filter.as_ref(), raw, number));
             }
         }
+        let typed_value = std::mem::take(&mut self.typed_value);
+        if std::mem::take(&mut self.descriptor_value) && !number && raw.len() <= 258 {
+            let inner = &raw[1..raw.len() - 1];
+            let label = decode_json_string(inner).unwrap_or(Cow::Borrowed(""));
+            if let Some(class) = self.spec.rules.classify_label(&label) {
+                if let Some(frame) = self.stack.last_mut() {
+                    frame.descriptor.get_or_insert(class);
+                }
+            }
+        }
+        let typed_start = self.held.len(io.out);
         let result = if raw.len() > limit.saturating_add(2) {
             Err(RewriteError::TokenTooLarge { limit })
         } else if self.id_hidden {
@@ -1305,6 +1497,18 @@ impl JsonRewriter {
             let offset = self.consumed + end as u64;
             self.transform_string(raw, offset, io.out)
         };
+        if typed_value && result.is_ok() {
+            let value = TypedValue {
+                start: typed_start,
+                end: self.held.len(io.out),
+                raw: raw.to_vec(),
+                number,
+                has_escape: self.str_has_escape,
+            };
+            if let Some(hold) = self.held.typed.last_mut() {
+                hold.values.push(value);
+            }
+        }
         held.clear();
         self.hold = held;
         io.span = end;

@@ -13,6 +13,9 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
+use std::sync::Arc;
+
+use crate::class::words::Vocabulary;
 use crate::class::FieldClass;
 use crate::detect::DetectorSet;
 
@@ -107,6 +110,16 @@ pub struct MemberMatch {
     pub record_id: bool,
     /// Path-trie nodes active for this member's children.
     pub nodes: NodeSet,
+    /// The class the member's name says by its words (no exact name or path
+    /// named it; not one of the utility's own identifiers). Applies to a
+    /// scalar value; a container takes it as what its members hold.
+    pub word_class: Option<FieldClass>,
+    /// The class the name's words give a container value (`bank`, `cards`).
+    pub container_class: Option<FieldClass>,
+    /// The name is a generic value holder (`value`, `number`).
+    pub generic_value: bool,
+    /// The name is a descriptor (`type`, `kind`, `label`).
+    pub descriptor: bool,
 }
 
 /// Builds [`Rules`].
@@ -121,6 +134,8 @@ pub struct RulesBuilder {
     detectors: DetectorSet,
     redact_token: Option<String>,
     root_record: bool,
+    vocabulary: Option<Arc<Vocabulary>>,
+    identifier_names: FastMap<Vec<u8>, ()>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,6 +235,19 @@ impl RulesBuilder {
         Ok(())
     }
 
+    /// Field names are also classified by their words with `vocabulary`.
+    pub fn vocabulary(&mut self, vocabulary: Arc<Vocabulary>) {
+        self.vocabulary = Some(vocabulary);
+    }
+
+    /// Fields named `name` are the utility's own identifiers: never classed
+    /// by their words (an exact name or path still applies).
+    pub fn identifier_name(&mut self, name: &str) -> Result<(), SelectorError> {
+        let key = Self::normalized(name)?;
+        self.identifier_names.insert(key, ());
+        Ok(())
+    }
+
     /// Detectors to run on every string value no selector claimed.
     pub fn detectors(&mut self, set: DetectorSet) {
         self.detectors = set;
@@ -302,6 +330,9 @@ impl RulesBuilder {
         for (name, ()) in self.id_names {
             names.entry(name).or_default().record_id = true;
         }
+        for (name, ()) in self.identifier_names {
+            names.entry(name).or_default().identifier = true;
+        }
         for (name, edges) in name_edges {
             names.entry(name).or_default().edges = edges;
         }
@@ -318,6 +349,7 @@ impl RulesBuilder {
             detectors: self.detectors,
             redact_token: self.redact_token.unwrap_or_else(|| "[REDACTED]".to_owned()),
             root_record: self.root_record,
+            vocabulary: self.vocabulary,
         }
     }
 }
@@ -439,6 +471,8 @@ struct NameEntry {
     class: Option<FieldClass>,
     allowed: bool,
     record_id: bool,
+    /// One of the utility's own identifiers: not classed by its words.
+    identifier: bool,
     /// Path-trie edges taken by this name: (from node, to node).
     edges: Vec<(u32, u32)>,
 }
@@ -518,6 +552,7 @@ pub struct Rules {
     detectors: DetectorSet,
     redact_token: String,
     root_record: bool,
+    vocabulary: Option<Arc<Vocabulary>>,
 }
 
 impl Rules {
@@ -559,7 +594,7 @@ impl Rules {
     /// Matches an object member by its decoded key.
     pub fn match_key(&self, key: &[u8], parent: NodeSet) -> MemberMatch {
         if key.len() > CACHED_KEY_LEN {
-            return self.step(self.names.lookup(key), parent);
+            return self.key_match(key, parent);
         }
         let (head, tail) = key_words(key);
         KEY_CACHE.with(|cache| {
@@ -577,7 +612,7 @@ impl Rules {
             {
                 return entry.result;
             }
-            let result = self.step(self.names.lookup(key), parent);
+            let result = self.key_match(key, parent);
             entry.rules_id = self.id;
             entry.parent = parent.0;
             entry.len = key.len() as u8;
@@ -587,6 +622,32 @@ impl Rules {
             entry.result = result;
             result
         })
+    }
+
+    fn key_match(&self, key: &[u8], parent: NodeSet) -> MemberMatch {
+        let entry = self.names.lookup(key);
+        let mut m = self.step(entry, parent);
+        let named = entry.is_some_and(|e| e.class.is_some());
+        if let (Some(vocabulary), false) = (&self.vocabulary, named) {
+            let verdict = vocabulary.classify(key);
+            if !entry.is_some_and(|e| e.identifier) {
+                m.word_class = verdict.class;
+                m.container_class = verdict.container_class;
+            }
+            m.generic_value = verdict.generic_value;
+            m.descriptor = verdict.descriptor;
+        }
+        m
+    }
+
+    /// The class a descriptor's value names (`"SSN"`), by the vocabulary.
+    pub fn classify_label(&self, label: &str) -> Option<FieldClass> {
+        self.vocabulary.as_ref()?.classify_label(label)
+    }
+
+    /// True when the rules classify field names by their words.
+    pub fn has_vocabulary(&self) -> bool {
+        self.vocabulary.is_some()
     }
 
     /// Matches an array element (only `*` steps match an index).
@@ -635,6 +696,7 @@ impl Rules {
             record: self.record_mask & nodes != 0,
             record_id: entry.is_some_and(|e| e.record_id),
             nodes: NodeSet(nodes),
+            ..MemberMatch::default()
         }
     }
 }

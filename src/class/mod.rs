@@ -155,3 +155,5 @@ impl Default for ActionTable {
         ActionTable::uniform(Action::Last4)
     }
 }
+
+pub mod words;
