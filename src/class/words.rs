@@ -126,8 +126,10 @@ impl VocabularyBuilder {
 
     /// `spelling` is another way to write `canonical` (`no` for `number`).
     pub fn synonym(&mut self, canonical: &str, spelling: &str) -> &mut Self {
-        self.synonyms
-            .push((canonical.to_ascii_lowercase(), spelling.to_ascii_lowercase()));
+        self.synonyms.push((
+            canonical.to_ascii_lowercase(),
+            spelling.to_ascii_lowercase(),
+        ));
         self
     }
 
@@ -424,24 +426,19 @@ impl Vocabulary {
                     PhraseKind::Word | PhraseKind::Container => {
                         !ids[end..].iter().any(|w| self.qualifiers.contains(w))
                     }
-                    PhraseKind::Whole | PhraseKind::Ambiguous => {
-                        end == ids.len() && owners_before
-                    }
+                    PhraseKind::Whole | PhraseKind::Ambiguous => end == ids.len() && owners_before,
                 };
                 if !ok {
                     continue;
                 }
                 let len = phrase.words.len();
-                let better = |cur: Option<(usize, usize)>| {
-                    cur.is_none_or(|(e, l)| (end, len) > (e, l))
-                };
-                if phrase.kind != PhraseKind::Container
-                    && better(scalar.map(|(e, l, _, _)| (e, l)))
+                let better =
+                    |cur: Option<(usize, usize)>| cur.is_none_or(|(e, l)| (end, len) > (e, l));
+                if phrase.kind != PhraseKind::Container && better(scalar.map(|(e, l, _, _)| (e, l)))
                 {
                     scalar = Some((end, len, phrase.class, phrase.kind == PhraseKind::Ambiguous));
                 }
-                if phrase.kind != PhraseKind::Ambiguous
-                    && better(container.map(|(e, l, _)| (e, l)))
+                if phrase.kind != PhraseKind::Ambiguous && better(container.map(|(e, l, _)| (e, l)))
                 {
                     container = Some((end, len, phrase.class));
                 }
@@ -533,7 +530,11 @@ mod tests {
             .phrase("card expiry", FieldClass::CardExpiry, PhraseKind::Word)
             .phrase("expiry", FieldClass::CardExpiry, PhraseKind::Whole)
             .phrase("driver license", FieldClass::Dln, PhraseKind::Word)
-            .phrase("account number", FieldClass::BankAccount, PhraseKind::Ambiguous)
+            .phrase(
+                "account number",
+                FieldClass::BankAccount,
+                PhraseKind::Ambiguous,
+            )
             .phrase("bank account", FieldClass::BankAccount, PhraseKind::Word)
             .phrase("bank", FieldClass::BankAccount, PhraseKind::Container)
             .qualifier("type")
@@ -602,7 +603,10 @@ mod tests {
         assert!(!v.classify(b"bank_account_no").ambiguous);
         assert!(v.classify(b"value").generic_value);
         assert!(v.classify(b"Type").descriptor);
-        assert_eq!(v.classify_label("Social Security Number"), Some(FieldClass::Ssn));
+        assert_eq!(
+            v.classify_label("Social Security Number"),
+            Some(FieldClass::Ssn)
+        );
     }
 
     #[test]

@@ -581,7 +581,9 @@ impl Compiler<'_> {
                         self.err(
                             at.src,
                             &at.span,
-                            format!("{e}; a name must lead to one class: remove or rename one of them"),
+                            format!(
+                                "{e}; a name must lead to one class: remove or rename one of them"
+                            ),
                         );
                     }
                 }

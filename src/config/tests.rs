@@ -1216,3 +1216,91 @@ fn connection_strings_are_redacted() {
         assert_eq!(redact_url(url), want, "{url}");
     }
 }
+
+#[test]
+fn default_policy_reads_field_names_by_their_words() {
+    let config = good();
+    let rules = &config.policy.role("customer-service").unwrap().rules;
+    let word_class = |name: &str| {
+        let m = rules.match_key(name.as_bytes(), rules.root_nodes());
+        m.class.or(m.word_class)
+    };
+    use FieldClass::*;
+    let named: &[(&str, FieldClass)] = &[
+        ("primary_holder_ssn", Ssn),
+        ("ssn_no", Ssn),
+        ("SSN_NUM", Ssn),
+        ("spouseSSN", Ssn),
+        ("SOCIALSECURITYNUMBER", Ssn),
+        ("Social Security No.", Ssn),
+        ("soc_sec_nbr", Ssn),
+        ("taxpayer_id_number", Tin),
+        ("EmployerIdentificationNo", Tin),
+        ("fein", Tin),
+        ("dl_num", Dln),
+        ("driversLicenceNo", Dln),
+        ("Driver's License #", Dln),
+        ("dlno", Dln),
+        ("passport_no", Passport),
+        ("PassportNumber", Passport),
+        ("cc_num", CardNumber),
+        ("creditCardNo", CardNumber),
+        ("card_no", CardNumber),
+        ("PAN", CardNumber),
+        ("cc", CardNumber),
+        ("cc_exp", CardExpiry),
+        ("card_expiry_date", CardExpiry),
+        ("expiryDate", CardExpiry),
+        ("exp", CardExpiry),
+        ("checking_acct_no", BankAccount),
+        ("savings_account_number", BankAccount),
+        ("direct_deposit_account", BankAccount),
+        ("refund_account", BankAccount),
+        ("ACH Account", BankAccount),
+        ("iban", BankAccount),
+        ("account_number", BankAccount),
+        ("acct_no", BankAccount),
+        ("number", BankAccount),
+        ("aba_no", BankRouting),
+        ("RoutingTransitNumber", BankRouting),
+        ("rtn", BankRouting),
+        ("direct_deposit_routing_number", BankRouting),
+        ("date_of_birth", Dob),
+        ("birthDate", Dob),
+    ];
+    for (name, class) in named {
+        assert_eq!(word_class(name), Some(*class), "{name}");
+    }
+    for name in [
+        "id",
+        "account_id",
+        "customer_id",
+        "account_type",
+        "card_type",
+        "card_brand",
+        "cardholder",
+        "card_holder_name",
+        "ssn_last4",
+        "ssn_verified",
+        "bank_name",
+        "drivers_license_state",
+        "phone_number",
+        "company",
+        "panel",
+        "cc_email",
+        "contract_expiration_date",
+        "energy_savings",
+        "status",
+        "service_start",
+        "notes",
+        "pickup_day",
+        "container_size",
+    ] {
+        assert_eq!(word_class(name), None, "{name}");
+    }
+    let bank = rules.match_key(b"bank", rules.root_nodes());
+    assert_eq!(bank.word_class, None);
+    assert_eq!(bank.container_class, Some(BankAccount));
+    let accounts = rules.match_key(b"accounts", rules.root_nodes());
+    assert_eq!(accounts.container_class, None);
+}

@@ -771,3 +771,100 @@ proptest! {
         prop_assert_eq!(out, json.as_bytes());
     }
 }
+
+fn vocabulary_rules(b: &mut RulesBuilder) {
+    use crate::class::words::{PhraseKind, VocabularyBuilder};
+    let mut v = VocabularyBuilder::new();
+    v.synonym("number", "no")
+        .phrase("ssn", FieldClass::Ssn, PhraseKind::Word)
+        .phrase("passport", FieldClass::Passport, PhraseKind::Word)
+        .phrase("card", FieldClass::CardNumber, PhraseKind::Word)
+        .phrase("bank", FieldClass::BankAccount, PhraseKind::Container)
+        .phrase("number", FieldClass::BankAccount, PhraseKind::Ambiguous)
+        .qualifier("holder")
+        .generic_value("value")
+        .generic_value("number")
+        .generic_value("id")
+        .descriptor("type")
+        .descriptor("kind");
+    b.vocabulary(Arc::new(v.build().unwrap()));
+    b.identifier_name("id").unwrap();
+    b.record_path("/accounts/*").unwrap();
+}
+
+fn vocabulary_spec(actions: ActionTable) -> RewriteSpec {
+    spec_with(vocabulary_rules, actions)
+}
+
+/// Every split of `input` into two chunks gives `want`.
+fn assert_all_splits(spec: &RewriteSpec, input: &str, want: &str) {
+    for cut in 0..=input.len() {
+        let mut rw = JsonRewriter::new(spec.clone());
+        let mut out = Vec::new();
+        rw.write(&input.as_bytes()[..cut], &mut out).unwrap();
+        rw.write(&input.as_bytes()[cut..], &mut out).unwrap();
+        rw.finish(&mut out).unwrap();
+        assert_eq!(s(&out), want, "split at {cut}");
+    }
+}
+
+#[test]
+fn type_value_objects_mask_the_value_whatever_the_member_order() {
+    let spec = vocabulary_spec(ActionTable::uniform(Action::Last4));
+    assert_all_splits(
+        &spec,
+        r#"{"ids":[{"type":"passport","value":"X12345678"},{"value":"Y98765432","kind":"Passport No"},{"value":"Z1","kind":"loyalty"}]}"#,
+        r#"{"ids":[{"type":"passport","value":"*****5678"},{"value":"*****5432","kind":"Passport No"},{"value":"Z1","kind":"loyalty"}]}"#,
+    );
+    // A number value, and a descriptor after a nested container.
+    assert_all_splits(
+        &spec,
+        r#"[{"id":4111111111111111,"meta":{"a":[1,2]},"type":"card"}]"#,
+        r#"[{"id":"************1111","meta":{"a":[1,2]},"type":"card"}]"#,
+    );
+}
+
+#[test]
+fn customer_records_keep_their_ids_and_names() {
+    let spec = vocabulary_spec(ActionTable::uniform(Action::Last4));
+    let body = r#"{"accounts":[{"id":"A1001","name":"Passport Office","value":"12"}]}"#;
+    assert_eq!(s(&run(&spec, body.as_bytes()).unwrap()), body);
+}
+
+#[test]
+fn named_containers_pass_their_class_to_generic_members() {
+    let spec = vocabulary_spec(ActionTable::uniform(Action::Last4));
+    assert_all_splits(
+        &spec,
+        r#"{"bank":{"number":"000123456789","holder":"Jo"},"ssns":["123-45-6789"]}"#,
+        r#"{"bank":{"number":"********6789","holder":"Jo"},"ssns":["***-**-6789"]}"#,
+    );
+    let removed = vocabulary_spec(ActionTable::uniform(Action::Remove));
+    assert_eq!(
+        s(&run(
+            &removed,
+            br#"{"bank":{"number":"0001234567"},"cards":[{"x":1}],"a":1}"#
+        )
+        .unwrap()),
+        r#"{"a":1}"#
+    );
+}
+
+#[test]
+fn allowlists_drop_red_flag_containers_whole() {
+    let spec = spec_with(
+        |b| {
+            vocabulary_rules(b);
+            b.allow_name("name").unwrap();
+        },
+        ActionTable::uniform(Action::Remove),
+    );
+    assert_eq!(
+        s(&run(
+            &spec,
+            br#"{"name":"Jo","cards":[{"holder":"Jo"}],"bank":{},"other":{"x":1}}"#
+        )
+        .unwrap()),
+        r#"{"name":"Jo","other":{}}"#
+    );
+}
