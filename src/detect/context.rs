@@ -36,6 +36,10 @@ pub(super) enum Keyword {
     /// `account`, `acct`, `acc`: a bank account only with bank context before
     /// the keyword, which starts at the offset held.
     AccountNeedsContext(usize),
+    /// `exp`, `expires`, `valid thru`, `exp date`: a card expiry.
+    Expiry,
+    /// `SSN`, `TIN`, `ITIN`, `taxid` glued to the digits (`SSN123456789`).
+    TaxId,
 }
 
 /// A word folded for lookup: ASCII lower case, apostrophes (`'` and the
@@ -159,6 +163,20 @@ pub(super) const OTHER_LICENSE_WORDS: &[u128] = words![
     b"trade",
     b"vendor",
 ];
+/// Words that name a card's expiry date.
+pub(super) const EXPIRY_WORDS: &[u128] = words![
+    b"exp",
+    b"expdate",
+    b"expiration",
+    b"expires",
+    b"expiring",
+    b"expiry",
+    b"thru",
+];
+/// `good thru`, `valid until`.
+pub(super) const VALIDITY_WORDS: &[u128] = words![b"good", b"valid"];
+/// Words glued to nine digits that make them a taxpayer number.
+pub(super) const GLUED_TAX_WORDS: &[u128] = words![b"itin", b"ssn", b"taxid", b"tin"];
 /// Keywords of a dash-less EIN.
 pub(super) const EIN_WORDS: &[u128] = words![b"ein", b"fein"];
 /// Words that name a routing number.
@@ -552,9 +570,47 @@ fn classify(text: &[u8], ws: usize, w: Folded, labelled: bool) -> Keyword {
         }
     } else if w.is_in(ACCOUNT_WORDS) {
         Keyword::AccountNeedsContext(ws)
+    } else if w.is_in(EXPIRY_WORDS) {
+        Keyword::Expiry
+    } else if w.is(b"date") || w.is(b"through") || w.is(b"until") {
+        // `exp date`, `valid through`, `good until`.
+        match prev_word(text, ws) {
+            Some((a, b))
+                if word_in(&text[a..b], EXPIRY_WORDS) || word_in(&text[a..b], VALIDITY_WORDS) =>
+            {
+                Keyword::Expiry
+            }
+            _ => Keyword::None,
+        }
     } else {
         Keyword::None
     }
+}
+
+/// The keyword the letters glued right before offset `s` spell, as a whole
+/// (`routing021000021`, `SSN123456789`, `DL12345678`, `acct#` is not glued):
+/// at most [`WORD_MAX`] letters, not themselves glued to a digit before.
+pub(super) fn glued_keyword(text: &[u8], s: usize) -> Keyword {
+    let ws = letters_start(text, s);
+    if ws == s || s - ws > WORD_MAX || (ws > 0 && is_word(text[ws - 1])) {
+        return Keyword::None;
+    }
+    let Some(w) = Folded::new(&text[ws..s]) else {
+        return Keyword::None;
+    };
+    if w.is_in(GLUED_TAX_WORDS) {
+        return Keyword::TaxId;
+    }
+    match classify(text, ws, w, true) {
+        Keyword::AccountNeedsContext(_) => Keyword::None,
+        k => k,
+    }
+}
+
+/// Is the MICR transit symbol (U+2446) right before offset `s`? Cheques
+/// print the routing number between two of them.
+pub(super) fn micr_transit_before(text: &[u8], s: usize) -> bool {
+    s >= 3 && text[s - 3..s] == [0xE2, 0x91, 0x86]
 }
 
 /// True when a whole word of `table` ends within [`CONTEXT_SPAN`] bytes
@@ -684,6 +740,9 @@ mod tests {
             OTHER_ID_WORDS,
             TAX_ID_WORDS,
             UNIT_WORDS,
+            EXPIRY_WORDS,
+            GLUED_TAX_WORDS,
+            VALIDITY_WORDS,
         ] {
             // Strictly increasing: sorted for binary search, no duplicate.
             for pair in table.windows(2) {

@@ -89,11 +89,13 @@ pub enum DetectorKind {
     Passport,
     /// Bank account number near a keyword.
     BankAccount,
+    /// Card expiry (`MM/YY`, `MM-YYYY`) after `exp`, `expires`, `valid thru`.
+    CardExpiry,
 }
 
 impl DetectorKind {
     /// Every detector.
-    pub const ALL: [DetectorKind; 8] = [
+    pub const ALL: [DetectorKind; 9] = [
         DetectorKind::Ssn,
         DetectorKind::Itin,
         DetectorKind::Ein,
@@ -102,6 +104,7 @@ impl DetectorKind {
         DetectorKind::DriversLicense,
         DetectorKind::Passport,
         DetectorKind::BankAccount,
+        DetectorKind::CardExpiry,
     ];
 
     /// The class of value this detector finds.
@@ -114,6 +117,7 @@ impl DetectorKind {
             DetectorKind::DriversLicense => FieldClass::Dln,
             DetectorKind::Passport => FieldClass::Passport,
             DetectorKind::BankAccount => FieldClass::BankAccount,
+            DetectorKind::CardExpiry => FieldClass::CardExpiry,
         }
     }
 
@@ -128,6 +132,7 @@ impl DetectorKind {
             DetectorKind::DriversLicense => "drivers_license",
             DetectorKind::Passport => "passport",
             DetectorKind::BankAccount => "bank_account",
+            DetectorKind::CardExpiry => "card_expiry",
         }
     }
 
@@ -145,7 +150,9 @@ impl DetectorKind {
             | DetectorKind::AbaRouting => 9,
             DetectorKind::Card => 13,
             DetectorKind::Passport => 6,
-            DetectorKind::DriversLicense | DetectorKind::BankAccount => 4,
+            DetectorKind::DriversLicense | DetectorKind::BankAccount | DetectorKind::CardExpiry => {
+                4
+            }
         }
     }
 
@@ -162,7 +169,7 @@ impl DetectorSet {
     /// No detector.
     pub const NONE: DetectorSet = DetectorSet(0);
     /// Every detector.
-    pub const ALL: DetectorSet = DetectorSet(0xff);
+    pub const ALL: DetectorSet = DetectorSet(0x1ff);
 
     /// Adds one detector.
     pub const fn with(self, kind: DetectorKind) -> DetectorSet {

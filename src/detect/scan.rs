@@ -10,7 +10,8 @@
 //! nothing is allocated except by pushing to the output vector.
 
 use super::context::{
-    bank_context_before, keyword_before, routing_keyword_near, unlikely_bare_ssn, Keyword,
+    bank_context_before, glued_keyword, keyword_before, micr_transit_before, routing_keyword_near,
+    unlikely_bare_ssn, Keyword,
 };
 use super::validate::{aba_valid, card_valid, ein_prefix_valid, itin_valid, ssn_valid};
 use super::{DetectorKind, DetectorSet, Finding};
@@ -141,14 +142,23 @@ fn num(digits: &[u8]) -> u32 {
         .fold(0u32, |acc, &b| acc * 10 + u32::from(b.wrapping_sub(b'0')))
 }
 
-/// Digit runs starting at one run and joined by a single, repeated separator.
+/// Is `b` a byte that may join two digit groups of one number (`-`, a
+/// space, `.`)? Groups may mix them (`123-45 6789`, `4111.1111-1111 1111`).
+#[inline]
+fn is_joiner(b: u8) -> bool {
+    matches!(b, b'-' | b' ' | b'.')
+}
+
+/// Digit runs starting at one run and joined by single separators.
 struct Chain {
     /// `(start, end)` of each run.
     runs: [(usize, usize); MAX_RUNS],
     /// How many of `runs` are filled (at least one).
     len: usize,
-    /// `b'-'`, `b' '`, or 0 for a lone run.
+    /// The first separator (`b'-'`, `b' '`, `b'.'`), or 0 for a lone run.
     sep: u8,
+    /// How many runs from the first are joined by `-` alone (at least 1).
+    dashed: usize,
 }
 
 impl Chain {
@@ -157,21 +167,27 @@ impl Chain {
             runs: [(s, e); MAX_RUNS],
             len: 1,
             sep: 0,
+            dashed: 1,
         };
         let sep = match byte(text, e) {
-            Some(c @ (b'-' | b' ')) if byte(text, e + 1).is_some_and(is_digit) => c,
+            Some(c) if is_joiner(c) && byte(text, e + 1).is_some_and(is_digit) => c,
             _ => return chain,
         };
         chain.sep = sep;
+        let mut all_dash = true;
         let mut end = e;
         while chain.len < MAX_RUNS
-            && byte(text, end) == Some(sep)
+            && byte(text, end).is_some_and(is_joiner)
             && byte(text, end + 1).is_some_and(is_digit)
         {
+            all_dash &= byte(text, end) == Some(b'-');
             let rs = end + 1;
             let re = run_end(text, rs);
             chain.runs[chain.len] = (rs, re);
             chain.len += 1;
+            if all_dash {
+                chain.dashed = chain.len;
+            }
             end = re;
         }
         chain
@@ -204,6 +220,7 @@ const RANK_SSN: u8 = 10;
 const RANK_ITIN: u8 = 8;
 const RANK_EIN: u8 = 6;
 const RANK_ABA_ALONE: u8 = 2;
+const RANK_EXPIRY: u8 = 4;
 
 impl Cand {
     fn new(start: usize, end: usize, kind: DetectorKind, rank: u8) -> Cand {
@@ -281,22 +298,88 @@ fn best_at(text: &[u8], s: usize, e: usize) -> Option<Cand> {
     let run = e - s;
     let digits = &text[s..e];
 
-    if start_ok(text, s) {
+    let start = start_ok(text, s);
+    // Letters (or `_`) glued right before the digits: `SSN123456789`,
+    // `ref_4111111111111111`. Shapes that validate strongly (cards, dashed
+    // SSNs) are taken all the same; a bare nine only after a tax or routing
+    // keyword.
+    let glued = !start && glued_letter(before(text, s));
+    if start || glued {
         // Bare numbers: the run alone.
-        if end_ok(text, e) {
-            if run == 9 {
+        if run == 9 && end_ok(text, e) {
+            if start {
                 bare_nine(text, s, e, &mut best);
-            } else if (13..=19).contains(&run) && card_valid(digits) {
-                keep_best(&mut best, Cand::new(s, e, DetectorKind::Card, RANK_CARD));
+            } else {
+                glued_nine(text, s, e, &mut best);
             }
+        } else if (13..=19).contains(&run)
+            && (end_ok(text, e) || glued_letter(byte(text, e)))
+            && card_valid(digits)
+        {
+            keep_best(&mut best, Cand::new(s, e, DetectorKind::Card, RANK_CARD));
         }
         if chain.len >= 2 {
-            separated(text, &chain, &mut best);
+            separated(text, &chain, start, &mut best);
         }
+    }
+    if run <= 2 {
+        expiry(text, s, e, &mut best);
     }
 
     keyworded(text, s, e, &chain, &mut best);
     best
+}
+
+/// A letter or `_`: glue that a strongly validated number may carry.
+fn glued_letter(b: Option<u8>) -> bool {
+    b.is_some_and(|b| is_alpha(b) || b == b'_')
+}
+
+/// Nine digits glued to a keyword: `SSN123456789`, `routing021000021`.
+fn glued_nine(text: &[u8], s: usize, e: usize, best: &mut Option<Cand>) {
+    let d = &text[s..e];
+    match glued_keyword(text, s) {
+        Keyword::TaxId => {
+            let (area, group, serial) = split_ssn(&d[..3], &d[3..5], &d[5..9]);
+            if ssn_valid(area, group, serial) {
+                keep_best(best, Cand::new(s, e, DetectorKind::Ssn, RANK_SSN));
+            } else if itin_valid(area, group, serial) {
+                keep_best(best, Cand::new(s, e, DetectorKind::Itin, RANK_ITIN));
+            }
+        }
+        Keyword::Routing => {
+            let mut nine = [0u8; 9];
+            nine.copy_from_slice(d);
+            if aba_valid(&nine) {
+                keep_best(
+                    best,
+                    Cand::new(s, e, DetectorKind::AbaRouting, RANK_ABA_KEYWORD),
+                );
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `MM/YY`, `MM/YYYY`, `MM-YY` after an expiry keyword (`exp 12/27`,
+/// `valid thru 01/2030`).
+fn expiry(text: &[u8], s: usize, e: usize, best: &mut Option<Cand>) {
+    if !start_ok(text, s) || !matches!(byte(text, e), Some(b'/' | b'-')) {
+        return;
+    }
+    let ys = e + 1;
+    let ye = run_end(text, ys);
+    if !matches!(ye - ys, 2 | 4) || !end_ok(text, ye) || e - s == 0 {
+        return;
+    }
+    let month = num(&text[s..e]);
+    if !(1..=12).contains(&month) || keyword_before(text, s) != Keyword::Expiry {
+        return;
+    }
+    keep_best(
+        best,
+        Cand::new(s, ye, DetectorKind::CardExpiry, RANK_EXPIRY),
+    );
 }
 
 /// A lone run of nine digits: SSN, ITIN or routing number.
@@ -316,7 +399,7 @@ fn bare_nine(text: &[u8], s: usize, e: usize, best: &mut Option<Cand>) {
     let mut nine = [0u8; 9];
     nine.copy_from_slice(d);
     if aba_valid(&nine) {
-        if routing_keyword_near(text, s) {
+        if routing_keyword_near(text, s) || micr_transit_before(text, s) {
             keep_best(
                 best,
                 Cand::new(s, e, DetectorKind::AbaRouting, RANK_ABA_KEYWORD),
@@ -335,14 +418,17 @@ fn split_ssn(area: &[u8], group: &[u8], serial: &[u8]) -> (u16, u8, u16) {
     (num(area) as u16, num(group) as u8, num(serial) as u16)
 }
 
-/// Numbers written in groups: SSN/ITIN `3-2-4` or `3 2 4`, EIN `2-7`, cards
-/// in 3 to 5 groups.
-fn separated(text: &[u8], chain: &Chain, best: &mut Option<Cand>) {
+/// Numbers written in groups: SSN/ITIN `3-2-4` (`-`, space or `.`), EIN
+/// `2-7`, cards in 3 to 5 groups, routing numbers in `3-3-3` or `4-4-1`
+/// after a routing keyword. `start` is false when letters are glued before
+/// the first group: then only the strongly validated shapes count.
+fn separated(text: &[u8], chain: &Chain, start: bool, best: &mut Option<Cand>) {
     let (s, _) = chain.runs[0];
+    let end_glued_ok = |end: usize| end_ok(text, end) || glued_letter(byte(text, end));
     // SSN / ITIN: the first three runs are 3, 2 and 4 digits.
     if chain.len >= 3 && chain.run_len(0) == 3 && chain.run_len(1) == 2 && chain.run_len(2) == 4 {
         let end = chain.runs[2].1;
-        if end_ok(text, end) {
+        if end_glued_ok(end) {
             let r = |i: usize| &text[chain.runs[i].0..chain.runs[i].1];
             let (area, group, serial) = split_ssn(r(0), r(1), r(2));
             if ssn_valid(area, group, serial) {
@@ -352,8 +438,28 @@ fn separated(text: &[u8], chain: &Chain, best: &mut Option<Cand>) {
             }
         }
     }
+    // Routing numbers as banks print them in groups.
+    if start && chain.len >= 3 {
+        let shape = (chain.run_len(0), chain.run_len(1), chain.run_len(2));
+        let end = chain.runs[2].1;
+        if matches!(shape, (3, 3, 3) | (4, 4, 1)) && end_ok(text, end) {
+            let mut nine = [0u8; 9];
+            let mut n = 0;
+            for k in 0..3 {
+                let (rs, re) = chain.runs[k];
+                nine[n..n + (re - rs)].copy_from_slice(&text[rs..re]);
+                n += re - rs;
+            }
+            if aba_valid(&nine) && routing_keyword_near(text, s) {
+                keep_best(
+                    best,
+                    Cand::new(s, end, DetectorKind::AbaRouting, RANK_ABA_KEYWORD),
+                );
+            }
+        }
+    }
     // EIN: exactly `NN-NNNNNNN` (a longer dashed chain fails end_ok).
-    if chain.sep == b'-' && chain.run_len(0) == 2 && chain.run_len(1) == 7 {
+    if start && chain.dashed >= 2 && chain.run_len(0) == 2 && chain.run_len(1) == 7 {
         let end = chain.runs[1].1;
         let (ps, _) = chain.runs[0];
         let (rs, re) = chain.runs[1];
@@ -377,7 +483,11 @@ fn separated(text: &[u8], chain: &Chain, best: &mut Option<Cand>) {
             }
             buf[n..n + (re - rs)].copy_from_slice(&text[rs..re]);
             n += re - rs;
-            if k >= 2 && n >= 13 && end_ok(text, re) && card_valid(&buf[..n]) {
+            // UATP numbers (prefix 1) print 4-6-5 only: other groupings of a
+            // leading 1 are readings and ids.
+            let uatp_ok =
+                buf[0] != b'1' || (k == 2 && chain.run_len(0) == 4 && chain.run_len(1) == 6);
+            if k >= 2 && n >= 13 && uatp_ok && end_glued_ok(re) && card_valid(&buf[..n]) {
                 found = Some(re);
             }
         }
@@ -394,7 +504,7 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
     if run < 4 {
         // A bank account may be dashed groups of any size; others need 4+
         // digits in this run.
-        if !(chain.sep == b'-' && chain.len >= 2 && !before(text, s).is_some_and(is_word)) {
+        if !(chain.dashed >= 2 && !before(text, s).is_some_and(is_word)) {
             return;
         }
     }
@@ -403,18 +513,27 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
     while t > 0 && s - t < 3 && is_alpha(text[t - 1]) {
         t -= 1;
     }
-    let letters = s - t;
-    if letters > 2 || before(text, t).is_some_and(is_word) {
+    let mut letters = s - t;
+    // A whole keyword glued to the digits (`DL12345678`, `checking000123`).
+    let glued_kw = if before(text, s).is_some_and(is_alpha) {
+        glued_keyword(text, s)
+    } else {
+        Keyword::None
+    };
+    if glued_kw != Keyword::None {
+        t = s;
+        letters = 0;
+    } else if letters > 2 || before(text, t).is_some_and(is_word) {
         return;
     }
     // Bank-account token: the dashed chain (or the run), no letters.
-    let bank_end = if chain.sep == b'-' {
-        chain.runs[chain.len - 1].1
+    let bank_end = if chain.dashed >= 2 {
+        chain.runs[chain.dashed - 1].1
     } else {
         e
     };
-    let bank_digits: usize = if chain.sep == b'-' {
-        (0..chain.len).map(|i| chain.run_len(i)).sum()
+    let bank_digits: usize = if chain.dashed >= 2 {
+        (0..chain.dashed).map(|i| chain.run_len(i)).sum()
     } else {
         run
     };
@@ -423,9 +542,13 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
     if !bank_shape && !alnum_shape {
         return;
     }
-    let kw = keyword_before(text, t);
+    let kw = if glued_kw != Keyword::None {
+        glued_kw
+    } else {
+        keyword_before(text, t)
+    };
     match kw {
-        Keyword::None => {}
+        Keyword::None | Keyword::Expiry | Keyword::TaxId => {}
         Keyword::DriversLicense => {
             if alnum_shape && (letters >= 1 || run >= 7) {
                 keep_best(best, Cand::new(t, e, DetectorKind::DriversLicense, RANK_DL));
