@@ -229,6 +229,12 @@ impl Detectors {
             .unwrap_or(usize::MAX)
     }
 
+    /// False when `text` holds too few ASCII digits for `set` to find
+    /// anything (one vectorized pass).
+    pub fn may_find(&self, text: &[u8], set: DetectorSet) -> bool {
+        !set.is_empty() && scan::has_min_digits(text, self.min_digits(set))
+    }
+
     /// Appends the findings of `set` in `text` to `out`, sorted and non-overlapping.
     ///
     /// Overlaps are resolved among all detectors before `set` is applied (the

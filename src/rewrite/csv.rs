@@ -523,7 +523,10 @@ impl CsvRewriter {
             if self.protect.is_some() {
                 self.names.push(name.chars().take(64).collect());
             }
-            let m = rules.match_key(name.as_bytes(), rules.root_nodes());
+            let mut m = rules.match_key(name.as_bytes(), rules.root_nodes());
+            // A column's name read by its words classes its cells like an
+            // exact name (`Primary Holder SSN`, `Checking Acct No`).
+            m.class = m.class.or(m.word_class);
             if m.record_id && self.spec.drop_accounts.is_some() {
                 self.id_columns.push(index);
             }

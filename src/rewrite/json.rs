@@ -29,6 +29,7 @@ use super::mask::{
     write_json_string, DAMAGED_ENVELOPE_MASK,
 };
 use super::rules::{MemberMatch, NodeSet};
+use super::value::{mask_unnamed_at, may_hide_value};
 use super::{
     BodyRewriter, Counts, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
     MAX_ACCOUNT_IDS,
@@ -342,6 +343,9 @@ pub struct JsonRewriter {
     /// The value being read is a descriptor's: its text may name the class
     /// of the object's generic values.
     descriptor_value: bool,
+    /// How many encodings this document was found inside (JSON in a string,
+    /// base64): bounds how deep strings are looked into.
+    decode_depth: u8,
 }
 
 /// Bytes that may appear in a JSON string as they are and need no further
@@ -456,6 +460,7 @@ impl JsonRewriter {
             top_nested: false,
             typed_value: false,
             descriptor_value: false,
+            decode_depth: 0,
         }
     }
 
@@ -482,6 +487,12 @@ impl JsonRewriter {
         rw.sequence = true;
         rw.allow_empty = true;
         rw
+    }
+
+    /// A rewriter for a document found `depth` encodings deep inside another.
+    pub(crate) fn nested(mut self, depth: u8) -> JsonRewriter {
+        self.decode_depth = depth;
+        self
     }
 
     /// Accepts an empty body (no document at all) as valid.
@@ -1295,27 +1306,22 @@ impl JsonRewriter {
             }
         }
         let detectors = self.spec.rules.detector_set();
-        if !detectors.is_empty() && count_digits(raw) >= self.spec.detectors.min_digits(detectors) {
-            self.findings.clear();
-            self.spec
-                .detectors
-                .scan(&key, detectors, &mut self.findings);
-            if !self.findings.is_empty() {
-                self.text.clear();
-                let key = String::from_utf8_lossy(&key);
-                let changed = apply_findings(
-                    &key,
-                    &self.findings,
-                    &self.spec.actions,
-                    self.spec.rules.redact_token(),
-                    &mut self.counts,
-                    &mut self.text,
-                );
-                if changed {
-                    let mut encoded = Vec::with_capacity(self.text.len() + 2);
-                    write_json_string(&self.text, &mut encoded);
-                    self.pend.key_rewrite = Some(encoded);
-                }
+        if !detectors.is_empty()
+            && (count_digits(raw) >= self.spec.detectors.min_digits(detectors)
+                || may_hide_value(raw))
+        {
+            let key = String::from_utf8_lossy(&key);
+            if mask_unnamed_at(
+                &self.spec,
+                &key,
+                &mut self.findings,
+                &mut self.counts,
+                &mut self.text,
+                self.decode_depth,
+            ) {
+                let mut encoded = Vec::with_capacity(self.text.len() + 2);
+                write_json_string(&self.text, &mut encoded);
+                self.pend.key_rewrite = Some(encoded);
             }
         }
         self.typed_member(io);
@@ -1521,6 +1527,7 @@ impl JsonRewriter {
     }
 
     fn transform_number(&mut self, raw: &[u8], out: &mut Vec<u8>) {
+        let raw_number = raw;
         let ctx = self.cap;
         let text = std::str::from_utf8(raw).unwrap_or("");
         match ctx.class {
@@ -1543,9 +1550,16 @@ impl JsonRewriter {
             None => {
                 self.findings.clear();
                 let set = DetectorSet::NONE.with(DetectorKind::Card);
+                // `4.111111111111111e15` and `4111111111111111.0` are the same
+                // card number as the plain digits.
+                let expanded = integer_digits(raw);
+                let (raw, text) = match &expanded {
+                    Some(digits) => (digits.as_bytes(), digits.as_str()),
+                    None => (raw, text),
+                };
                 self.spec.detectors.scan(raw, set, &mut self.findings);
                 if self.findings.is_empty() {
-                    out.extend_from_slice(raw);
+                    out.extend_from_slice(raw_number);
                     return;
                 }
                 self.text.clear();
@@ -1558,7 +1572,7 @@ impl JsonRewriter {
                     &mut self.text,
                 );
                 if self.text == text {
-                    out.extend_from_slice(raw);
+                    out.extend_from_slice(raw_number);
                 } else {
                     write_json_string(&self.text, out);
                 }
@@ -1578,6 +1592,7 @@ impl JsonRewriter {
         if ctx.class.is_none()
             && !inner.starts_with(mask::ENVELOPE_PREFIX.as_bytes())
             && count_digits(inner) < self.spec.detectors.min_digits(detectors)
+            && !may_hide_value(inner)
         {
             out.extend_from_slice(raw);
             return Ok(());
@@ -1637,21 +1652,13 @@ impl JsonRewriter {
                 write_json_string(&self.text, out);
             }
             None => {
-                self.findings.clear();
-                self.spec
-                    .detectors
-                    .scan(text.as_bytes(), detectors, &mut self.findings);
-                if self.findings.is_empty() {
-                    out.extend_from_slice(raw);
-                    return Ok(());
-                }
-                let changed = apply_findings(
+                let changed = mask_unnamed_at(
+                    &self.spec,
                     &text,
-                    &self.findings,
-                    &self.spec.actions,
-                    self.spec.rules.redact_token(),
+                    &mut self.findings,
                     &mut self.counts,
                     &mut self.text,
+                    self.decode_depth,
                 );
                 if changed {
                     write_json_string(&self.text, out);
@@ -1810,6 +1817,37 @@ impl JsonRewriter {
         }
         r
     }
+}
+
+/// The digits of a JSON number written with a fraction or an exponent whose
+/// value is a whole number of 13 to 19 digits (a card number in disguise).
+fn integer_digits(raw: &[u8]) -> Option<String> {
+    if !raw.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+        return None;
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    let text = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits: String = format!("{int}{frac}");
+    let point = i32::try_from(int.len()).ok()?.checked_add(exponent)?;
+    if point < 0 || point > 40 {
+        return None;
+    }
+    let point = point as usize;
+    if point < digits.len() {
+        if digits[point..].bytes().any(|b| b != b'0') {
+            return None;
+        }
+        digits.truncate(point);
+    } else {
+        digits.extend(std::iter::repeat_n('0', point - digits.len()));
+    }
+    let digits = digits.trim_start_matches('0');
+    (13..=19).contains(&digits.len()).then(|| digits.to_owned())
 }
 
 /// Suffix of the blind-index sibling the gateway writes next to a field.

@@ -868,3 +868,91 @@ fn allowlists_drop_red_flag_containers_whole() {
         r#"{"name":"Jo","other":{}}"#
     );
 }
+
+fn detecting() -> RewriteSpec {
+    spec_with(
+        |b| {
+            vocabulary_rules(b);
+            b.detectors(DetectorSet::ALL);
+        },
+        ActionTable::uniform(Action::Last4),
+    )
+}
+
+#[test]
+fn values_are_found_however_they_are_written() {
+    let spec = detecting();
+    let cases: &[(&str, &str)] = &[
+        // Unicode digit forms and separators.
+        (
+            r#"{"n":"１２３－４５－６７８９"}"#,
+            r#"{"n":"***-**-6789"}"#,
+        ),
+        (r#"{"n":"SSN ١٢٣٤٥٦٧٨٩"}"#, r#"{"n":"SSN *****6789"}"#),
+        (r#"{"n":"१२३ ४५ ६७८९"}"#, r#"{"n":"*** ** 6789"}"#),
+        // Escaped digits.
+        (
+            r#"{"n":"\u0031\u0032\u0033-45-6789"}"#,
+            r#"{"n":"***-**-6789"}"#,
+        ),
+        // Glued and dotted.
+        (r#"{"n":"x123.45.6789y"}"#, r#"{"n":"x***.**.6789y"}"#),
+        // Card numbers as JSON numbers in exponent and fraction form.
+        (
+            r#"{"n":4.111111111111111e15}"#,
+            r#"{"n":"************1111"}"#,
+        ),
+        (r#"{"n":4111111111111111.0}"#, r#"{"n":"************1111"}"#),
+        (r#"{"n":1.5e3}"#, r#"{"n":1.5e3}"#),
+    ];
+    for (input, want) in cases {
+        assert_eq!(s(&run(&spec, input.as_bytes()).unwrap()), *want, "{input}");
+    }
+}
+
+#[test]
+fn encoded_payloads_are_looked_into() {
+    use base64::Engine as _;
+    let spec = detecting();
+    let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+    let b64url = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t);
+    // JSON in a string, twice encoded, names included.
+    let inner = serde_json::to_string(r#"{"passport":"X1234567"}"#).unwrap();
+    let twice = serde_json::to_string(&inner).unwrap();
+    for body in [
+        format!(r#"{{"payload":{inner}}}"#),
+        format!(r#"{{"payload":{twice}}}"#),
+    ] {
+        let out = String::from_utf8(run(&spec, body.as_bytes()).unwrap()).unwrap();
+        assert!(!out.contains("X1234567"), "{out}");
+        assert!(out.contains("4567"), "{out}");
+    }
+    let jwt = format!(
+        "{}.{}.c2lnbmF0dXJl",
+        b64url(r#"{"alg":"none"}"#),
+        b64url(r#"{"sub":"u1","ssn":"123-45-6789"}"#)
+    );
+    for encoded in [
+        b64("SSN 123-45-6789"),
+        b64url(r#"{"card":"4111 1111 1111 1111"}"#),
+        format!(
+            "data:application/json;base64,{}",
+            b64(r#"{"dl":"D1234567"}"#)
+        ),
+        jwt,
+    ] {
+        let body = format!(r#"{{"blob":"{encoded}"}}"#);
+        let out = String::from_utf8(run(&spec, body.as_bytes()).unwrap()).unwrap();
+        assert!(out.contains("[REDACTED]"), "{body} -> {out}");
+        assert!(!out.contains(&encoded), "{out}");
+    }
+    // Benign payloads pass unchanged.
+    for benign in [
+        b64("just a note about the meter"),
+        "550e8400-e29b-41d4-a716-446655440000".to_owned(),
+        "Administration".to_owned(),
+    ] {
+        let body = format!(r#"{{"blob":"{benign}"}}"#);
+        assert_eq!(s(&run(&spec, body.as_bytes()).unwrap()), body);
+    }
+}

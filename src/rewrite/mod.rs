@@ -25,6 +25,7 @@ pub mod json;
 pub mod mask;
 pub mod rules;
 pub mod text;
+pub mod value;
 
 pub use json::JsonRewriter;
 pub use rules::{Rules, RulesBuilder};

@@ -9,7 +9,7 @@
 
 use memchr::memchr;
 
-use super::json::{apply_findings, effective_plain};
+use super::json::effective_plain;
 use super::mask::{self, envelope_view, masked_envelope, DAMAGED_ENVELOPE_MASK};
 use super::{BodyRewriter, Counts, RewriteError, RewriteSpec};
 use crate::class::{Action, FieldClass};
@@ -26,20 +26,13 @@ pub(crate) fn mask_detected(
     out: &mut String,
 ) -> bool {
     let set = spec.rules.detector_set();
-    findings.clear();
-    spec.detectors.scan(text.as_bytes(), set, findings);
-    if findings.is_empty() {
+    if set.is_empty()
+        || (!spec.detectors.may_find(text.as_bytes(), set)
+            && !super::value::may_hide_value(text.as_bytes()))
+    {
         return false;
     }
-    out.clear();
-    apply_findings(
-        text,
-        findings,
-        &spec.actions,
-        spec.rules.redact_token(),
-        counts,
-        out,
-    )
+    super::value::mask_unnamed(spec, text, findings, counts, out)
 }
 
 /// Writes into `out` what a value of `class` handled with `action` shows: the
