@@ -1304,3 +1304,41 @@ fn default_policy_reads_field_names_by_their_words() {
     let accounts = rules.match_key(b"accounts", rules.root_nodes());
     assert_eq!(accounts.container_class, None);
 }
+
+#[test]
+fn vocabulary_overlaps_are_reported_where_written() {
+    let errors = load_policy(
+        r#"
+[vocabulary]
+synonyms = { number = ["no"], north = ["no"] }
+
+[classes.ssn]
+names = ["ssn"]
+words = ["pan"]
+
+[classes.card_number]
+words = ["pan"]
+
+[identifiers]
+names = ["SSN"]
+"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        errors.contains("spelling `no` is a synonym of both"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("phrase `pan` is given to both ssn and card_number"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("identifier `SSN` is also a field name of class ssn"),
+        "{errors}"
+    );
+    // Each names its file and line.
+    assert!(errors.contains("p.toml:3:"), "{errors}");
+    assert!(errors.contains("p.toml:10:"), "{errors}");
+    assert!(errors.contains("p.toml:13:"), "{errors}");
+}
