@@ -40,6 +40,9 @@ pub(super) enum Keyword {
     Expiry,
     /// `SSN`, `TIN`, `ITIN`, `taxid` glued to the digits (`SSN123456789`).
     TaxId,
+    /// `bank`, `ACH`, `IBAN`, `DDA`, `EFT`, `draft` right before a number: a
+    /// bank account when the number is long enough to be one.
+    BankDirect,
 }
 
 /// A word folded for lookup: ASCII lower case, apostrophes (`'` and the
@@ -173,6 +176,9 @@ pub(super) const EXPIRY_WORDS: &[u128] = words![
     b"expiry",
     b"thru",
 ];
+/// Bank words that name the account number right after them.
+pub(super) const DIRECT_BANK_WORDS: &[u128] =
+    words![b"ach", b"bank", b"dda", b"draft", b"eft", b"iban"];
 /// `good thru`, `valid until`.
 pub(super) const VALIDITY_WORDS: &[u128] = words![b"good", b"valid"];
 /// Words glued to nine digits that make them a taxpayer number.
@@ -570,6 +576,8 @@ fn classify(text: &[u8], ws: usize, w: Folded, labelled: bool) -> Keyword {
         }
     } else if w.is_in(ACCOUNT_WORDS) {
         Keyword::AccountNeedsContext(ws)
+    } else if w.is_in(DIRECT_BANK_WORDS) {
+        Keyword::BankDirect
     } else if w.is_in(EXPIRY_WORDS) {
         Keyword::Expiry
     } else if w.is(b"date") || w.is(b"through") || w.is(b"until") {
@@ -605,6 +613,12 @@ pub(super) fn glued_keyword(text: &[u8], s: usize) -> Keyword {
         Keyword::AccountNeedsContext(_) => Keyword::None,
         k => k,
     }
+}
+
+/// Is there a taxpayer word (`SSN`, `tax id`, `social security`) in the
+/// [`CONTEXT_SPAN`] bytes before offset `s`?
+pub(super) fn tax_keyword_near(text: &[u8], s: usize) -> bool {
+    word_within(text, s, TAX_ID_WORDS)
 }
 
 /// Is the MICR transit symbol (U+2446) right before offset `s`? Cheques
@@ -742,6 +756,7 @@ mod tests {
             UNIT_WORDS,
             EXPIRY_WORDS,
             GLUED_TAX_WORDS,
+            DIRECT_BANK_WORDS,
             VALIDITY_WORDS,
         ] {
             // Strictly increasing: sorted for binary search, no duplicate.

@@ -11,7 +11,7 @@
 
 use super::context::{
     bank_context_before, glued_keyword, keyword_before, micr_transit_before, routing_keyword_near,
-    unlikely_bare_ssn, Keyword,
+    tax_keyword_near, unlikely_bare_ssn, Keyword,
 };
 use super::validate::{aba_valid, card_valid, ein_prefix_valid, itin_valid, ssn_valid};
 use super::{DetectorKind, DetectorSet, Finding};
@@ -438,6 +438,39 @@ fn separated(text: &[u8], chain: &Chain, start: bool, best: &mut Option<Cand>) {
             }
         }
     }
+    // Nine digits in other groupings (`123-456789`, `12345-6789`) after a
+    // taxpayer word: typed by hand, still an SSN.
+    if start && chain.len >= 2 {
+        let mut nine = [0u8; 9];
+        let mut n = 0;
+        let mut end = None;
+        for k in 0..chain.len.min(3) {
+            let (rs, re) = chain.runs[k];
+            if n + (re - rs) > 9 {
+                break;
+            }
+            nine[n..n + (re - rs)].copy_from_slice(&text[rs..re]);
+            n += re - rs;
+            if n == 9 && k >= 1 {
+                end = Some(re);
+            }
+        }
+        let shaped = chain.len >= 3
+            && chain.run_len(0) == 3
+            && chain.run_len(1) == 2
+            && chain.run_len(2) == 4;
+        let ein_shaped = chain.run_len(0) == 2 && chain.run_len(1) == 7;
+        if let (Some(end), false) = (end, shaped || ein_shaped) {
+            if end_ok(text, end) && tax_keyword_near(text, s) {
+                let (area, group, serial) = split_ssn(&nine[..3], &nine[3..5], &nine[5..9]);
+                if ssn_valid(area, group, serial) {
+                    keep_best(best, Cand::new(s, end, DetectorKind::Ssn, RANK_SSN));
+                } else if itin_valid(area, group, serial) {
+                    keep_best(best, Cand::new(s, end, DetectorKind::Itin, RANK_ITIN));
+                }
+            }
+        }
+    }
     // Routing numbers as banks print them in groups.
     if start && chain.len >= 3 {
         let shape = (chain.run_len(0), chain.run_len(1), chain.run_len(2));
@@ -576,6 +609,14 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
         }
         Keyword::BankAccount => {
             if bank_shape {
+                keep_best(
+                    best,
+                    Cand::new(t, bank_end, DetectorKind::BankAccount, RANK_BANK),
+                );
+            }
+        }
+        Keyword::BankDirect => {
+            if bank_shape && bank_digits >= 8 {
                 keep_best(
                     best,
                     Cand::new(t, bank_end, DetectorKind::BankAccount, RANK_BANK),

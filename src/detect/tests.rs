@@ -57,9 +57,11 @@ fn ssn_separator_variants() {
     check("SSN 123-45 6789", &[(Ssn, "123-45 6789")]);
     check("SSN 123 45-6789", &[(Ssn, "123 45-6789")]);
     check("SSN 123.45.6789", &[(Ssn, "123.45.6789")]);
-    // Other groupings and doubled separators are no SSN.
-    none("SSN 123-456789");
-    none("SSN 12345-6789");
+    // Other groupings count only after a taxpayer word.
+    check("SSN 123-456789", &[(Ssn, "123-456789")]);
+    check("tax id 12345-6789", &[(Ssn, "12345-6789")]);
+    none("ref 123-456789");
+    none("ref 12345-6789");
     none("SSN 123--45--6789");
 }
 

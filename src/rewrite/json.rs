@@ -79,6 +79,9 @@ struct Frame {
     /// Output from a generic value member on is held until the object
     /// closes, in case a descriptor member comes after the value.
     typed: bool,
+    /// A descriptor member has been read (whether or not it named a class):
+    /// the object says what its generic values are.
+    described: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -225,6 +228,9 @@ struct TypedValue {
     raw: Vec<u8>,
     number: bool,
     has_escape: bool,
+    /// The class the member's name gives when no descriptor says otherwise
+    /// (`number` is ambiguous: masked as a bank account).
+    fallback: Option<FieldClass>,
 }
 
 impl Held {
@@ -766,8 +772,11 @@ impl JsonRewriter {
         // exact name or path decided.
         let weak = if !parent.object {
             parent.descriptor
-        } else if member.generic_value && parent.descriptor.is_some() {
+        } else if member.generic_value && (parent.descriptor.is_some() || parent.described) {
             parent.descriptor
+        } else if member.generic_value && parent.typed {
+            // Decided when the object closes: a descriptor may follow.
+            None
         } else if container {
             member.container_class
         } else {
@@ -867,6 +876,7 @@ impl JsonRewriter {
                     count: 0,
                     descriptor: ctx.descriptor,
                     typed: false,
+                    described: false,
                 });
                 self.typed_value = false;
                 self.descriptor_value = false;
@@ -963,7 +973,12 @@ impl JsonRewriter {
                 io.out.extend_from_slice(&io.chunk[io.span..pos + 1]);
                 io.span = pos + 1;
             }
-            self.close_typed(io.out, frame.descriptor)?;
+            let class = |fallback: Option<FieldClass>| {
+                frame
+                    .descriptor
+                    .or(if frame.described { None } else { fallback })
+            };
+            self.close_typed(io.out, &class)?;
         }
         if self
             .held
@@ -1346,6 +1361,7 @@ impl JsonRewriter {
         // `name` is no descriptor and its `id` no generic value.
         if frame.ctx.class.is_some()
             || frame.descriptor.is_some()
+            || frame.described
             || !frame.object
             || frame.ctx.record
         {
@@ -1375,7 +1391,7 @@ impl JsonRewriter {
     fn close_typed(
         &mut self,
         out: &mut Vec<u8>,
-        descriptor: Option<FieldClass>,
+        class_of: &dyn Fn(Option<FieldClass>) -> Option<FieldClass>,
     ) -> Result<(), RewriteError> {
         let depth = self.stack.len() + 1;
         if self.held.typed.last().is_none_or(|h| h.depth != depth) {
@@ -1384,10 +1400,13 @@ impl JsonRewriter {
         let Some(hold) = self.held.typed.pop() else {
             return Ok(());
         };
-        if let Some(class) = descriptor {
+        {
             let saved = (self.cap, self.str_has_escape);
             let mut masked = Vec::new();
             for v in hold.values.iter().rev() {
+                let Some(class) = class_of(v.fallback) else {
+                    continue;
+                };
                 masked.clear();
                 self.cap = Ctx {
                     class: Some(class),
@@ -1482,9 +1501,11 @@ impl JsonRewriter {
         if std::mem::take(&mut self.descriptor_value) && !number && raw.len() <= 258 {
             let inner = &raw[1..raw.len() - 1];
             let label = decode_json_string(inner).unwrap_or(Cow::Borrowed(""));
-            if let Some(class) = self.spec.rules.classify_label(&label) {
-                if let Some(frame) = self.stack.last_mut() {
-                    frame.descriptor.get_or_insert(class);
+            let class = self.spec.rules.classify_label(&label);
+            if let Some(frame) = self.stack.last_mut() {
+                frame.described = true;
+                if frame.descriptor.is_none() {
+                    frame.descriptor = class;
                 }
             }
         }
@@ -1510,6 +1531,7 @@ impl JsonRewriter {
                 raw: raw.to_vec(),
                 number,
                 has_escape: self.str_has_escape,
+                fallback: self.pend.member.word_class,
             };
             if let Some(hold) = self.held.typed.last_mut() {
                 hold.values.push(value);

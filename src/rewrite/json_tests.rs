@@ -786,7 +786,8 @@ fn vocabulary_rules(b: &mut RulesBuilder) {
         .generic_value("number")
         .generic_value("id")
         .descriptor("type")
-        .descriptor("kind");
+        .descriptor("kind")
+        .descriptor("label");
     b.vocabulary(Arc::new(v.build().unwrap()));
     b.identifier_name("id").unwrap();
     b.record_path("/accounts/*").unwrap();
@@ -955,4 +956,14 @@ fn encoded_payloads_are_looked_into() {
         let body = format!(r#"{{"blob":"{benign}"}}"#);
         assert_eq!(s(&run(&spec, body.as_bytes()).unwrap()), body);
     }
+}
+
+#[test]
+fn a_descriptor_naming_nothing_red_flag_keeps_an_ambiguous_value() {
+    let spec = vocabulary_spec(ActionTable::uniform(Action::Last4));
+    assert_all_splits(
+        &spec,
+        r#"[{"label":"zip","number":"91288-3877"},{"number":"INV2423825","label":"meter"},{"number":"000123456789"},{"number":"000123456789","x":1}]"#,
+        r#"[{"label":"zip","number":"91288-3877"},{"number":"INV2423825","label":"meter"},{"number":"********6789"},{"number":"********6789","x":1}]"#,
+    );
 }
