@@ -46,7 +46,73 @@ pub(crate) fn may_hide_value(text: &[u8]) -> bool {
     if matches!(trimmed.first(), Some(b'{' | b'[' | b'"')) {
         return true;
     }
-    base64_runs(text).next().is_some()
+    has_base64_run(text)
+}
+
+const B64: u8 = 1;
+const MARK: u8 = 2;
+const UPPER: u8 = 4;
+const LOWER: u8 = 8;
+
+/// Per byte: base64(url) byte, a mark that words do not have (digit, `+`,
+/// `/`, `-`, `_`, `=`), upper or lower case.
+static BASE64_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_digit() || matches!(c, b'+' | b'/' | b'-' | b'_' | b'=') {
+            B64 | MARK
+        } else if c.is_ascii_uppercase() {
+            B64 | UPPER
+        } else if c.is_ascii_lowercase() {
+            B64 | LOWER
+        } else if c == b'.' {
+            B64
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// The end of the run starting at `start` and whether it looks encoded
+/// (see [`base64_runs`]).
+#[inline]
+fn scan_run(text: &[u8], start: usize) -> (usize, bool) {
+    let (mut i, mut marks, mut upper, mut lower) = (start, false, 0u32, 0u32);
+    while let Some(&b) = text.get(i) {
+        let class = BASE64_CLASS[usize::from(b)];
+        if class == 0 {
+            break;
+        }
+        marks |= class & MARK != 0;
+        upper += u32::from(class & UPPER != 0);
+        lower += u32::from(class & LOWER != 0);
+        i += 1;
+    }
+    let len = i - start;
+    let encoded = (MIN_BASE64_RUN..=MAX_DECODED_BYTES * 2).contains(&len)
+        && (marks || (upper >= 2 && lower >= 2));
+    (i, encoded)
+}
+
+/// True when `text` holds a run [`base64_runs`] would return (one pass).
+fn has_base64_run(text: &[u8]) -> bool {
+    let mut i = 0;
+    while i + MIN_BASE64_RUN <= text.len() {
+        if BASE64_CLASS[usize::from(text[i])] == 0 {
+            i += 1;
+            continue;
+        }
+        let (end, encoded) = scan_run(text, i);
+        if encoded {
+            return true;
+        }
+        i = end;
+    }
+    false
 }
 
 /// Runs the role's detectors over `text` (digits folded first) and looks
@@ -185,10 +251,6 @@ fn encoded_runs(
     changed
 }
 
-fn is_base64_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'=' | b'.')
-}
-
 /// Maximal runs of base64 / base64url bytes (dots included, for JWT-like
 /// tokens) at least [`MIN_BASE64_RUN`] long that look encoded rather than
 /// like a word: a digit, a `+`, `/`, `-`, `_` or `=`, or both cases twice.
@@ -196,24 +258,15 @@ fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < text.len() {
-            while i < text.len() && !is_base64_byte(text[i]) {
+            if BASE64_CLASS[usize::from(text[i])] == 0 {
                 i += 1;
-            }
-            let start = i;
-            while i < text.len() && is_base64_byte(text[i]) {
-                i += 1;
-            }
-            let run = &text[start..i];
-            if run.len() < MIN_BASE64_RUN || run.len() > MAX_DECODED_BYTES * 2 {
                 continue;
             }
-            let marks = run
-                .iter()
-                .any(|&b| b.is_ascii_digit() || matches!(b, b'+' | b'/' | b'-' | b'_' | b'='));
-            let upper = run.iter().filter(|b| b.is_ascii_uppercase()).count();
-            let lower = run.iter().filter(|b| b.is_ascii_lowercase()).count();
-            if marks || (upper >= 2 && lower >= 2) {
-                return Some((start, i));
+            let start = i;
+            let (end, encoded) = scan_run(text, start);
+            i = end;
+            if encoded {
+                return Some((start, end));
             }
         }
         None
