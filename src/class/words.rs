@@ -374,7 +374,7 @@ impl Vocabulary {
         let Some((pieces, _)) = best[n] else {
             return false;
         };
-        if pieces < 2 || pieces > 4 {
+        if !(2..=4).contains(&pieces) {
             return false;
         }
         let mut cuts = Vec::with_capacity(usize::from(pieces));

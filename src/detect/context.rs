@@ -567,12 +567,13 @@ fn classify(text: &[u8], ws: usize, w: Folded, labelled: bool) -> Keyword {
     } else if w.is_in(ROUTING_WORDS) {
         Keyword::Routing
     } else if w.is_in(DEPOSIT_ACCOUNT_WORDS) {
-        // `Energy savings 1200 kWh` is no account: standalone checking and
-        // savings need a label (`#`, `no.`, `number`).
+        // `Energy savings 1200 kWh` is no account: without a label (`#`,
+        // `no.`, `number`) checking and savings name only numbers long
+        // enough to be an account (`to savings 537224158`).
         if labelled {
             Keyword::BankAccount
         } else {
-            Keyword::None
+            Keyword::BankDirect
         }
     } else if w.is_in(ACCOUNT_WORDS) {
         Keyword::AccountNeedsContext(ws)
@@ -619,6 +620,24 @@ pub(super) fn glued_keyword(text: &[u8], s: usize) -> Keyword {
 /// [`CONTEXT_SPAN`] bytes before offset `s`?
 pub(super) fn tax_keyword_near(text: &[u8], s: usize) -> bool {
     word_within(text, s, TAX_ID_WORDS)
+}
+
+/// Words that make a nearby `MM/YY` a card's expiry.
+pub(super) const CARD_WORDS: &[u128] = words![
+    b"amex",
+    b"card",
+    b"cc",
+    b"credit",
+    b"debit",
+    b"discover",
+    b"mastercard",
+    b"visa",
+];
+
+/// Is there a card word (`card`, `visa`, `credit` …) in the
+/// [`CONTEXT_SPAN`] bytes before offset `s`?
+pub(super) fn card_word_near(text: &[u8], s: usize) -> bool {
+    word_within(text, s, CARD_WORDS)
 }
 
 /// Is the MICR transit symbol (U+2446) right before offset `s`? Cheques
@@ -757,6 +776,7 @@ mod tests {
             EXPIRY_WORDS,
             GLUED_TAX_WORDS,
             DIRECT_BANK_WORDS,
+            CARD_WORDS,
             VALIDITY_WORDS,
         ] {
             // Strictly increasing: sorted for binary search, no duplicate.
@@ -804,7 +824,7 @@ mod tests {
         assert_eq!(kw("contractor license # "), Keyword::None);
         assert_eq!(kw("PASSPORT NO: "), Keyword::Passport);
         assert_eq!(kw("Routing #"), Keyword::Routing);
-        assert_eq!(kw("savings "), Keyword::None);
+        assert_eq!(kw("savings "), Keyword::BankDirect);
         assert_eq!(kw("savings number "), Keyword::BankAccount);
         assert_eq!(kw("my account "), Keyword::AccountNeedsContext(3));
         assert_eq!(kw("xdl "), Keyword::None);

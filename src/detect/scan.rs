@@ -10,8 +10,8 @@
 //! nothing is allocated except by pushing to the output vector.
 
 use super::context::{
-    bank_context_before, glued_keyword, keyword_before, micr_transit_before, routing_keyword_near,
-    tax_keyword_near, unlikely_bare_ssn, Keyword,
+    bank_context_before, card_word_near, glued_keyword, keyword_before, micr_transit_before,
+    routing_keyword_near, tax_keyword_near, unlikely_bare_ssn, Keyword,
 };
 use super::validate::{aba_valid, card_valid, ein_prefix_valid, itin_valid, ssn_valid};
 use super::{DetectorKind, DetectorSet, Finding};
@@ -221,6 +221,8 @@ const RANK_ITIN: u8 = 8;
 const RANK_EIN: u8 = 6;
 const RANK_ABA_ALONE: u8 = 2;
 const RANK_EXPIRY: u8 = 4;
+/// Most bytes between a card number and the expiry that belongs to it.
+const CARD_EXPIRY_SPAN: usize = 24;
 
 impl Cand {
     fn new(start: usize, end: usize, kind: DetectorKind, rank: u8) -> Cand {
@@ -279,6 +281,27 @@ pub(super) fn scan_runs(text: &[u8], set: DetectorSet, out: &mut Vec<Finding>) {
         }
         i = e;
     }
+    // An expiry is a card's only next to one: a card number found shortly
+    // before it, or a card word (`visa exp 12/27`). Alone, `exp 12/27` is
+    // a date.
+    let mut last_card_end = None;
+    let mut w = base;
+    for r in base..out.len() {
+        let f = out[r];
+        match f.kind {
+            DetectorKind::Card => last_card_end = Some(f.end),
+            DetectorKind::CardExpiry => {
+                let after_card = last_card_end.is_some_and(|e| f.start - e <= CARD_EXPIRY_SPAN);
+                if !after_card && !card_word_near(text, f.start) {
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        out[w] = f;
+        w += 1;
+    }
+    out.truncate(w);
     if set != DetectorSet::ALL {
         let mut w = base;
         for r in base..out.len() {
@@ -537,7 +560,7 @@ fn keyworded(text: &[u8], s: usize, e: usize, chain: &Chain, best: &mut Option<C
     if run < 4 {
         // A bank account may be dashed groups of any size; others need 4+
         // digits in this run.
-        if !(chain.dashed >= 2 && !before(text, s).is_some_and(is_word)) {
+        if chain.dashed < 2 || before(text, s).is_some_and(is_word) {
             return;
         }
     }

@@ -366,7 +366,8 @@ fn bank_account() {
     none("Bank account 123");
     none("Bank account 123456789012345678");
     none("Energy savings 1200 kWh");
-    none("checking 12345678");
+    check("checking 12345678", &[(Bank, "12345678")]);
+    none("checking 1234567");
     none("bankaccount 12345678");
 }
 
@@ -402,7 +403,7 @@ fn bare_nine_digit_ids_are_not_ssns() {
 fn many_findings_sorted() {
     let text = "SSN 123-45-6789, card 4111 1111 1111 1111, EIN 12-3456789, \
                 routing 021000021, DL D1234567, passport 123456789, ITIN 912-70-1234, \
-                bank account 55512345, exp 12/27.";
+                bank account 55512345, card exp 12/27.";
     let got = found(text);
     assert_eq!(
         got,

@@ -770,9 +770,9 @@ impl JsonRewriter {
         let strong = member.class.or(parent.ctx.class);
         // What the name's words (or the object's descriptor) say, where no
         // exact name or path decided.
-        let weak = if !parent.object {
-            parent.descriptor
-        } else if member.generic_value && (parent.descriptor.is_some() || parent.described) {
+        let weak = if !parent.object
+            || (member.generic_value && (parent.descriptor.is_some() || parent.described))
+        {
             parent.descriptor
         } else if member.generic_value && parent.typed {
             // Decided when the object closes: a descriptor may follow.
@@ -1856,7 +1856,7 @@ fn integer_digits(raw: &[u8]) -> Option<String> {
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let mut digits: String = format!("{int}{frac}");
     let point = i32::try_from(int.len()).ok()?.checked_add(exponent)?;
-    if point < 0 || point > 40 {
+    if !(0..=40).contains(&point) {
         return None;
     }
     let point = point as usize;
