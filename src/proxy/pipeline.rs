@@ -197,6 +197,11 @@ async fn proxy(
         headers.insert("x-maskgate-on-behalf-of", obo);
     }
     super::headers::set_forwarded(&mut headers, conn.remote.ip(), parts.extensions.get());
+    super::headers::set_client_cert_headers(
+        &mut headers,
+        conn.cert.as_ref(),
+        &config.upstream.client_cert_headers,
+    );
     let query = match parts.uri.query() {
         Some(q) => {
             // Page sizes above the route's cap are clamped before the upstream.
