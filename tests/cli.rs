@@ -106,7 +106,9 @@ fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
         }
     });
     let mut curls = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Seeding 1,200 accounts through a debug build takes minutes on a
+    // loaded machine; the loop ends as soon as the demo says it is ready.
+    let deadline = Instant::now() + Duration::from_secs(300);
     while Instant::now() < deadline {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(line) if line.trim_start().starts_with("curl ") => {
@@ -180,5 +182,63 @@ fn demo_prints_curl_lines_that_work_and_stops_on_ctrl_c() {
     ] {
         assert!(dir.join(f).exists(), "{f}");
     }
+    assert_demo_files_are_ignored(&dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file the demo wrote into `dir` is one the repository's
+/// `.gitignore` ignores, as if `dir` were the checkout: one `git add -A`
+/// after running the demo from the repository root commits no key. The
+/// policy files are the exception: the demo writes them only where none
+/// exist, and the checkout tracks its own.
+fn assert_demo_files_are_ignored(dir: &Path) {
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    git(&["init", "--quiet"]);
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitignore"),
+        dir.join(".gitignore"),
+    )
+    .unwrap();
+    let untracked = git(&["status", "--porcelain", "--untracked-files=all"]);
+    let exposed: Vec<&str> = untracked
+        .lines()
+        .filter_map(|l| l.strip_prefix("?? "))
+        .filter(|f| *f != ".gitignore" && !f.starts_with("policies/"))
+        .collect();
+    assert!(exposed.is_empty(), "not ignored: {exposed:?}");
+    let ignored = git(&[
+        "status",
+        "--porcelain",
+        "--ignored",
+        "--untracked-files=all",
+    ]);
+    for f in [
+        "certs/ca.key",
+        "certs/server.key",
+        "keys/kek",
+        "keys/keyring.mgkr",
+        "keys/audit-signing.key",
+        "maskgate.toml",
+        "demo-data/accounts.jsonl",
+    ] {
+        assert!(
+            ignored.lines().any(|l| l == format!("!! {f}")),
+            "{f} is not ignored:\n{ignored}"
+        );
+    }
+    // certs/README.md, shipped in the checkout, is not ignored.
+    std::fs::write(dir.join("certs/README.md"), "x").unwrap();
+    let readme = git(&["status", "--porcelain", "--untracked-files=all"]);
+    assert!(
+        readme.lines().any(|l| l == "?? certs/README.md"),
+        "{readme}"
+    );
 }

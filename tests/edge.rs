@@ -1023,6 +1023,7 @@ const HEADERS: u8 = 0x1;
 const DATA: u8 = 0x0;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
@@ -1474,6 +1475,20 @@ async fn malformed_http2_requests_never_reach_the_upstream() {
             false,
             vec![frame(DATA, END_STREAM, 1, b"{}")],
             MALFORMED,
+        ),
+        (
+            "get-content-length-zero-with-data",
+            with(&[lit("content-length", b"0")]),
+            false,
+            vec![frame(DATA, END_STREAM, 1, b"{}")],
+            MALFORMED,
+        ),
+        (
+            "get-content-length-zero-with-empty-data",
+            with(&[lit("content-length", b"0")]),
+            false,
+            vec![frame(DATA, END_STREAM, 1, b"")],
+            &[H2Outcome::Status(200)],
         ),
         (
             "header-list-too-large",
@@ -2088,3 +2103,543 @@ fn which_openssl() -> Option<PathBuf> {
 /// One raw HTTP/2 case: name, header block fields, end of stream on
 /// HEADERS, DATA frames, the outcomes accepted.
 type H2Case<'a> = (&'a str, Vec<Vec<u8>>, bool, Vec<Vec<u8>>, &'a [H2Outcome]);
+
+// ------------------------------------------------------------ what common clients see
+
+/// The gateway's address and certificate directory, for curl on a
+/// blocking thread.
+#[derive(Clone)]
+struct CurlTarget {
+    certs: PathBuf,
+    port: u16,
+}
+
+impl CurlTarget {
+    fn of(env: &Env) -> CurlTarget {
+        CurlTarget {
+            certs: env.certs(),
+            port: env.addr.port(),
+        }
+    }
+
+    /// `curl --http2` as `identity`: its exit code, `<http version>
+    /// <status>` as curl saw them, and the body with curl's error text.
+    /// `extra` goes before the URL.
+    fn run(&self, identity: &str, extra: &[&str], path: &str) -> (i32, String, String) {
+        let out = std::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--http2", "--max-time", "20"])
+            .arg("--cacert")
+            .arg(self.certs.join("ca.pem"))
+            .arg("--cert")
+            .arg(self.certs.join(format!("{identity}.pem")))
+            .arg("--key")
+            .arg(self.certs.join(format!("{identity}.key")))
+            .arg("--resolve")
+            .arg(format!("localhost:{}:127.0.0.1", self.port))
+            .args(["--write-out", "\n%{http_version} %{http_code}"])
+            .args(extra)
+            .arg(format!("https://localhost:{}{path}", self.port))
+            .output()
+            .expect("curl runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+        (
+            out.status.code().unwrap_or(-1),
+            status.to_owned(),
+            format!("{body}{}", String::from_utf8_lossy(&out.stderr)),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_requests_with_bodies_reach_http2_clients() {
+    let (env, rec) = start("edge-h2-refusal", |_| {}).await;
+    // curl over HTTP/2, the issue's case: before the fix about one try in
+    // eight ended in "stream error in the HTTP/2 framing layer" (exit 92).
+    let target = CurlTarget::of(&env);
+    let failures = tokio::task::spawn_blocking(move || {
+        let body = format!("{{\"notes\":\"{}\"}}", "x".repeat(20_000));
+        let mut failures = Vec::new();
+        for i in 0..40 {
+            let (code, status, text) = target.run(
+                "non-utilities",
+                &[
+                    "-H",
+                    "content-type: application/json",
+                    "--data-binary",
+                    &body,
+                ],
+                "/accounts",
+            );
+            if code != 0 || status != "2 403" || !text.contains("\"forbidden\"") {
+                failures.push(format!("try {i}: exit {code}, {status}: {text}"));
+            }
+        }
+        failures
+    })
+    .await
+    .unwrap();
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+
+    // Frame by frame: the 403 arrives whole while the body is still being
+    // sent; the rest of the body is read, and the stream ends in order
+    // without a reset (a PING round trip shows everything sent before it).
+    let mut tls = connect(&env, "non-utilities", &[b"h2"]).await;
+    let fields = vec![
+        vec![POST],
+        vec![HTTPS],
+        path("/accounts"),
+        authority("localhost"),
+        lit("content-type", b"application/json"),
+    ];
+    let mut out = h2_preface();
+    out.extend(frame(HEADERS, END_HEADERS, 1, &block(&fields)));
+    out.extend(frame(DATA, 0, 1, b"{\"notes\":"));
+    tls.write_all(&out).await.unwrap();
+    let answer = h2_read_until(&mut tls, Duration::from_secs(10), |f| {
+        f.stream == 1 && (f.kind == RST_STREAM || f.flags & END_STREAM != 0)
+    })
+    .await;
+    let head = answer
+        .frames
+        .iter()
+        .find(|f| f.stream == 1 && f.kind == HEADERS)
+        .unwrap_or_else(|| panic!("no response head: {answer:?}"));
+    assert_eq!(status_of(&head.payload), Some(403));
+    let ended = answer.frames.last().unwrap();
+    assert!(
+        ended.kind == DATA && ended.flags & END_STREAM != 0,
+        "{answer:?}"
+    );
+    let mut rest = frame(DATA, END_STREAM, 1, b"\"done\"}");
+    rest.extend(frame(PING, 0, 0, b"20issue!"));
+    tls.write_all(&rest).await.unwrap();
+    let after = h2_read_until(&mut tls, Duration::from_secs(10), |f| {
+        f.kind == PING && f.flags & 0x1 != 0
+    })
+    .await;
+    assert!(
+        after.frames.iter().any(|f| f.kind == PING),
+        "no PING answer: {after:?}"
+    );
+    let resets: Vec<&Frame> = answer
+        .frames
+        .iter()
+        .chain(&after.frames)
+        .filter(|f| f.kind == RST_STREAM || f.kind == GOAWAY)
+        .collect();
+    assert!(resets.is_empty(), "{resets:?}");
+    assert_eq!(rec.count(), 0);
+    env.stop().await;
+}
+
+/// One request through the h2 crate: status, headers and body.
+async fn h2_exchange(client: &H2Client, req: http::Request<()>) -> (u16, http::HeaderMap, String) {
+    let mut client = client.clone().ready().await.unwrap();
+    let (resp, _) = client.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(20), resp)
+        .await
+        .expect("a response in time")
+        .unwrap();
+    let (parts, mut body) = resp.into_parts();
+    let mut out = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        out.extend_from_slice(&chunk);
+    }
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_headers_come_only_from_the_gateway() {
+    let (env, rec) = start("edge-client-cert", |c| {
+        c.upstream.client_cert_headers = maskgate::config::ClientCertHeaders {
+            verify: Some(http::HeaderName::from_static("x-client-verify")),
+            subject: Some(http::HeaderName::from_static("x-ssl-client-s-dn")),
+            serial: Some(http::HeaderName::from_static("x-peer-serial")),
+        };
+    })
+    .await;
+    let spoofed = [
+        ("x-client-cert", "MIIB...forged"),
+        ("x-ssl-client-verify", "SUCCESS"),
+        (
+            "x-forwarded-client-cert",
+            "By=spiffe://x;Subject=\"CN=it-data-management\"",
+        ),
+        ("x-ssl-client-cert", "-----BEGIN CERTIFICATE-----"),
+        ("x-ssl-client-dn", "CN=it-data-management"),
+        ("ssl-client-cert", "forged"),
+        ("x-client-verify", "SUCCESS"),
+        ("x-client-dn", "CN=it-data-management"),
+        ("x-ssl-client-s-dn", "CN=it-data-management"),
+        ("x-client-serial", "01"),
+        ("x-peer-serial", "01"),
+        ("x-arr-clientcert", "forged"),
+        ("client-cert", ":Zm9yZ2Vk:"),
+        ("x-amzn-mtls-clientcert", "forged"),
+    ];
+    // HTTP/2 with a certificate: the gateway's own values replace the client's.
+    let h2 = h2_client(&env, "billing").await;
+    let mut req = http::Request::get("https://localhost/accounts").header("x-request-id", "cc-1");
+    for (k, v) in spoofed {
+        req = req.header(k, v);
+    }
+    let (status, _, body) = h2_exchange(&h2, req.body(()).unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let got = rec.with_id("cc-1");
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert_eq!(r.header("x-client-verify"), Some("SUCCESS"));
+    assert_eq!(r.header("x-ssl-client-s-dn"), Some("billing"));
+    let serial = r.header("x-peer-serial").unwrap_or_default();
+    assert!(
+        !serial.is_empty() && serial != "01" && serial.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{serial}"
+    );
+    for (k, _) in spoofed {
+        if !["x-client-verify", "x-ssl-client-s-dn", "x-peer-serial"].contains(&k) {
+            assert!(r.header(k).is_none(), "{k} reached the upstream");
+        }
+        assert_eq!(
+            r.headers.get_all(k).iter().count(),
+            r.header(k).map_or(0, |_| 1)
+        );
+    }
+    // HTTP/1.1 with an API key and no certificate: nothing claims one.
+    let mut head = format!(
+        "GET /accounts HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: cc-2\r\nConnection: close\r\nAuthorization: Bearer {TEST_API_KEY}\r\n"
+    );
+    for (k, v) in spoofed {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let certs = env.certs();
+    let cfg = client_tls(
+        &certs.join("ca.pem"),
+        None,
+        &[b"http/1.1"],
+        &[&rustls::version::TLS13],
+    );
+    let mut tls = tls_connect(env.addr, cfg).await.unwrap();
+    // Connection: close ends the exchange as soon as the response is sent.
+    let raw = exchange(&mut tls, head.as_bytes(), Duration::from_secs(10)).await;
+    assert_eq!(raw.statuses(), [200], "{raw:?}");
+    let r = &rec.with_id("cc-2")[0];
+    assert_eq!(r.header("x-client-verify"), Some("NONE"));
+    for (k, _) in spoofed {
+        if k != "x-client-verify" {
+            assert!(r.header(k).is_none(), "{k} reached the upstream");
+        }
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_data_after_content_length_zero_resets_the_stream_before_forwarding() {
+    let (env, rec) = start("edge-h2-cl0", |_| {}).await;
+    let mut tls = connect(&env, "billing", &[b"h2"]).await;
+    let mut fields = get_fields();
+    fields.push(lit("content-length", b"0"));
+    let mut out = h2_preface();
+    out.extend(frame(HEADERS, END_HEADERS, 1, &block(&fields)));
+    tls.write_all(&out).await.unwrap();
+    // Nothing is answered (or forwarded) while the stream may still carry DATA.
+    let early = h2_read_until(&mut tls, Duration::from_millis(800), |f| {
+        f.stream == 1 && matches!(f.kind, HEADERS | RST_STREAM)
+    })
+    .await;
+    assert!(
+        !early.frames.iter().any(|f| f.stream == 1),
+        "answered before the stream ended: {early:?}"
+    );
+    assert_eq!(rec.count(), 0);
+    tls.write_all(&frame(DATA, END_STREAM, 1, b"{\"smuggled\":1}"))
+        .await
+        .unwrap();
+    let answer = h2_read_until(&mut tls, Duration::from_secs(5), |f| {
+        (f.stream == 1 && matches!(f.kind, HEADERS | RST_STREAM)) || f.kind == GOAWAY
+    })
+    .await;
+    let last = answer.frames.last().unwrap_or_else(|| panic!("{answer:?}"));
+    assert!(
+        matches!(last.kind, RST_STREAM | GOAWAY) && last.error_code() == Some(PROTOCOL_ERROR),
+        "{answer:?}"
+    );
+    // The same request whose stream ends without DATA is served.
+    let h2 = h2_client(&env, "billing").await;
+    let req = http::Request::get("https://localhost/accounts")
+        .header("content-length", "0")
+        .body(())
+        .unwrap();
+    let (status, _, body) = h2_exchange(&h2, req).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rec.count(), 1);
+    env.stop().await;
+}
+
+/// Every log line written in this test binary (the access log goes through
+/// `tracing` when no line sink is installed).
+fn captured_log() -> &'static Mutex<Vec<u8>> {
+    static LOG: std::sync::OnceLock<Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    let log = LOG.get_or_init(|| Mutex::new(Vec::new()));
+    struct Capture;
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            captured_log()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+    log
+}
+
+/// The captured log lines that carry `request_id=<id>` (quoted or not).
+fn log_lines_of(id: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(&captured_log().lock().unwrap_or_else(|p| p.into_inner()))
+        .into_owned();
+    let plain = format!("request_id={id} ");
+    let quoted = format!("request_id=\"{id}\" ");
+    text.lines()
+        .filter(|l| l.contains(&plain) || l.contains(&quoted))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upstream_gets_the_client_a_timeout_status_over_http2() {
+    captured_log();
+    // The upstream sends its head and a first chunk, then nothing.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+                _ = &mut rx => break,
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: http::Request<Incoming>| async {
+                    use futures_util::StreamExt;
+                    let first = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+                        hyper::body::Frame::data(Bytes::from_static(b"{\"accounts\":[")),
+                    )]);
+                    let stalled = first.chain(futures_util::stream::pending());
+                    let resp = http::Response::builder()
+                        .header("content-type", "application/json")
+                        .body(http_body_util::StreamBody::new(stalled))
+                        .unwrap();
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    // Idle and request timeouts equal: the race of the issue.
+    let env = Env::start(
+        temp_dir("edge-h2-stall"),
+        Upstream::with_stop(addr, tx),
+        |c| {
+            c.limits.request_timeout = Duration::from_secs(1);
+            c.limits.idle_timeout = Duration::from_secs(1);
+        },
+    )
+    .await;
+    // One request per connection: nothing else is sent on it, so without
+    // the stream count the idle timer (started by the request's own bytes)
+    // wins the race against the request timeout.
+    for i in 0..3 {
+        let h2 = h2_client(&env, "billing").await;
+        let id = format!("stall-h2-{i}");
+        let req = http::Request::get("https://localhost/accounts")
+            .header("x-request-id", id.as_str())
+            .body(())
+            .unwrap();
+        let (status, headers, body) = h2_exchange(&h2, req).await;
+        assert_eq!(status, 408, "{id}: {body}");
+        assert!(body.contains("\"request_timeout\""), "{body}");
+        assert_eq!(headers.get("x-request-id").unwrap(), id.as_str());
+    }
+    // HTTP/1.1 answers the same.
+    let mut tls = connect(&env, "billing", &[b"http/1.1"]).await;
+    let raw = exchange(
+        &mut tls,
+        b"GET /accounts HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: stall-h1\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(raw.statuses(), [408], "{raw:?}");
+    // The access log says what happened, under the request's own id.
+    for id in ["stall-h2-0", "stall-h2-1", "stall-h2-2", "stall-h1"] {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let lines = loop {
+            let lines = log_lines_of(id);
+            if lines.iter().any(|l| l.contains("maskgate::access")) || Instant::now() > deadline {
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let access: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("maskgate::access"))
+            .collect();
+        assert_eq!(access.len(), 1, "{lines:#?}");
+        assert!(
+            access[0].contains("status=408")
+                && (access[0].contains("body=request_timeout")
+                    || access[0].contains("body=\"request_timeout\"")),
+            "{}",
+            access[0]
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("maskgate::edge") && l.contains("request_timeout")),
+            "{lines:#?}"
+        );
+    }
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_responses_carry_no_last_modified() {
+    let (upstream, _seen) = scripted_upstream(|_req| async {
+        let mut r = json_response(200, r#"{"accounts":[{"id":"ACC-1","ssn":"123-45-6789"}]}"#);
+        r.headers_mut().insert(
+            "last-modified",
+            http::HeaderValue::from_static("Tue, 01 Dec 2026 10:00:00 GMT"),
+        );
+        r.headers_mut()
+            .insert("etag", http::HeaderValue::from_static("\"v1\""));
+        r
+    })
+    .await;
+    let env = Env::start(temp_dir("edge-last-modified"), upstream, |_| {}).await;
+    let h2 = h2_client(&env, "customer-service").await;
+    let req = http::Request::get("https://localhost/accounts")
+        .body(())
+        .unwrap();
+    let (status, headers, body) = h2_exchange(&h2, req).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("***-**-6789"), "{body}");
+    assert!(headers.get("last-modified").is_none(), "{headers:?}");
+    assert!(headers.get("etag").is_none(), "{headers:?}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_never_hold_a_run_of_eight_digits() {
+    let (env, rec) = start("edge-request-ids", |_| {}).await;
+    let h2 = h2_client(&env, "billing").await;
+    let longest_run = |s: &str| {
+        s.split(|c: char| !c.is_ascii_digit())
+            .map(str::len)
+            .max()
+            .unwrap_or(0)
+    };
+    let mut ids = Vec::new();
+    for sent in [None, Some("4111111111111111"), Some("ticket-12345678")] {
+        // 75 requests in all: the test clock stands still, so billing's
+        // burst of 100 is all there is.
+        for _ in 0..25 {
+            let mut req = http::Request::get("https://localhost/accounts");
+            if let Some(id) = sent {
+                req = req.header("x-request-id", id);
+            }
+            let (status, headers, _) = h2_exchange(&h2, req.body(()).unwrap()).await;
+            assert_eq!(status, 200);
+            let id = headers["x-request-id"].to_str().unwrap().to_owned();
+            assert!(longest_run(&id) < 8, "{id}");
+            ids.push(id);
+        }
+    }
+    // Refusals (a route billing may not use) too.
+    let (status, headers, body) = h2_exchange(
+        &h2,
+        http::Request::delete("https://localhost/accounts/ACC-100006")
+            .header("x-request-id", "5555555555554444")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert!(
+        longest_run(id) < 8 && !body.contains("5555555555554444"),
+        "{body}"
+    );
+    // Sane client ids are kept; every id the upstream saw is short of digits.
+    let (_, headers, _) = h2_exchange(
+        &h2,
+        http::Request::get("https://localhost/accounts")
+            .header("x-request-id", "order-1234567")
+            .body(())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(headers["x-request-id"], "order-1234567");
+    for r in rec.all() {
+        let id = r.header("x-request-id").unwrap_or_default();
+        assert!(!id.is_empty() && longest_run(id) < 8, "{id}");
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 75, "fresh ids are unique");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_server_certificate_passes_scanner_limits() {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    let (env, _rec) = start("edge-demo-cert", |_| {}).await;
+    let tls = connect(&env, "billing", &[b"http/1.1"]).await;
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let validity = cert.validity();
+    let days = (validity.not_after.timestamp() - validity.not_before.timestamp()) / 86_400;
+    assert!(days <= 90, "valid for {days} days");
+    let crl_urls: Vec<String> = cert
+        .extensions()
+        .iter()
+        .filter_map(|e| match e.parsed_extension() {
+            ParsedExtension::CRLDistributionPoints(points) => Some(points),
+            _ => None,
+        })
+        .flat_map(|points| points.points.iter())
+        .filter_map(|p| match &p.distribution_point {
+            Some(DistributionPointName::FullName(names)) => Some(names),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some((*u).to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        crl_urls.iter().any(|u| u.starts_with("http://")),
+        "{crl_urls:?}"
+    );
+    env.stop().await;
+}

@@ -13,12 +13,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 
 use crate::audit::{Kind, Outcome, RecordDraft};
 use crate::identity::Caller;
 use crate::proxy::pipeline::refuse_error;
-use crate::proxy::{ConnInfo, GatewayBody, GatewayError, Shared};
+use crate::proxy::{ConnInfo, GatewayBody, GatewayError, RequestBody, Shared};
 
 fn text(
     status: StatusCode,
@@ -43,7 +42,7 @@ fn text(
 
 /// Reads a small JSON body (admin requests).
 async fn json_body<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<T, GatewayError> {
     let bytes = http_body_util::Limited::new(req.into_body(), 64 * 1024)
         .collect()
@@ -66,7 +65,7 @@ fn holds(caller: &Caller, role: &str) -> bool {
 pub async fn handle(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     id: &str,
 ) -> Response<GatewayBody> {
     match route(shared, conn, req, id).await {
@@ -81,7 +80,7 @@ pub async fn handle(
 async fn route(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     id: &str,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let path = req.uri().path().to_owned();

@@ -10,8 +10,8 @@ use toml::Spanned;
 
 use super::error::{Diag, Source};
 use super::raw::{
-    Lenient, RawAudit, RawCrypto, RawData, RawGateway, RawLimits, RawLockout, RawLog, RawServer,
-    RawState, RawUpstream,
+    Lenient, RawAudit, RawClientCertHeaders, RawCrypto, RawData, RawGateway, RawLimits, RawLockout,
+    RawLog, RawServer, RawState, RawUpstream,
 };
 
 /// `[server]`: where and how the gateway listens.
@@ -132,6 +132,22 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     /// Idle pooled connections kept per host.
     pub pool_max_idle_per_host: usize,
+    /// The client-certificate headers the gateway sets for the upstream.
+    pub client_cert_headers: ClientCertHeaders,
+}
+
+/// `[upstream.client_cert_headers]`: under which names (if any) the gateway
+/// tells the upstream about the client certificate it verified. Clients'
+/// own client-certificate headers are always removed; these are set after.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientCertHeaders {
+    /// `SUCCESS` when the caller presented a certificate that verified,
+    /// `NONE` otherwise.
+    pub verify: Option<http::HeaderName>,
+    /// The certificate's subject common name.
+    pub subject: Option<http::HeaderName>,
+    /// The certificate's serial number, lower-case hex.
+    pub serial: Option<http::HeaderName>,
 }
 
 /// `[limits]`: bounds on what one request may cost.
@@ -1019,6 +1035,7 @@ impl Checker<'_> {
                 }
             },
         };
+        let client_cert_headers = self.client_cert_headers(u.client_cert_headers.as_ref());
         let (url, base_path) = url?;
         Some(UpstreamConfig {
             url,
@@ -1027,6 +1044,61 @@ impl Checker<'_> {
             connect_timeout: Duration::from_millis(connect?),
             response_timeout: Duration::from_millis(response?),
             pool_max_idle_per_host: pool?,
+            client_cert_headers: client_cert_headers?,
+        })
+    }
+
+    fn client_cert_headers(
+        &mut self,
+        raw: Option<&RawClientCertHeaders>,
+    ) -> Option<ClientCertHeaders> {
+        let Some(raw) = raw else {
+            return Some(ClientCertHeaders::default());
+        };
+        let mut taken: Vec<http::HeaderName> = Vec::new();
+        let mut one = |this: &mut Self, value: &Option<Spanned<String>>, key: &str| {
+            let Some(v) = value else {
+                return Some(None);
+            };
+            let name = match http::HeaderName::from_bytes(v.get_ref().trim().as_bytes()) {
+                Ok(n) => n,
+                Err(_) => {
+                    this.diag.at(
+                        this.src,
+                        &v.span(),
+                        format!("upstream.client_cert_headers.{key} is not a valid header name"),
+                    );
+                    return None;
+                }
+            };
+            if reserved_upstream_header(name.as_str()) {
+                this.diag.at(
+                    this.src,
+                    &v.span(),
+                    format!(
+                        "upstream.client_cert_headers.{key}: `{name}` is a header the gateway already sets or removes; choose another name"
+                    ),
+                );
+                return None;
+            }
+            if taken.contains(&name) {
+                this.diag.at(
+                    this.src,
+                    &v.span(),
+                    format!("upstream.client_cert_headers.{key}: `{name}` is used twice"),
+                );
+                return None;
+            }
+            taken.push(name.clone());
+            Some(Some(name))
+        };
+        let verify = one(self, &raw.verify, "verify");
+        let subject = one(self, &raw.subject, "subject");
+        let serial = one(self, &raw.serial, "serial");
+        Some(ClientCertHeaders {
+            verify: verify?,
+            subject: subject?,
+            serial: serial?,
         })
     }
 
@@ -1309,4 +1381,40 @@ fn valid_level(s: &str) -> bool {
                 .trim();
             directive.contains('[') || LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level))
         })
+}
+
+/// Header names the gateway sets or removes on every upstream request, so
+/// none can also carry client-certificate information: hop-by-hop and
+/// framing fields, the gateway's own `X-Maskgate-*`, the request id, the
+/// forwarding headers, and names with `_` (dropped as CGI look-alikes).
+fn reserved_upstream_header(name: &str) -> bool {
+    const RESERVED: [&str; 26] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "authorization",
+        "cookie",
+        "expect",
+        "x-request-id",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "x-on-behalf-of",
+        "x-unmask",
+        "x-unmask-reason",
+        "x-unmask-grant",
+    ];
+    RESERVED.contains(&name) || name.starts_with("x-maskgate-") || name.contains('_')
 }

@@ -29,8 +29,8 @@ pub use access::{
 pub use error::{ConfigError, ConfigErrors};
 pub use gateway::{redact_url, PostgresConfig};
 pub use gateway::{
-    AuditConfig, CryptoConfig, IpNet, IpNetError, Limits, LockoutConfig, LogConfig, LogFormat,
-    ServerConfig, StateBackend, StateConfig, UpstreamConfig,
+    AuditConfig, ClientCertHeaders, CryptoConfig, IpNet, IpNetError, Limits, LockoutConfig,
+    LogConfig, LogFormat, ServerConfig, StateBackend, StateConfig, UpstreamConfig,
 };
 pub use policy::{is_encrypted_class, GrantPolicy, Policy, Principal, Role, UnmaskRule};
 pub use route::Route;

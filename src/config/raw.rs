@@ -150,6 +150,16 @@ pub(crate) struct RawUpstream {
     pub connect_timeout_ms: Option<Spanned<u64>>,
     pub response_timeout_ms: Option<Spanned<u64>>,
     pub pool_max_idle_per_host: Option<Spanned<u64>>,
+    pub client_cert_headers: Option<RawClientCertHeaders>,
+}
+
+/// `[upstream.client_cert_headers]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientCertHeaders {
+    pub verify: Option<Spanned<String>>,
+    pub subject: Option<Spanned<String>>,
+    pub serial: Option<Spanned<String>>,
 }
 
 /// `[limits]`.

@@ -1342,3 +1342,37 @@ names = ["SSN"]
     assert!(errors.contains("p.toml:10:"), "{errors}");
     assert!(errors.contains("p.toml:13:"), "{errors}");
 }
+
+#[test]
+fn client_cert_headers_are_checked_names() {
+    let dir = TempDir::new();
+    dir.write("policy/p.toml", "");
+    let with = |section: &str| {
+        let text = MINIMAL_GATEWAY.replace(
+            "url = \"https://db.internal\"\n",
+            &format!(
+                "url = \"https://db.internal\"\n\n[upstream.client_cert_headers]\n{section}\n"
+            ),
+        );
+        load(&dir.write("maskgate.toml", &text))
+    };
+    let config = with("verify = \"X-Client-Verify\"\nserial = \"X-Client-Serial\"").unwrap();
+    let names = &config.upstream.client_cert_headers;
+    assert_eq!(names.verify.as_ref().unwrap(), "x-client-verify");
+    assert_eq!(names.serial.as_ref().unwrap(), "x-client-serial");
+    assert!(names.subject.is_none());
+    for (section, says) in [
+        ("verify = \"bad name\"", "not a valid header name"),
+        ("subject = \"X-Maskgate-Role\"", "already sets or removes"),
+        ("subject = \"X-Forwarded-For\"", "already sets or removes"),
+        ("serial = \"X_Client_Serial\"", "already sets or removes"),
+        ("verify = \"X-A\"\nserial = \"x-a\"", "used twice"),
+        ("fingerprint = \"X-Fp\"", "fingerprint"),
+    ] {
+        let errors = with(section).unwrap_err();
+        assert!(
+            errors.0.iter().any(|e| e.message.contains(says)),
+            "{section}: {errors}"
+        );
+    }
+}

@@ -9,6 +9,13 @@
 //! | `server.pem`, `server.key` | SAN DNS `localhost`, IP `127.0.0.1` and `::1`; EKU serverAuth |
 //! | `<name>.pem`, `<name>.key` | per client: CN and DNS SAN = name; EKU clientAuth |
 //!
+//! Leaf certificates are made the way a city's own would be, so a TLS
+//! scanner pointed at the demo finds nothing a production gateway would not
+//! show: valid for [`LEAF_VALIDITY_DAYS`] days (scanners flag more than 825,
+//! and public CAs issue 90) with a CRL distribution point
+//! ([`CRL_URL`], like `scripts/testssl`'s certificate; the demo serves no
+//! list there). Stored leaves without either are reissued.
+//!
 //! Keys are PKCS#8 PEM with mode 0600. [`generate`] is idempotent: files that
 //! exist, parse, match their key, chain to the CA and are not about to expire
 //! are kept; only missing or unusable ones are regenerated (a new CA means
@@ -20,8 +27,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, Certificate, CertificateParams, CrlDistributionPoint, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 use x509_parser::certificate::X509Certificate;
@@ -34,7 +41,10 @@ pub const CA_COMMON_NAME: &str = "maskgate demo CA";
 pub const ORGANIZATION: &str = "maskgate demo";
 
 const CA_VALIDITY_DAYS: i64 = 3650;
-const LEAF_VALIDITY_DAYS: i64 = 825;
+/// Validity of every leaf certificate, `notBefore` to `notAfter`.
+pub const LEAF_VALIDITY_DAYS: i64 = 90;
+/// The CRL distribution point written into every leaf certificate.
+pub const CRL_URL: &str = "http://localhost/maskgate-demo-ca.crl";
 /// Certificates expiring sooner than this are reissued.
 const RENEW_BEFORE_DAYS: i64 = 7;
 
@@ -319,8 +329,11 @@ fn leaf_params(spec: &LeafSpec, now: OffsetDateTime) -> Result<CertificateParams
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![spec.eku.clone()];
     params.use_authority_key_identifier_extension = true;
+    params.crl_distribution_points = vec![CrlDistributionPoint {
+        uris: vec![CRL_URL.to_owned()],
+    }];
     params.not_before = now - Duration::days(1);
-    params.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
+    params.not_after = params.not_before + Duration::days(LEAF_VALIDITY_DAYS);
     Ok(params)
 }
 
@@ -403,6 +416,20 @@ fn subject_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
         })
 }
 
+/// A leaf made under the current rules: no longer valid than
+/// [`LEAF_VALIDITY_DAYS`] and with a CRL distribution point.
+fn meets_leaf_rules(cert: &X509Certificate<'_>) -> bool {
+    let validity = cert.validity();
+    let span = validity.not_after.timestamp() - validity.not_before.timestamp();
+    let has_crl_point = cert.extensions().iter().any(|e| {
+        matches!(
+            e.parsed_extension(),
+            ParsedExtension::CRLDistributionPoints(points) if !points.points.is_empty()
+        )
+    });
+    span <= LEAF_VALIDITY_DAYS * 86_400 && has_crl_point
+}
+
 fn authority_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
     cert.extensions()
         .iter()
@@ -451,6 +478,7 @@ fn leaf_usable(
         && cert.issuer().as_raw() == issuer.subject_der.as_slice()
         && authority_key_id(&cert).as_deref() == Some(issuer.cert.key_identifier().as_slice())
         && valid_long_enough(&cert, now)
+        && meets_leaf_rules(&cert)
 }
 
 fn ensure_leaf(
@@ -661,6 +689,42 @@ mod tests {
             .to_lowercase()
             .contains("certificate"));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn leaves_are_short_lived_with_a_crl_point_and_old_ones_are_reissued() {
+        use x509_parser::prelude::FromDer;
+        let dir = temp_dir("certs-rules").join("certs");
+        let certs = generate(&dir, &["billing"]).unwrap();
+        let parsed = |path: &Path| {
+            let der = cert_der_from_pem(&fs::read(path).unwrap()).unwrap();
+            let (_, cert) = X509Certificate::from_der(&der).unwrap();
+            meets_leaf_rules(&cert)
+        };
+        assert!(parsed(&certs.server_cert));
+        assert!(parsed(&certs.clients[0].cert));
+        // A leaf made by the old rules (826 days, no CRL point) is replaced.
+        let now = OffsetDateTime::now_utc();
+        let (ca, ca_key) = load_ca(&certs.ca_cert, &certs.ca_key, now)
+            .unwrap()
+            .unwrap();
+        let spec = LeafSpec {
+            common_name: "localhost".to_owned(),
+            sans: vec![SanType::DnsName("localhost".try_into().unwrap())],
+            eku: ExtendedKeyUsagePurpose::ServerAuth,
+        };
+        let mut old = leaf_params(&spec, now).unwrap();
+        old.crl_distribution_points.clear();
+        old.not_after = now + Duration::days(825);
+        let key = KeyPair::generate().unwrap();
+        let cert = old.signed_by(&key, &ca, &ca_key).unwrap();
+        write_file(&certs.server_key, key.serialize_pem().as_bytes(), 0o600).unwrap();
+        write_file(&certs.server_cert, cert.pem().as_bytes(), 0o644).unwrap();
+        assert!(!parsed(&certs.server_cert));
+        generate(&dir, &["billing"]).unwrap();
+        assert!(parsed(&certs.server_cert));
+        assert_issued_by_ca(&certs.server_cert, &certs.ca_cert);
+        fs::remove_dir_all(dir.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub async fn admit_caller(
     shared: &Shared,
     live: &Live,
     conn: &ConnInfo,
-    req: &http::Request<hyper::body::Incoming>,
+    req: &http::Request<super::edge_body::RequestBody>,
     request_id: &str,
     masked_read: bool,
 ) -> Result<Caller, GatewayError> {
@@ -178,7 +178,10 @@ async fn count_failure(
 /// peer is a trusted proxy (`[server] trusted_proxies`) — the client address
 /// it appended last to `X-Forwarded-For`. Behind a trusted load balancer,
 /// one guesser then locks only itself, not every caller behind it.
-pub fn source_address(conn: &ConnInfo, req: &http::Request<hyper::body::Incoming>) -> IpAddr {
+pub fn source_address(
+    conn: &ConnInfo,
+    req: &http::Request<super::edge_body::RequestBody>,
+) -> IpAddr {
     req.extensions()
         .get::<super::headers::ForwardedChain>()
         .and_then(|chain| chain.x_forwarded_for.as_ref())

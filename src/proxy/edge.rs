@@ -17,7 +17,20 @@
 //! then records what a trusted proxy said about the original client (only
 //! when the peer is in `server.trusted_proxies`) and runs the request path
 //! under `limits.request_timeout` (408 when no response head is ready in
-//! time).
+//! time; the access log line then says `request_timeout`, see
+//! [`TimedOut`]).
+//!
+//! On HTTP/2 it also waits for the end of a stream that declared
+//! `content-length: 0` before the request path sees it: RFC 9113 §8.1.1
+//! makes DATA on such a stream malformed, and h2 resets the stream when
+//! that DATA arrives, which must be before anything is forwarded. A body
+//! left unread is discarded within bounds ([`super::edge_body`]), and an
+//! open stream holds off the connection's idle timer
+//! ([`super::edge_io::H2Streams`]).
+//!
+//! Every request gets its id here (the client's `X-Request-Id` when it is
+//! sane, [`super::headers::request_id`]), so the edge's log lines and
+//! refusals and the request path's all carry the same one.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +39,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::edge_body::{Linger, RequestBody, TimedOut, LINGER_TIME};
+use super::edge_io::{H2Streams, OpenStream};
 use super::error::GatewayError;
 use super::framing::{H1Guard, Violation};
 use super::headers::{new_request_id, request_id, ForwardedChain};
@@ -38,6 +53,8 @@ use crate::config::Config;
 pub struct ConnEdge {
     /// The HTTP/1.x framing queue (None on HTTP/2).
     pub h1: Option<Arc<H1Guard>>,
+    /// The streams open on an HTTP/2 connection (None on HTTP/1.x).
+    pub h2: Option<Arc<H2Streams>>,
     /// The peer is one of `server.trusted_proxies`.
     pub trusted_peer: bool,
 }
@@ -47,38 +64,70 @@ pub async fn serve(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     edge: Arc<ConnEdge>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let config = shared.config();
     let h1 = req.version() < Version::HTTP_2;
+    let open_stream = edge.h2.as_ref().map(H2Streams::open);
+    let linger = (!h1).then_some(Linger {
+        max_bytes: config.limits.max_request_body_bytes,
+        max_time: LINGER_TIME,
+    });
+    let mut req = req.map(|body| RequestBody::new(body, linger));
+    let id = request_id(req.headers());
     let resp = match check(&config, &edge, &mut req) {
-        Err(e) => {
-            let id = request_id(req.headers());
-            refusal(&shared, &conn, &e, &id, h1)
-        }
+        Err(e) => refusal(&shared, &conn, &e, &id, h1),
         Ok(()) => {
-            let handled = tokio::time::timeout(
-                config.limits.request_timeout,
-                super::pipeline::handle(Arc::clone(&shared), Arc::clone(&conn), req),
-            )
-            .await;
-            match handled {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(never)) => match never {},
-                Err(_) => refusal(
-                    &shared,
-                    &conn,
-                    &GatewayError::RequestTimeout,
-                    &new_request_id(),
-                    h1,
-                ),
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                req.headers_mut().insert("x-request-id", v);
+            }
+            let timed_out = TimedOut::default();
+            req.extensions_mut().insert(timed_out.clone());
+            let mut handled = Box::pin(async {
+                declared_empty_body_ends(&mut req).await?;
+                match super::pipeline::handle(Arc::clone(&shared), Arc::clone(&conn), req).await {
+                    Ok(resp) => Ok(resp),
+                    Err(never) => match never {},
+                }
+            });
+            let deadline = tokio::time::sleep(config.limits.request_timeout);
+            let outcome = tokio::select! {
+                outcome = &mut handled => Some(outcome),
+                () = deadline => None,
+            };
+            match outcome {
+                Some(Ok(resp)) => resp,
+                Some(Err(e)) => refusal(&shared, &conn, &e, &id, h1),
+                None => {
+                    timed_out.set();
+                    drop(handled);
+                    refusal(&shared, &conn, &GatewayError::RequestTimeout, &id, h1)
+                }
             }
         }
     };
-    Ok(match &edge.h1 {
-        Some(guard) => track_end(resp, Arc::clone(guard)),
-        None => resp,
-    })
+    Ok(track_end(resp, edge.h1.clone(), open_stream))
+}
+
+/// Waits, on HTTP/2, for the end of a stream whose `content-length` is 0
+/// (see the module docs). DATA on it is a 400 that the client never sees:
+/// h2 has already reset the stream with `PROTOCOL_ERROR`.
+async fn declared_empty_body_ends(req: &mut Request<RequestBody>) -> Result<(), GatewayError> {
+    let declared_empty = req.version() >= Version::HTTP_2
+        && req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+    if !declared_empty {
+        return Ok(());
+    }
+    while let Some(frame) = req.body_mut().frame().await {
+        match frame {
+            Ok(f) if f.data_ref().is_none_or(bytes::Bytes::is_empty) => {}
+            _ => return Err(GatewayError::BadRequest("content_length_mismatch")),
+        }
+    }
+    Ok(())
 }
 
 /// The refusal for `e`, counted and logged; on HTTP/1.x a framing or time
@@ -142,7 +191,7 @@ fn violation_error(v: Violation) -> GatewayError {
 pub fn check(
     config: &Config,
     edge: &ConnEdge,
-    req: &mut Request<Incoming>,
+    req: &mut Request<RequestBody>,
 ) -> Result<(), GatewayError> {
     if let Some(guard) = &edge.h1 {
         guard
@@ -242,13 +291,23 @@ fn unbracket(host: &str) -> &str {
         .unwrap_or(host)
 }
 
-/// Tells the connection's guard when the response body is gone (sent or
-/// abandoned), so that the header timer knows no response is in progress.
-fn track_end(resp: Response<GatewayBody>, guard: Arc<H1Guard>) -> Response<GatewayBody> {
+/// Tells the connection when the response body is gone (sent or
+/// abandoned): on HTTP/1.x the guard, so that the header timer knows no
+/// response is in progress; on HTTP/2 the stream count, so that the idle
+/// timer runs again once no stream is open.
+fn track_end(
+    resp: Response<GatewayBody>,
+    guard: Option<Arc<H1Guard>>,
+    stream: Option<OpenStream>,
+) -> Response<GatewayBody> {
+    if guard.is_none() && stream.is_none() {
+        return resp;
+    }
     resp.map(|body| {
         EndSignal {
             inner: body,
-            guard: Some(guard),
+            guard,
+            _stream: stream,
         }
         .boxed_unsync()
     })
@@ -257,6 +316,7 @@ fn track_end(resp: Response<GatewayBody>, guard: Arc<H1Guard>) -> Response<Gatew
 struct EndSignal {
     inner: GatewayBody,
     guard: Option<Arc<H1Guard>>,
+    _stream: Option<OpenStream>,
 }
 
 impl Drop for EndSignal {

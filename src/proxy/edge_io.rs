@@ -4,7 +4,12 @@
 //!
 //! - **idle**: no byte read or written for `limits.idle_timeout` closes the
 //!   connection (a kept-alive HTTP/1.1 connection between requests, an
-//!   HTTP/2 connection without traffic, a client that stopped reading);
+//!   HTTP/2 connection without traffic, a client that stopped reading).
+//!   While a request is being served, reading counts as idle on neither
+//!   protocol: the request is bounded by `limits.request_timeout`, whose
+//!   408 (or the upstream's 504) must reach the client rather than lose a
+//!   race with this timer. On HTTP/2 the edge counts the open streams
+//!   ([`H2Streams`]) and the timer restarts when the last one ends;
 //! - **header** (HTTP/1.x): a request head that is not complete within
 //!   `limits.header_timeout` of its first byte (or of the previous
 //!   response's end, for a head sent early) is answered `408` and the
@@ -15,8 +20,9 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -45,10 +51,68 @@ enum Phase {
     Closed,
 }
 
+/// The requests an HTTP/2 connection is serving: while any is open, the
+/// connection is not idle however long its request path takes.
+#[derive(Debug, Default)]
+pub struct H2Streams {
+    open: AtomicUsize,
+    /// When the last open stream ended.
+    quiet_since: Mutex<Option<Instant>>,
+    /// The connection's reader, woken when the last stream ends so that it
+    /// arms the idle timer again.
+    reader: Mutex<Option<Waker>>,
+}
+
+impl H2Streams {
+    /// Counts one stream open until the returned guard is dropped.
+    pub fn open(streams: &Arc<H2Streams>) -> OpenStream {
+        streams.open.fetch_add(1, Ordering::AcqRel);
+        OpenStream(Arc::clone(streams))
+    }
+
+    fn any_open(&self) -> bool {
+        self.open.load(Ordering::Acquire) > 0
+    }
+
+    fn quiet_since(&self) -> Option<Instant> {
+        *self.quiet_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_reader_on_quiet(&self, cx: &Context<'_>) {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *reader = Some(cx.waker().clone());
+        }
+    }
+}
+
+/// One open HTTP/2 stream (see [`H2Streams::open`]).
+#[derive(Debug)]
+pub struct OpenStream(Arc<H2Streams>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        *self.0.quiet_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let reader = self
+            .0
+            .reader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(w) = reader {
+            w.wake();
+        }
+    }
+}
+
 /// A client connection's I/O with the edge checks; see the module docs.
 pub struct EdgeIo<T> {
     inner: T,
     h1: Option<H1Watch>,
+    h2: Option<Arc<H2Streams>>,
     idle: Duration,
     header: Duration,
     last_activity: Instant,
@@ -68,9 +132,17 @@ enum Fired {
 }
 
 impl<T> EdgeIo<T> {
-    /// Wraps an HTTP/2 connection (idle timer only).
-    pub fn h2(inner: T, idle: Duration, metrics: Arc<Metrics>) -> EdgeIo<T> {
-        EdgeIo::new(inner, None, idle, idle, metrics)
+    /// Wraps an HTTP/2 connection (idle timer only, held off while
+    /// `streams` has any open).
+    pub fn h2(
+        inner: T,
+        streams: Arc<H2Streams>,
+        idle: Duration,
+        metrics: Arc<Metrics>,
+    ) -> EdgeIo<T> {
+        let mut io = EdgeIo::new(inner, None, idle, idle, metrics);
+        io.h2 = Some(streams);
+        io
     }
 
     /// Wraps an HTTP/1.x connection: scanner, idle and header timers.
@@ -104,6 +176,7 @@ impl<T> EdgeIo<T> {
         EdgeIo {
             inner,
             h1,
+            h2: None,
             idle,
             header,
             last_activity: now,
@@ -143,7 +216,15 @@ impl<T> EdgeIo<T> {
     /// a read only counts idleness between messages; a write that cannot
     /// proceed (the client stopped reading) always does.
     fn poll_timers(&mut self, cx: &mut Context<'_>, reading: bool) -> Option<Fired> {
-        let idle = (!reading || self.between_messages()).then(|| self.last_activity + self.idle);
+        if let Some(streams) = &self.h2 {
+            streams.wake_reader_on_quiet(cx);
+        }
+        let quiet_since = self.h2.as_ref().and_then(|s| s.quiet_since());
+        let last_activity = match quiet_since {
+            Some(q) if q > self.last_activity => q,
+            _ => self.last_activity,
+        };
+        let idle = (!reading || self.between_messages()).then(|| last_activity + self.idle);
         let header = self.header_deadline();
         let deadline = [idle, header].into_iter().flatten().min()?;
         if self.armed_for != Some(deadline) {
@@ -164,11 +245,13 @@ impl<T> EdgeIo<T> {
     }
 
     /// True when the connection sits between HTTP/1.x messages with every
-    /// response sent (or is HTTP/2, where EOF is how an idle close looks).
+    /// response sent, or is HTTP/2 with no stream open (EOF is then how an
+    /// idle close looks).
     fn between_messages(&self) -> bool {
-        match &self.h1 {
-            None => true,
-            Some(h1) => h1.scanner.head_started().is_none() && h1.guard.quiet().0,
+        match (&self.h1, &self.h2) {
+            (Some(h1), _) => h1.scanner.head_started().is_none() && h1.guard.quiet().0,
+            (None, Some(streams)) => !streams.any_open(),
+            (None, None) => true,
         }
     }
 }

@@ -40,6 +40,96 @@ const GATEWAY_SET: [&str; 9] = [
     "x-on-behalf-of",
 ];
 
+/// Client-certificate headers that TLS-terminating proxies (nginx, HAProxy,
+/// Envoy, Apache, IIS ARR, cloud load balancers) set for their upstream. A
+/// client could send any of them to pass for a certificate it does not
+/// hold, so every one is removed; the gateway sets its own from the verified
+/// certificate only under the names `[upstream.client_cert_headers]` chooses
+/// ([`set_client_cert_headers`]). [`is_client_cert_header`] also catches
+/// spellings not listed here.
+const CLIENT_CERT: [&str; 18] = [
+    "x-client-cert",
+    "x-client-certificate",
+    "x-client-verify",
+    "x-client-dn",
+    "x-ssl-client-cert",
+    "x-ssl-client-verify",
+    "x-ssl-client-dn",
+    "x-ssl-client-s-dn",
+    "x-ssl-client-i-dn",
+    "x-ssl-cert",
+    "x-forwarded-client-cert",
+    "x-arr-clientcert",
+    "x-amzn-mtls-clientcert",
+    "x-amzn-mtls-clientcert-leaf",
+    "ssl-client-cert",
+    "ssl-client-verify",
+    "client-cert",
+    "client-cert-chain",
+];
+
+/// Name fragments that mark a header as client-certificate information in
+/// any proxy's spelling (`X-SSL-Client-Serial`, `X-Client-Cert-Chain`,
+/// `X-Client-Verify-Result`, …).
+const CLIENT_CERT_FRAGMENTS: [&str; 11] = [
+    "client-cert",
+    "clientcert",
+    "client-verify",
+    "client-dn",
+    "client-s-dn",
+    "client-i-dn",
+    "client-subject",
+    "client-issuer",
+    "client-serial",
+    "client-fingerprint",
+    "ssl-client",
+];
+
+/// True for a header name that carries (or claims to carry) a client
+/// certificate or its verification result.
+pub fn is_client_cert_header(name: &str) -> bool {
+    CLIENT_CERT.contains(&name) || CLIENT_CERT_FRAGMENTS.iter().any(|f| name.contains(f))
+}
+
+/// Sets the client-certificate headers the upstream may trust: only the
+/// names `names` configures, only from the certificate the TLS handshake
+/// verified (`cert`; `None` when the caller presented none). Whatever the
+/// client sent under those names is removed first, whatever the names are.
+/// A subject that cannot be a header value is left out rather than altered.
+pub fn set_client_cert_headers(
+    headers: &mut HeaderMap,
+    cert: Option<&crate::identity::PeerCertificate>,
+    names: &crate::config::ClientCertHeaders,
+) {
+    for name in [&names.verify, &names.subject, &names.serial]
+        .into_iter()
+        .flatten()
+    {
+        headers.remove(name);
+    }
+    if let Some(name) = &names.verify {
+        let verdict = if cert.is_some() { "SUCCESS" } else { "NONE" };
+        headers.insert(name.clone(), HeaderValue::from_static(verdict));
+    }
+    let Some(cert) = cert else {
+        return;
+    };
+    if let Some(name) = &names.subject {
+        if let Some(v) = cert
+            .names
+            .first()
+            .and_then(|cn| HeaderValue::from_str(cn).ok())
+        {
+            headers.insert(name.clone(), v);
+        }
+    }
+    if let Some(name) = &names.serial {
+        if let Ok(v) = HeaderValue::from_str(&cert.serial) {
+            headers.insert(name.clone(), v);
+        }
+    }
+}
+
 /// Headers that make some frameworks run a different method or path than
 /// the one the gateway authorized; never forwarded.
 const OVERRIDES: [&str; 6] = [
@@ -193,6 +283,14 @@ pub fn protect_request_headers(headers: &mut HeaderMap, red_flag_route: bool) {
     for n in GATEWAY_SET.iter().chain(&OVERRIDES) {
         headers.remove(*n);
     }
+    let client_cert: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| is_client_cert_header(n.as_str()))
+        .cloned()
+        .collect();
+    for n in client_cert {
+        headers.remove(n);
+    }
     // Names with `_` are dropped: CGI-style upstreams read `X_Maskgate_Role`
     // and `X-Maskgate-Role` (or `Content_Length` and `Content-Length`) as
     // the same variable, so such a name could pass for one the gateway sets
@@ -263,6 +361,9 @@ pub fn protect_response_headers(headers: &mut HeaderMap, rewritten: bool) {
     if rewritten {
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::ETAG);
+        // A validator of the upstream's bytes: with If-Modified-Since it
+        // would tell a caller whether unmasked data changed.
+        headers.remove(header::LAST_MODIFIED);
         headers.remove(header::ACCEPT_RANGES);
         headers.remove(header::CONTENT_RANGE);
         headers.remove("content-md5");
@@ -281,7 +382,14 @@ pub fn hsts() -> HeaderValue {
     HeaderValue::from_static("max-age=31536000")
 }
 
-/// The request id: the client's when it is sane, else a new one.
+/// Longest run of digits a request id may hold. Request ids are written to
+/// every log and echoed in every refusal; a longer run can look like a card
+/// or account number to a data-loss scanner reading those logs, and could
+/// carry one.
+pub const MAX_REQUEST_ID_DIGIT_RUN: usize = 7;
+
+/// The request id: the client's when it is sane (short, plain characters,
+/// no run of more than [`MAX_REQUEST_ID_DIGIT_RUN`] digits), else a new one.
 pub fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
@@ -291,11 +399,22 @@ pub fn request_id(headers: &HeaderMap) -> String {
                 && v.len() <= 64
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                && longest_digit_run(v) <= MAX_REQUEST_ID_DIGIT_RUN
         })
         .map_or_else(new_request_id, str::to_owned)
 }
 
-/// A fresh random request id (128 bits, hex).
+/// The longest run of consecutive ASCII digits in `s`.
+pub fn longest_digit_run(s: &str) -> usize {
+    s.split(|c: char| !c.is_ascii_digit())
+        .map(str::len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A fresh random request id: 32 lower-case hex characters of which every
+/// eighth is a letter (`a`–`f`), so no id ever holds a run of more than
+/// [`MAX_REQUEST_ID_DIGIT_RUN`] digits (about 122 random bits).
 pub fn new_request_id() -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 16];
@@ -304,9 +423,24 @@ pub fn new_request_id() -> String {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        return format!("{nanos:032x}");
+        bytes = nanos.to_be_bytes();
     }
-    hex::encode(bytes)
+    request_id_from(bytes)
+}
+
+fn request_id_from(bytes: [u8; 16]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    const LETTERS: &[u8; 6] = b"abcdef";
+    let mut id = String::with_capacity(32);
+    for (i, nibble) in bytes.iter().flat_map(|b| [b >> 4, b & 0x0f]).enumerate() {
+        let c = if i % (MAX_REQUEST_ID_DIGIT_RUN + 1) == MAX_REQUEST_ID_DIGIT_RUN {
+            LETTERS[usize::from(nibble) % LETTERS.len()]
+        } else {
+            HEX[usize::from(nibble)]
+        };
+        id.push(char::from(c));
+    }
+    id
 }
 
 #[cfg(test)]
@@ -354,5 +488,83 @@ mod tests {
             assert!(h.get(k).is_none(), "{k}");
         }
         assert_eq!(h.get("accept-encoding").unwrap(), "gzip, br");
+    }
+
+    #[test]
+    fn client_certificate_headers_are_dropped_in_every_spelling() {
+        let mut h = HeaderMap::new();
+        let sent = [
+            "x-client-cert",
+            "x-ssl-client-verify",
+            "x-forwarded-client-cert",
+            "x-ssl-client-cert",
+            "x-ssl-client-dn",
+            "ssl-client-cert",
+            "x-client-verify",
+            "x-client-dn",
+            "x-ssl-client-serial",
+            "x-client-cert-chain",
+            "client-cert",
+            "x-arr-clientcert",
+            "x-amzn-mtls-clientcert-leaf",
+        ];
+        for k in sent {
+            h.insert(
+                HeaderName::from_static(k),
+                HeaderValue::from_static("CN=it-data-management"),
+            );
+        }
+        h.insert("x-client-id", HeaderValue::from_static("kept"));
+        protect_request_headers(&mut h, false);
+        for k in sent {
+            assert!(h.get(k).is_none(), "{k}");
+        }
+        assert_eq!(h.get("x-client-id").unwrap(), "kept");
+    }
+
+    #[test]
+    fn gateway_client_cert_headers_come_from_the_verified_certificate_only() {
+        let names = crate::config::ClientCertHeaders {
+            verify: Some(HeaderName::from_static("x-client-verify")),
+            subject: Some(HeaderName::from_static("x-client-subject")),
+            serial: Some(HeaderName::from_static("x-client-serial")),
+        };
+        let cert = crate::identity::PeerCertificate {
+            names: vec!["billing".to_owned(), "billing.example".to_owned()],
+            serial: "0a1b".to_owned(),
+        };
+        let mut h = HeaderMap::new();
+        set_client_cert_headers(&mut h, Some(&cert), &names);
+        assert_eq!(h.get("x-client-verify").unwrap(), "SUCCESS");
+        assert_eq!(h.get("x-client-subject").unwrap(), "billing");
+        assert_eq!(h.get("x-client-serial").unwrap(), "0a1b");
+        let mut h = HeaderMap::new();
+        set_client_cert_headers(&mut h, None, &names);
+        assert_eq!(h.get("x-client-verify").unwrap(), "NONE");
+        assert_eq!(h.len(), 1);
+        let mut h = HeaderMap::new();
+        set_client_cert_headers(&mut h, Some(&cert), &Default::default());
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn request_ids_never_hold_a_long_digit_run() {
+        // The worst case: every nibble a digit.
+        let id = request_id_from([0x99; 16]);
+        assert_eq!(id.len(), 32);
+        assert_eq!(longest_digit_run(&id), MAX_REQUEST_ID_DIGIT_RUN, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        for _ in 0..20_000 {
+            let id = new_request_id();
+            assert_eq!(id.len(), 32);
+            assert!(longest_digit_run(&id) <= MAX_REQUEST_ID_DIGIT_RUN, "{id}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("order-1234567-b"));
+        assert_eq!(request_id(&h), "order-1234567-b");
+        h.insert("x-request-id", HeaderValue::from_static("4111111111111111"));
+        let replaced = request_id(&h);
+        assert_ne!(replaced, "4111111111111111");
+        assert!(longest_digit_run(&replaced) <= MAX_REQUEST_ID_DIGIT_RUN);
     }
 }

@@ -30,7 +30,7 @@ use crate::config::Limits;
 use crate::identity::PeerCertificate;
 
 use super::edge::{self, ConnEdge};
-use super::edge_io::EdgeIo;
+use super::edge_io::{EdgeIo, H2Streams};
 use super::framing::H1Guard;
 use super::{ConnInfo, ServeError, Shared};
 
@@ -439,13 +439,16 @@ async fn serve_connection(
         .any(|n| n.contains(remote.ip()));
     let refuse = admission.refuse;
     let result = if h2 {
+        let streams = Arc::new(H2Streams::default());
         let io = TokioIo::new(EdgeIo::h2(
             tls,
+            Arc::clone(&streams),
             limits.idle_timeout,
             Arc::clone(&shared.metrics),
         ));
         let edge = Arc::new(ConnEdge {
             h1: None,
+            h2: Some(streams),
             trusted_peer,
         });
         let svc = service(Arc::clone(&shared), conn, edge, refuse);
@@ -456,6 +459,7 @@ async fn serve_connection(
             EdgeIo::h1(tls, Arc::clone(&guard), limits, Arc::clone(&shared.metrics));
         let edge = Arc::new(ConnEdge {
             h1: Some(guard),
+            h2: None,
             trusted_peer,
         });
         let svc = service(Arc::clone(&shared), conn, edge, refuse);

@@ -19,6 +19,7 @@ pub mod admit;
 pub mod audit;
 pub mod authorize;
 pub mod edge;
+pub mod edge_body;
 pub mod edge_io;
 pub mod error;
 pub mod framing;
@@ -29,6 +30,7 @@ pub mod protect_request;
 pub mod rewrite_response;
 pub mod upstream;
 
+pub use edge_body::RequestBody;
 pub use error::GatewayError;
 
 /// The body type of every gateway response.

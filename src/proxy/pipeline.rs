@@ -8,7 +8,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 
 use crate::identity::Caller;
 use crate::rewrite::content::{
@@ -19,6 +18,7 @@ use crate::rewrite::{Limits as RewriteLimits, RewriteSpec};
 use super::admit::{admit_caller, admit_request, charge_records, is_masked_read};
 use super::audit;
 use super::authorize::{authorize, Authorized};
+use super::edge_body::TimedOut;
 use super::error::{error_response, GatewayError};
 use super::headers::{protect_request_headers, protect_response_headers, request_id};
 use super::protect_request::{
@@ -26,7 +26,7 @@ use super::protect_request::{
 };
 use super::rewrite_response::{BodyError, BodyOutcome, RewriteBody, PREBUFFER_BYTES};
 use super::upstream::UpstreamBody;
-use super::{ConnInfo, GatewayBody, Live, Shared};
+use super::{ConnInfo, GatewayBody, Live, RequestBody, Shared};
 use crate::audit::Outcome;
 use crate::unmask::UnmaskRequest;
 
@@ -34,7 +34,7 @@ use crate::unmask::UnmaskRequest;
 pub async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<GatewayBody>, Infallible> {
     let started = Instant::now();
     let id = request_id(req.headers());
@@ -48,6 +48,7 @@ pub async fn handle(
         role: None,
         route: None,
         on_behalf_of: None,
+        timed_out: req.extensions().get::<TimedOut>().cloned(),
     };
     match proxy(&shared, &conn, req, &mut log, started).await {
         Ok(resp) => Ok(resp),
@@ -70,6 +71,8 @@ struct AccessLog {
     role: Option<Arc<str>>,
     route: Option<Arc<str>>,
     on_behalf_of: Option<String>,
+    /// Set when the edge answered 408 in this request's stead.
+    timed_out: Option<TimedOut>,
 }
 
 impl AccessLog {
@@ -81,6 +84,15 @@ impl AccessLog {
         outcome: Option<&BodyOutcome>,
     ) {
         let elapsed = started.elapsed();
+        // A body dropped because the edge gave up on it: the client got
+        // the edge's 408, and that is what happened.
+        let cut_off = matches!(outcome, Some(BodyOutcome::Dropped))
+            && self.timed_out.as_ref().is_some_and(TimedOut::is_set);
+        let status = if cut_off {
+            StatusCode::REQUEST_TIMEOUT
+        } else {
+            status
+        };
         let role = self.role.as_deref().unwrap_or("-");
         let route = self.route.as_deref().unwrap_or("-");
         shared
@@ -101,6 +113,7 @@ impl AccessLog {
                 shared.metrics.rewrite_failed();
                 (0, 0, 0, 0, "aborted")
             }
+            Some(BodyOutcome::Dropped) if cut_off => (0, 0, 0, 0, "request_timeout"),
             Some(BodyOutcome::Dropped) => (0, 0, 0, 0, "client_gone"),
             None => (0, 0, 0, 0, "none"),
         };
@@ -130,7 +143,7 @@ impl AccessLog {
 async fn proxy(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     log: &mut AccessLog,
     started: Instant,
 ) -> Result<Response<GatewayBody>, GatewayError> {
@@ -197,6 +210,11 @@ async fn proxy(
         headers.insert("x-maskgate-on-behalf-of", obo);
     }
     super::headers::set_forwarded(&mut headers, conn.remote.ip(), parts.extensions.get());
+    super::headers::set_client_cert_headers(
+        &mut headers,
+        conn.cert.as_ref(),
+        &config.upstream.client_cert_headers,
+    );
     let query = match parts.uri.query() {
         Some(q) => {
             // Page sizes above the route's cap are clamped before the upstream.

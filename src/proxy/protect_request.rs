@@ -6,7 +6,6 @@
 use bytes::Bytes;
 use http::{header, HeaderMap, Method};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use crate::class::{Action, ActionTable, FieldClass};
 use crate::detect::{DetectorKind, DetectorSet, Detectors};
@@ -19,6 +18,7 @@ use crate::rewrite::{
     Rules,
 };
 
+use super::edge_body::RequestBody;
 use super::error::GatewayError;
 
 /// Methods whose bodies are written to the database.
@@ -48,7 +48,7 @@ fn unprocessable(e: RewriteError) -> GatewayError {
 /// Reads a write body (up to `limit` bytes) and returns it protected.
 pub async fn protect_body(
     headers: &HeaderMap,
-    body: Incoming,
+    body: RequestBody,
     rules: &std::sync::Arc<Rules>,
     detectors: &std::sync::Arc<Detectors>,
     protection: &std::sync::Arc<RequestProtection>,
