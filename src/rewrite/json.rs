@@ -82,6 +82,8 @@ struct Frame {
     /// A descriptor member has been read (whether or not it named a class):
     /// the object says what its generic values are.
     described: bool,
+    /// The container had a member or element in the input.
+    had_children: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -206,6 +208,25 @@ struct Held {
     open: Vec<OpenRecord>,
     /// Objects whose generic values wait for a descriptor, innermost last.
     typed: Vec<TypedHold>,
+    /// Allowlist roles: containers held until something in them is kept,
+    /// innermost last.
+    empty: Vec<EmptyHold>,
+}
+
+/// A container an allowlist may empty: its output (with its member prefix)
+/// is held until a value inside it is kept. Emptied, it goes whole: `{}`
+/// or `[{}]` where a customer's cards or identity documents were would
+/// tell what the customer has.
+#[derive(Debug)]
+struct EmptyHold {
+    /// `stack.len()` while the container's frame is the innermost.
+    depth: usize,
+    /// Offset of its first output byte (separator or key) in the held output.
+    start: usize,
+    /// The parent container's `emitted_any` before this container.
+    parent_emitted: bool,
+    /// Nothing inside it has been kept yet.
+    holding: bool,
 }
 
 /// An object held because a generic value member (`"value": …`) came before
@@ -239,7 +260,9 @@ impl Held {
     }
 
     fn any_holding(&self) -> bool {
-        !self.typed.is_empty() || self.open.iter().any(|r| r.holding)
+        !self.typed.is_empty()
+            || self.open.iter().any(|r| r.holding)
+            || self.empty.iter().any(|h| h.holding)
     }
 
     /// Replaces held output `[start, end)` with `bytes`.
@@ -282,6 +305,7 @@ impl Held {
         self.base = None;
         self.open.clear();
         self.typed.clear();
+        self.empty.clear();
     }
 }
 
@@ -761,6 +785,9 @@ impl JsonRewriter {
         let Some(parent) = self.stack.last().copied() else {
             return Err(self.syntax(pos, SyntaxError::UnexpectedByte));
         };
+        if let Some(top) = self.stack.last_mut() {
+            top.had_children = true;
+        }
         let member = if parent.object {
             self.pend.member
         } else {
@@ -835,9 +862,43 @@ impl JsonRewriter {
         if member.record && self.spec.drop_accounts.is_some() {
             self.nested_record(io, pos, b == b'{', parent.emitted_any)?;
         }
+        let empty_check = container
+            && !ctx.allowed
+            && !member.record
+            && self.spec.rules.is_allowlist()
+            && self.protect.is_none();
+        if empty_check {
+            if self.mode == Mode::Pass {
+                io.out.extend_from_slice(&io.chunk[io.span..pos]);
+                io.span = pos;
+            }
+            let start = match self.held.base {
+                Some(_) => self.held.len(io.out),
+                None => {
+                    self.held.base = Some(io.out.len());
+                    0
+                }
+            };
+            self.held.empty.push(EmptyHold {
+                depth: self.stack.len() + 1,
+                start,
+                parent_emitted: parent.emitted_any,
+                holding: true,
+            });
+        }
         self.release_held(io, pos, drop_comma);
         if let Some(top) = self.stack.last_mut() {
             top.emitted_any = true;
+        }
+        if !empty_check && self.held.empty.iter().any(|h| h.holding) {
+            // Something is kept: every container around it is not empty.
+            for h in &mut self.held.empty {
+                h.holding = false;
+            }
+            if !self.held.any_holding() {
+                self.check_held(io.out)?;
+                self.held.release(io.out);
+            }
         }
         if member.record {
             self.counts.records += 1;
@@ -877,6 +938,7 @@ impl JsonRewriter {
                     descriptor: ctx.descriptor,
                     typed: false,
                     described: false,
+                    had_children: false,
                 });
                 self.typed_value = false;
                 self.descriptor_value = false;
@@ -979,6 +1041,14 @@ impl JsonRewriter {
                     .or(if frame.described { None } else { fallback })
             };
             self.close_typed(io.out, &class)?;
+        }
+        if self
+            .held
+            .empty
+            .last()
+            .is_some_and(|h| h.depth == self.stack.len() + 1)
+        {
+            self.close_emptiable(io, pos + 1, frame.had_children)?;
         }
         if self
             .held
@@ -1383,6 +1453,35 @@ impl JsonRewriter {
             }
             self.typed_value = true;
         }
+    }
+
+    /// An allowlist container under an [`EmptyHold`] has closed just before
+    /// `end`: emptied by the allowlist, it is cut out whole.
+    fn close_emptiable(
+        &mut self,
+        io: &mut Io<'_>,
+        end: usize,
+        had_children: bool,
+    ) -> Result<(), RewriteError> {
+        if self.mode == Mode::Pass {
+            io.out.extend_from_slice(&io.chunk[io.span..end]);
+            io.span = end;
+        }
+        let Some(hold) = self.held.empty.pop() else {
+            return Ok(());
+        };
+        if hold.holding && had_children {
+            self.held.truncate(io.out, hold.start);
+            if let Some(parent) = self.stack.last_mut() {
+                parent.emitted_any = hold.parent_emitted;
+            }
+            self.counts.not_allowed += 1;
+        }
+        self.check_held(io.out)?;
+        if !self.held.any_holding() {
+            self.held.release(io.out);
+        }
+        Ok(())
     }
 
     /// A held typed object has closed (its output is all in the held
