@@ -93,8 +93,14 @@ fn scan_run(text: &[u8], start: usize) -> (usize, bool) {
         i += 1;
     }
     let len = i - start;
+    // Base64 of text is mostly letters of both cases; dates, phone numbers,
+    // hex ids and UUIDs (digits, one case) are not worth a decode.
+    let letters = (upper + lower) as usize;
     let encoded = (MIN_BASE64_RUN..=MAX_DECODED_BYTES * 2).contains(&len)
-        && (marks || (upper >= 2 && lower >= 2));
+        && upper >= 2
+        && lower >= 1
+        && letters * 2 >= len
+        && (marks || lower >= 2);
     (i, encoded)
 }
 
@@ -252,8 +258,9 @@ fn encoded_runs(
 }
 
 /// Maximal runs of base64 / base64url bytes (dots included, for JWT-like
-/// tokens) at least [`MIN_BASE64_RUN`] long that look encoded rather than
-/// like a word: a digit, a `+`, `/`, `-`, `_` or `=`, or both cases twice.
+/// tokens) at least [`MIN_BASE64_RUN`] long that look encoded: at least half
+/// letters, of both cases, and a digit, `+`, `/`, `-`, `_` or `=` or a
+/// second lower-case letter.
 fn base64_runs(text: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut i = 0;
     std::iter::from_fn(move || {
