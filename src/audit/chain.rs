@@ -21,6 +21,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
@@ -276,7 +277,7 @@ pub struct Sealed {
 /// The writer's chain state: assigns seq and prev, hashes, and signs checkpoints.
 #[derive(Debug)]
 pub struct Chain {
-    key: SigningKey,
+    key: Arc<SigningKey>,
     policy: CheckpointPolicy,
     head: ChainHead,
     sealed_seq: u64,
@@ -294,7 +295,7 @@ impl Chain {
         last_checkpoint_at: OffsetDateTime,
     ) -> Chain {
         Chain {
-            key,
+            key: Arc::new(key),
             policy,
             head,
             sealed_seq: sealed_seq.min(head.seq),
@@ -339,6 +340,11 @@ impl Chain {
     /// The signing key's id.
     pub fn key_id(&self) -> &str {
         self.key.key_id()
+    }
+
+    /// The signing key, shared (receipts are signed with it on demand).
+    pub fn key(&self) -> &Arc<SigningKey> {
+        &self.key
     }
 
     /// Seals a draft as the next record. A refused draft leaves the chain as it was.

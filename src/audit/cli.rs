@@ -10,7 +10,7 @@ use std::str::FromStr;
 use crate::audit::keys::{generate_signing_key, PublicKey};
 use crate::audit::query::{self, Filter};
 use crate::audit::report::{self, Quarter, ReportOptions};
-use crate::audit::verify::verify_with_keys;
+use crate::audit::verify::{verify_with, VerifyOptions};
 
 /// What a command prints, and its exit code.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,6 +48,12 @@ pub fn verify(dir: &Path, public_key: &Path) -> Output {
 
 /// As [`verify`], trusting several public keys (after a key change).
 pub fn verify_keys(dir: &Path, public_keys: &[PathBuf]) -> Output {
+    verify_keys_with(dir, public_keys, &VerifyOptions::default())
+}
+
+/// As [`verify_keys`], comparing the log with witnesses and receipts too
+/// (`--witness DIR`, `--receipts FILE`).
+pub fn verify_keys_with(dir: &Path, public_keys: &[PathBuf], options: &VerifyOptions) -> Output {
     let mut keys = Vec::new();
     for path in public_keys {
         match PublicKey::load(path) {
@@ -55,7 +61,7 @@ pub fn verify_keys(dir: &Path, public_keys: &[PathBuf]) -> Output {
             Err(e) => return Output::error(e),
         }
     }
-    match verify_with_keys(dir, &keys) {
+    match verify_with(dir, &keys, options) {
         Ok(report) => Output {
             exit_code: report.exit_code(),
             stdout: report.render(),

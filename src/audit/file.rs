@@ -1,32 +1,41 @@
-//! The durable file sink: one writer thread, group commit, torn-line
-//! recovery, rotation and the head file.
+//! The durable file sink: one writer thread, group commit, a signed
+//! checkpoint at the end of every batch, recovery that never signs over
+//! what it cannot vouch for, rotation, the head file and the witness.
 //!
 //! [`AuditLog::append`] hands a draft to the writer thread. The writer takes
 //! everything queued (up to 4096 messages), seals the records into one
-//! buffer (with a checkpoint line wherever one is due), writes it, calls
-//! `File::sync_data` once, and only then calls each `done` with an
-//! [`AuditReceipt`]. If the write or the fsync fails, every record of that
-//! batch gets the error and the log stays failed (poisoned): every later
-//! append fails until the log is reopened, which cuts the partial write back.
+//! buffer and ends it with a signed checkpoint (more checkpoints inside a
+//! batch over [`CheckpointPolicy::every_records`]), writes it, calls
+//! `File::sync_data` once, brings the head file and the witness to that
+//! checkpoint, and only then calls each `done` with an [`AuditReceipt`]: no
+//! record is released that a signature does not cover. If any of that
+//! fails, every record of the batch gets the error and the log stays failed:
+//! every later append fails at once. Each [`AuditLog::tick`] then tries to
+//! reopen it: cut back what the failed write may have left, write an
+//! `audit_sink_reopened` incident record under a new checkpoint, and accept
+//! records again, without a restart.
 //!
-//! On open, the last file's tail is read. Bytes after the last newline, and a
-//! last whole line that does not parse as a record or checkpoint, are a torn
-//! line from a crash: they are saved to `audit-NNNNNN.log.torn-OFFSET`,
-//! reported in [`OpenReport::torn`], and cut off; the chain continues from
-//! the last whole record. Any other unreadable line refuses the open
-//! ([`AuditError::Corrupt`]): `audit verify` and a person decide.
+//! On open, the last signed checkpoint is found from the end (its signature
+//! checked). Whatever follows it — records of a batch that crashed before
+//! its checkpoint, a torn line, or lines someone appended — was never
+//! released, and no key vouches for it: it is saved to
+//! `audit-NNNNNN.log.unsealed-OFFSET`, cut off, reported in
+//! [`OpenReport::torn`] (chaining or not), and an `audit_tail_set_aside`
+//! incident record says so in the log. The chain continues from the
+//! checkpoint.
 //!
-//! The head file (`audit-head.json`) holds the newest checkpoint line,
-//! replaced by write-fsync-rename after each checkpoint is durable in the
-//! log. It is written first of all when a log is created. Opening refuses a
-//! log whose head file is missing, unreadable, or counts more records than
-//! the log holds (the log was cut), so a restart cannot quietly paper over a
-//! truncation. A head file older than the log's last checkpoint (a crash
-//! between the two writes) is brought forward.
+//! The head file (`audit-head.json`) and, when configured, the witness
+//! (`audit-witness.json` in a directory outside the log directory) hold the
+//! newest checkpoint line, in one of two slots overwritten in turn
+//! ([`SlotFile`]). Opening refuses a log whose head file is missing,
+//! unreadable, or altered, and a log whose last checkpoint is behind the
+//! head file or the witness (records were cut off): a restart never signs
+//! over a truncation. An anchor behind the log (a crash between the writes)
+//! is brought forward.
 //!
-//! Startup reads the whole last file (bounded by
-//! [`AuditOptions::rotate_bytes`]). One writer per directory: this module
-//! does not lock the directory; run one gateway per data directory.
+//! Startup reads the end of the last file (growing windows until a
+//! checkpoint is found). One writer per directory: this module does not
+//! lock the directory; run one gateway per data directory.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -45,12 +54,13 @@ use crate::audit::chain::{
     SignedCheckpoint,
 };
 use crate::audit::keys::{PublicKey, SigningKey};
-use crate::audit::record::{RecordDraft, GENESIS};
+use crate::audit::record::{Kind, Outcome, RecordDraft, GENESIS};
 use crate::audit::{AuditError, AuditReceipt};
 
 /// The head file's name.
 pub const HEAD_FILE: &str = "audit-head.json";
-const HEAD_TMP: &str = "audit-head.json.tmp";
+/// The witness file's name (in the witness directory).
+pub const WITNESS_FILE: &str = "audit-witness.json";
 /// Most messages one batch takes from the queue.
 const MAX_BATCH: usize = 4096;
 
@@ -121,13 +131,16 @@ pub struct AuditOptions {
     /// Many records per fsync under concurrency (default). `false`: one
     /// write and one fsync per record (for comparison).
     pub group_commit: bool,
-    /// When checkpoints are written.
+    /// When checkpoints are written besides the one that ends every batch.
     pub checkpoint: CheckpointPolicy,
     /// Start a new file once the current one reaches this size (default
     /// 64 MiB); `None` keeps one file.
     pub rotate_bytes: Option<u64>,
     /// Record times.
     pub clock: Clock,
+    /// A directory outside the log directory (another disk) that keeps a
+    /// copy of the newest checkpoint ([`WITNESS_FILE`]).
+    pub witness: Option<PathBuf>,
 }
 
 impl Default for AuditOptions {
@@ -137,11 +150,12 @@ impl Default for AuditOptions {
             checkpoint: CheckpointPolicy::default(),
             rotate_bytes: Some(64 << 20),
             clock: Clock::system(),
+            witness: None,
         }
     }
 }
 
-/// A torn last line found and cut off on open.
+/// Bytes after the last checkpoint, moved aside on open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TornTail {
     /// The log file.
@@ -154,6 +168,44 @@ pub struct TornTail {
     pub saved_to: PathBuf,
     /// The first bytes, escaped, for the operator's log.
     pub preview: String,
+    /// The seq of the checkpoint the log now ends with.
+    pub after_seq: u64,
+    /// Whole record lines among the cut bytes.
+    pub records: u64,
+    /// True when those lines are records that continue the chain from the
+    /// checkpoint (a batch that crashed before its checkpoint); false when
+    /// anything does not (a forged or damaged line, a torn write).
+    pub chains: bool,
+}
+
+impl TornTail {
+    /// One sentence for stderr, health and the incident record.
+    pub fn describe(&self) -> String {
+        let name = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let what = if self.records == 0 {
+            "a torn line".to_owned()
+        } else if self.chains {
+            format!(
+                "{} record line(s) that chain but no checkpoint signs",
+                self.records
+            )
+        } else {
+            format!("{} line(s) that do not continue the chain", self.records)
+        };
+        format!(
+            "{} byte(s) after the last signed checkpoint (seq {}) of {}, {what}, were moved \
+             aside to {} and not signed: a write cut short by a crash, or lines added by \
+             someone else",
+            self.len,
+            self.after_seq,
+            name(&self.file),
+            name(&self.saved_to)
+        )
+    }
 }
 
 /// What opening the log found and did.
@@ -165,12 +217,14 @@ pub struct OpenReport {
     pub files: usize,
     /// The last record's seq (0: none).
     pub last_seq: u64,
-    /// Records a checkpoint covers.
+    /// Records a checkpoint covers (always `last_seq` after open).
     pub sealed_seq: u64,
-    /// A torn last line that was cut off.
+    /// Bytes after the last signed checkpoint that were moved aside.
     pub torn: Option<TornTail>,
     /// The head file was behind the log's last checkpoint and was brought forward.
     pub head_repaired: bool,
+    /// The witness file was missing (a witness newly configured) and was written.
+    pub witness_created: bool,
     /// The log's last checkpoint was signed by another key (this key id):
     /// verify with both public keys.
     pub key_changed: Option<String>,
@@ -185,10 +239,12 @@ pub struct AuditStats {
     pub records: u64,
     /// Writes that carried records.
     pub batches: u64,
-    /// fsync calls.
+    /// fsync calls of the log file.
     pub fsyncs: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
+    /// Times the log reopened itself after a failure.
+    pub reopened: u64,
 }
 
 /// Called once with the append's result, on the writer thread. It must not
@@ -201,18 +257,26 @@ enum Msg {
     Close(SyncSender<Result<(), AuditError>>),
     #[cfg(test)]
     SwapFile(File),
+    #[cfg(test)]
+    FailWrites(bool),
 }
 
 #[derive(Default)]
 struct Shared {
     failed: AtomicBool,
     cause: Mutex<Option<String>>,
+    incidents: Mutex<Vec<String>>,
+    refused_while_failed: AtomicU64,
     durable_seq: AtomicU64,
     records: AtomicU64,
     batches: AtomicU64,
     fsyncs: AtomicU64,
     checkpoints: AtomicU64,
+    reopened: AtomicU64,
 }
+
+/// Incidents kept for health, newest last.
+const MAX_INCIDENTS: usize = 16;
 
 impl Shared {
     fn poisoned(&self) -> AuditError {
@@ -222,6 +286,15 @@ impl Shared {
             .map(|c| c.clone().unwrap_or_default())
             .unwrap_or_default();
         AuditError::Poisoned { cause }
+    }
+
+    fn incident(&self, text: String) {
+        if let Ok(mut list) = self.incidents.lock() {
+            if list.len() == MAX_INCIDENTS {
+                list.remove(0);
+            }
+            list.push(text);
+        }
     }
 }
 
@@ -245,8 +318,14 @@ impl fmt::Debug for AuditLog {
     }
 }
 
+/// The record that tells readers of the log what the log itself went through.
+fn incident_draft(why: &'static str, text: &str) -> RecordDraft {
+    RecordDraft::new(Kind::Alert, "maskgate", Outcome::Denied, why).reason(text.to_owned())
+}
+
 impl AuditLog {
-    /// Opens (or creates) the log in `dir`, recovers a torn last line, and
+    /// Opens (or creates) the log in `dir`, moves aside whatever follows the
+    /// last signed checkpoint (recording an incident when it does), and
     /// starts the writer thread. See the module docs for what refuses an open.
     pub fn open(
         dir: impl AsRef<Path>,
@@ -255,8 +334,11 @@ impl AuditLog {
     ) -> Result<AuditLog, AuditError> {
         let dir = dir.as_ref().to_path_buf();
         create_dir(&dir)?;
+        if let Some(w) = &options.witness {
+            create_dir(w)?;
+        }
         let now = options.clock.now();
-        let rec = recover(&dir, &key, now)?;
+        let rec = recover(&dir, options.witness.as_deref(), &key, now)?;
         let public_key = key.public_key().clone();
         let file = open_append(&rec.path)?;
         let chain = Chain::new(
@@ -279,23 +361,34 @@ impl AuditLog {
             clock: options.clock,
             shared: Arc::clone(&shared),
             failed: None,
+            rollback: None,
+            head: rec.head_file,
+            witness: rec.witness_file,
+            #[cfg(test)]
+            fail_writes: false,
         };
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("maskgate-audit".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::io("start writer thread for", &dir, e))?;
-        Ok(AuditLog {
+        let log = AuditLog {
             dir,
             tx: Some(tx),
             thread: Some(thread),
             shared,
             report: rec.report,
             public_key,
-        })
+        };
+        if let Some(torn) = &log.report.torn {
+            let text = torn.describe();
+            log.append_sync(incident_draft("audit_tail_set_aside", &text))?;
+            log.shared.incident(text);
+        }
+        Ok(log)
     }
 
-    /// What opening found (a torn line cut, a repaired head file, a new key).
+    /// What opening found (a tail moved aside, a repaired head file, a new key).
     pub fn open_report(&self) -> &OpenReport {
         &self.report
     }
@@ -315,6 +408,9 @@ impl AuditLog {
     /// error. Never blocks on I/O.
     pub fn append(&self, draft: RecordDraft, done: Done) {
         if self.shared.failed.load(Ordering::Acquire) {
+            self.shared
+                .refused_while_failed
+                .fetch_add(1, Ordering::Relaxed);
             call(done, Err(self.shared.poisoned()));
             return;
         }
@@ -342,21 +438,31 @@ impl AuditLog {
     }
 
     /// Offers the writer the time: it writes a checkpoint if
-    /// [`CheckpointPolicy::every`] has passed with unsealed records. Call it
-    /// every second or so.
+    /// [`CheckpointPolicy::every`] has passed with unsealed records, and a
+    /// failed log tries to reopen itself. Call it every second or so.
     pub fn tick(&self) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Msg::Tick);
         }
     }
 
-    /// `Ok` while the log accepts records; the first failure otherwise.
+    /// `Ok` while the log accepts records; the failure otherwise.
     pub fn health(&self) -> Result<(), AuditError> {
         if self.shared.failed.load(Ordering::Acquire) {
             Err(self.shared.poisoned())
         } else {
             Ok(())
         }
+    }
+
+    /// What the log went through since it was opened (a tail moved aside,
+    /// a failure and the reopening after it), oldest first.
+    pub fn incidents(&self) -> Vec<String> {
+        self.shared
+            .incidents
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Counters since open.
@@ -368,6 +474,7 @@ impl AuditLog {
             batches: s.batches.load(Ordering::Relaxed),
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             checkpoints: s.checkpoints.load(Ordering::Relaxed),
+            reopened: s.reopened.load(Ordering::Relaxed),
         }
     }
 
@@ -401,6 +508,14 @@ impl AuditLog {
     pub(crate) fn swap_file_for_test(&self, file: File) {
         if let Some(tx) = &self.tx {
             let _ = tx.send(Msg::SwapFile(file));
+        }
+    }
+
+    /// Makes every log write fail as on a full disk until called with `false`.
+    #[cfg(test)]
+    pub(crate) fn fail_writes_for_test(&self, fail: bool) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::FailWrites(fail));
         }
     }
 }
@@ -438,6 +553,16 @@ impl BatchOut {
     }
 }
 
+/// Where the log stood before a write that failed: reopening cuts the file
+/// back to it (nothing of the failed batch was released).
+#[derive(Clone, Copy)]
+struct Rollback {
+    file_len: u64,
+    head: ChainHead,
+    sealed_seq: u64,
+    last_checkpoint_at: OffsetDateTime,
+}
+
 struct Writer {
     dir: PathBuf,
     chain: Chain,
@@ -449,6 +574,11 @@ struct Writer {
     clock: Clock,
     shared: Arc<Shared>,
     failed: Option<AuditError>,
+    rollback: Option<Rollback>,
+    head: SlotFile,
+    witness: Option<SlotFile>,
+    #[cfg(test)]
+    fail_writes: bool,
 }
 
 impl Writer {
@@ -477,19 +607,38 @@ impl Writer {
         }
     }
 
-    fn fail(&mut self, e: AuditError) {
+    fn fail(&mut self, e: AuditError, rollback: Option<Rollback>) {
         if self.failed.is_none() {
             if let Ok(mut cause) = self.shared.cause.lock() {
                 *cause = Some(e.to_string());
             }
+            self.shared.incident(format!("audit log failed: {e}"));
             self.shared.failed.store(true, Ordering::Release);
             self.failed = Some(e);
         }
+        if self.rollback.is_none() {
+            self.rollback = rollback;
+        }
     }
 
-    /// Seals, writes and fsyncs one batch, then answers it.
+    fn snapshot(&self) -> Rollback {
+        Rollback {
+            file_len: self.file_len,
+            head: self.chain.head(),
+            sealed_seq: self.chain.sealed_seq(),
+            last_checkpoint_at: self.chain.last_checkpoint_at(),
+        }
+    }
+
+    /// Seals, writes and fsyncs one batch, ending it with a signed
+    /// checkpoint, brings the head file and the witness to that checkpoint,
+    /// and only then answers it.
     fn process(&mut self, batch: &mut Vec<Msg>) -> Option<SyncSender<Result<(), AuditError>>> {
         let now = self.clock.now();
+        if self.failed.is_some() && batch.iter().any(|m| matches!(m, Msg::Tick)) {
+            self.try_reopen(now);
+        }
+        let before = self.snapshot();
         let mut out = BatchOut::default();
         let mut sealed: Vec<(Done, u64, [u8; 32])> = Vec::new();
         let mut refused: Vec<(Done, AuditError)> = Vec::new();
@@ -498,6 +647,9 @@ impl Writer {
             match msg {
                 Msg::Append(draft, done) => {
                     if self.failed.is_some() {
+                        self.shared
+                            .refused_while_failed
+                            .fetch_add(1, Ordering::Relaxed);
                         refused.push((done, self.shared.poisoned()));
                         continue;
                     }
@@ -512,17 +664,16 @@ impl Writer {
                         Err(e) => refused.push((done, AuditError::Draft(e))),
                     }
                 }
-                Msg::Tick => {
-                    if self.failed.is_none() && self.chain.checkpoint_due_by_time(now) {
-                        out.checkpoint(&mut self.chain, now);
-                    }
-                }
+                Msg::Tick => {}
                 Msg::Close(reply) => close = Some(reply),
                 #[cfg(test)]
                 Msg::SwapFile(file) => self.file = file,
+                #[cfg(test)]
+                Msg::FailWrites(fail) => self.fail_writes = fail,
             }
         }
-        if self.failed.is_none() && self.chain.checkpoint_due_by_time(now) {
+        // No unsigned released record: every batch ends with a checkpoint.
+        if self.failed.is_none() && self.chain.unsealed() > 0 {
             out.checkpoint(&mut self.chain, now);
         }
         let result = match out.error.take() {
@@ -530,11 +681,23 @@ impl Writer {
             None if out.buf.is_empty() => Ok(()),
             None => self.write_durable(&out.buf),
         };
-        // The head file follows the log before anyone hears of the batch.
-        // A failure here poisons the log, but the batch itself is durable.
-        let head_result = match (&result, &out.last_checkpoint) {
-            (Ok(()), Some(line)) => write_head(&self.dir, line),
-            _ => Ok(()),
+        let result = match result {
+            Err(e) => {
+                self.fail(e.clone(), Some(before));
+                Err(e)
+            }
+            // The head file and the witness follow the log before anyone
+            // hears of the batch. If they cannot, nothing is released; the
+            // log itself holds the batch, so reopening only retries them.
+            Ok(()) => match &out.last_checkpoint {
+                Some(line) => {
+                    let line = line.clone();
+                    self.write_anchors(&line).inspect_err(|e| {
+                        self.fail(e.clone(), None);
+                    })
+                }
+                None => Ok(()),
+            },
         };
         match result {
             Ok(()) => {
@@ -546,12 +709,12 @@ impl Writer {
                     s.batches.fetch_add(1, Ordering::Relaxed);
                 }
                 s.checkpoints.fetch_add(out.checkpoints, Ordering::Relaxed);
+                let key = self.chain.key();
                 for (done, seq, hash) in sealed {
-                    call(done, Ok(AuditReceipt::new(seq, hash)));
+                    call(done, Ok(AuditReceipt::new(seq, hash, Arc::clone(key))));
                 }
             }
             Err(e) => {
-                self.fail(e.clone());
                 for (done, _, _) in sealed {
                     call(done, Err(e.clone()));
                 }
@@ -560,15 +723,74 @@ impl Writer {
         for (done, e) in refused {
             call(done, Err(e));
         }
-        if let Err(e) = head_result {
-            self.fail(e);
-        }
         if self.failed.is_none() && self.rotate_bytes.is_some_and(|max| self.file_len >= max) {
             if let Err(e) = self.rotate(now) {
-                self.fail(e);
+                self.fail(e, None);
             }
         }
         close
+    }
+
+    /// A failed log tries again: it cuts back what a failed write may have
+    /// left, writes an incident record under a new checkpoint, and brings
+    /// the head file and the witness to it. Success makes it accept records
+    /// again, without a restart.
+    fn try_reopen(&mut self, now: OffsetDateTime) {
+        let Some(cause) = self.failed.as_ref().map(ToString::to_string) else {
+            return;
+        };
+        let refused = self.shared.refused_while_failed.load(Ordering::Relaxed);
+        let attempt = (|| -> Result<(), AuditError> {
+            if let Some(back) = self.rollback {
+                let path = self.path();
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| AuditError::io("open", &path, e))?;
+                file.set_len(back.file_len)
+                    .and_then(|()| file.sync_all())
+                    .map_err(|e| AuditError::io("truncate", &path, e))?;
+                self.file = open_append(&path)?;
+                self.file_len = back.file_len;
+                self.chain
+                    .continue_at(back.head, back.sealed_seq, back.last_checkpoint_at);
+                self.rollback = None;
+            }
+            let before = self.snapshot();
+            let text = format!(
+                "the audit log failed ({cause}) and reopened itself without a restart; \
+                 {refused} append(s) were refused meanwhile and nothing of them was released"
+            );
+            let written = (|| {
+                let s = self
+                    .chain
+                    .seal(&incident_draft("audit_sink_reopened", &text), now)?;
+                let (_, line) = self.chain.checkpoint(now)?;
+                let mut buf = s.line;
+                buf.extend_from_slice(&line);
+                self.write_durable(&buf)?;
+                Ok::<_, AuditError>((line, s.seq))
+            })();
+            let (line, seq) = match written {
+                Ok(w) => w,
+                Err(e) => {
+                    self.rollback = Some(before);
+                    return Err(e);
+                }
+            };
+            self.write_anchors(&line)?;
+            self.shared.durable_seq.store(seq, Ordering::Release);
+            self.shared.incident(text);
+            Ok(())
+        })();
+        if attempt.is_ok() {
+            self.failed = None;
+            self.shared
+                .refused_while_failed
+                .fetch_sub(refused, Ordering::Relaxed);
+            self.shared.reopened.fetch_add(1, Ordering::Relaxed);
+            self.shared.failed.store(false, Ordering::Release);
+        }
     }
 
     fn path(&self) -> PathBuf {
@@ -576,6 +798,14 @@ impl Writer {
     }
 
     fn write_durable(&mut self, bytes: &[u8]) -> Result<(), AuditError> {
+        #[cfg(test)]
+        if self.fail_writes {
+            return Err(AuditError::io(
+                "write",
+                self.path(),
+                std::io::Error::from(std::io::ErrorKind::StorageFull),
+            ));
+        }
         self.file
             .write_all(bytes)
             .map_err(|e| AuditError::io("write", self.path(), e))?;
@@ -587,6 +817,15 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes the newest checkpoint line to the head file and the witness.
+    fn write_anchors(&mut self, line: &[u8]) -> Result<(), AuditError> {
+        self.head.write(line)?;
+        if let Some(w) = &mut self.witness {
+            w.write(line)?;
+        }
+        Ok(())
+    }
+
     /// Seals and durably writes a checkpoint if records are unsealed.
     fn seal_now(&mut self, now: OffsetDateTime) -> Result<(), AuditError> {
         if self.chain.unsealed() == 0 {
@@ -595,7 +834,7 @@ impl Writer {
         let (_, line) = self.chain.checkpoint(now)?;
         self.write_durable(&line)?;
         self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
-        write_head(&self.dir, &line)
+        self.write_anchors(&line)
     }
 
     /// Closes the current file with a checkpoint and starts the next.
@@ -620,13 +859,13 @@ impl Writer {
         let now = self.clock.now();
         let result = self.seal_now(now);
         if let Err(e) = &result {
-            self.fail(e.clone());
+            self.fail(e.clone(), None);
         }
         result
     }
 }
 
-fn create_dir(dir: &Path) -> Result<(), AuditError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), AuditError> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -670,34 +909,128 @@ fn open_append(path: &Path) -> Result<File, AuditError> {
         .map_err(|e| AuditError::io("open", path, e))
 }
 
-/// Replaces the head file with `line` (write, fsync, rename).
-fn write_head(dir: &Path, line: &[u8]) -> Result<(), AuditError> {
-    let tmp = dir.join(HEAD_TMP);
-    let mut file = private_file_options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| AuditError::io("create", &tmp, e))?;
-    file.write_all(line)
-        .and_then(|()| file.sync_data())
-        .map_err(|e| AuditError::io("write", &tmp, e))?;
-    let head = dir.join(HEAD_FILE);
-    fs::rename(&tmp, &head).map_err(|e| AuditError::io("rename", &head, e))
+/// The size of one slot of the head and witness files.
+const SLOT: u64 = 512;
+
+/// A file that keeps the newest checkpoint line in one of two slots,
+/// overwritten in turn in place (one write and one `fdatasync`, no rename):
+/// a write torn by a crash spoils only the slot being written, and the
+/// other still holds the checkpoint before it. Readers take the slot with
+/// the highest seq ([`parse_slots`]); a file holding one plain line (older
+/// versions, the PostgreSQL export) reads the same way.
+pub(crate) struct SlotFile {
+    path: PathBuf,
+    file: File,
+    next: u64,
 }
 
-/// Reads the head file: `None` when there is none.
-pub(crate) fn read_head(dir: &Path) -> Result<Option<SignedCheckpoint>, HeadProblem> {
-    let path = dir.join(HEAD_FILE);
-    let bytes = match fs::read(&path) {
+impl SlotFile {
+    /// Opens (creating) `path`; the next write goes to the slot that does
+    /// not hold the newest checkpoint.
+    pub(crate) fn open(path: &Path) -> Result<SlotFile, AuditError> {
+        let file = private_file_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| AuditError::io("open", path, e))?;
+        let bytes = fs::read(path).map_err(|e| AuditError::io("read", path, e))?;
+        let next = match parse_slots(&bytes) {
+            Ok(Some((_, at))) if at < SLOT as usize => 1,
+            _ => 0,
+        };
+        Ok(SlotFile {
+            path: path.to_path_buf(),
+            file,
+            next,
+        })
+    }
+
+    /// Writes `line` (a checkpoint line ending in `\n`) durably.
+    pub(crate) fn write(&mut self, line: &[u8]) -> Result<(), AuditError> {
+        use std::os::unix::fs::FileExt as _;
+        let mut slot = vec![b' '; SLOT as usize];
+        if line.len() >= slot.len() {
+            return Err(corrupt(
+                &self.path,
+                "a checkpoint line is longer than a slot",
+            ));
+        }
+        slot[..line.len()].copy_from_slice(line);
+        slot[SLOT as usize - 1] = b'\n';
+        let at = (self.next % 2) * SLOT;
+        self.file
+            .write_all_at(&slot, at)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| AuditError::io("write", &self.path, e))?;
+        self.next += 1;
+        Ok(())
+    }
+}
+
+/// The newest readable checkpoint line of a head or witness file, and the
+/// offset it starts at. `Ok(None)`: the file holds nothing; `Err`: it holds
+/// bytes but no checkpoint line.
+pub(crate) fn parse_slots(bytes: &[u8]) -> Result<Option<(SignedCheckpoint, usize)>, String> {
+    let mut best: Option<(SignedCheckpoint, usize)> = None;
+    let mut first_error = None;
+    let mut start = 0;
+    for piece in bytes.split(|&b| b == b'\n') {
+        let at = start;
+        start += piece.len() + 1;
+        let Some(from) = piece.iter().position(|b| !b" \t\r\0".contains(b)) else {
+            continue;
+        };
+        let to = piece
+            .iter()
+            .rposition(|b| !b" \t\r\0".contains(b))
+            .map_or(from, |i| i + 1);
+        match parse_checkpoint_line(&piece[from..to]) {
+            Ok(cp) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|(b, _)| cp.checkpoint.seq > b.checkpoint.seq)
+                {
+                    best = Some((cp, at + from));
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    match (best, first_error) {
+        (Some(b), _) => Ok(Some(b)),
+        (None, Some(e)) => Err(e),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads a head or witness file: `None` when there is none.
+pub(crate) fn read_anchor_file(path: &Path) -> Result<Option<SignedCheckpoint>, HeadProblem> {
+    let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(HeadProblem::Io(e)),
     };
-    let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-    parse_checkpoint_line(line)
-        .map(Some)
-        .map_err(|e| HeadProblem::Unreadable(e.to_string()))
+    parse_slots(&bytes)
+        .map(|best| best.map(|(cp, _)| cp))
+        .map_err(HeadProblem::Unreadable)
+}
+
+/// Reads the head file: `None` when there is none.
+pub(crate) fn read_head(dir: &Path) -> Result<Option<SignedCheckpoint>, HeadProblem> {
+    read_anchor_file(&dir.join(HEAD_FILE))
+}
+
+/// Reads a witness directory's file: `None` when there is none.
+pub fn read_witness(dir: &Path) -> Result<Option<SignedCheckpoint>, String> {
+    let path = dir.join(WITNESS_FILE);
+    read_anchor_file(&path).map_err(|e| match e {
+        HeadProblem::Io(e) => format!("cannot read {}: {e}", path.display()),
+        HeadProblem::Unreadable(why) => format!("{} is unreadable: {why}", path.display()),
+    })
 }
 
 /// Why the head file could not be read.
@@ -716,6 +1049,8 @@ struct Recovered {
     sealed_seq: u64,
     last_checkpoint_at: OffsetDateTime,
     report: OpenReport,
+    head_file: SlotFile,
+    witness_file: Option<SlotFile>,
 }
 
 fn corrupt(path: &Path, problem: impl Into<String>) -> AuditError {
@@ -725,35 +1060,101 @@ fn corrupt(path: &Path, problem: impl Into<String>) -> AuditError {
     }
 }
 
-fn recover(dir: &Path, key: &SigningKey, now: OffsetDateTime) -> Result<Recovered, AuditError> {
-    let files = list_log_files(dir)?;
-    let head_path = dir.join(HEAD_FILE);
-    let head_file = match read_head(dir) {
-        Ok(head) => head,
-        Err(HeadProblem::Io(e)) => return Err(AuditError::io("read", &head_path, e)),
+/// Reads an anchor (the head file, a witness) and checks its signature when
+/// it names this key.
+fn read_checked_anchor(
+    path: &Path,
+    key: &SigningKey,
+    what: &str,
+) -> Result<Option<SignedCheckpoint>, AuditError> {
+    let anchor = match read_anchor_file(path) {
+        Ok(a) => a,
+        Err(HeadProblem::Io(e)) => return Err(AuditError::io("read", path, e)),
         Err(HeadProblem::Unreadable(why)) => {
             return Err(corrupt(
-                &head_path,
+                path,
                 format!(
-                    "the head file is unreadable ({why}); run `maskgate audit verify` and \
+                    "the {what} is unreadable ({why}); run `maskgate audit verify` and \
                      restore it from a backup before restarting"
                 ),
             ))
         }
     };
-    if let Some(head) = &head_file {
-        if head.checkpoint.key_id == key.key_id()
-            && head.verify(std::slice::from_ref(key.public_key())).is_err()
+    if let Some(a) = &anchor {
+        if a.checkpoint.key_id == key.key_id()
+            && a.verify(std::slice::from_ref(key.public_key())).is_err()
         {
             return Err(corrupt(
-                &head_path,
-                "the head file's signature does not verify: it was altered; run \
-                 `maskgate audit verify`",
+                path,
+                format!(
+                    "the {what}'s signature does not verify: it was altered; run `maskgate \
+                     audit verify`"
+                ),
             ));
         }
     }
+    Ok(anchor)
+}
+
+/// Refuses a log that ends before what `anchor` (the head file or a
+/// witness) signed: records were cut off, and signing on would hide it.
+fn check_not_cut(
+    path: &Path,
+    what: &str,
+    anchor: &SignedCheckpoint,
+    last: &Checkpoint,
+) -> Result<(), AuditError> {
+    let a = &anchor.checkpoint;
+    if a.count > last.seq {
+        return Err(corrupt(
+            path,
+            format!(
+                "the signed {what} says the log holds {} records but its last signed \
+                 checkpoint is at seq {}: records {}..={} were cut off. Run `maskgate audit \
+                 verify`; to start a log anyway, move the directory away",
+                a.count,
+                last.seq,
+                last.seq + 1,
+                a.count
+            ),
+        ));
+    }
+    if a.seq == last.seq && a.head != last.head {
+        return Err(corrupt(
+            path,
+            format!(
+                "the signed {what} names another hash for seq {} than the log's last \
+                 checkpoint: the log was rewritten; run `maskgate audit verify`",
+                a.seq
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn recover(
+    dir: &Path,
+    witness_dir: Option<&Path>,
+    key: &SigningKey,
+    now: OffsetDateTime,
+) -> Result<Recovered, AuditError> {
+    let files = list_log_files(dir)?;
+    let head_path = dir.join(HEAD_FILE);
+    let head_file = read_checked_anchor(&head_path, key, "head file")?;
+    let witness_path = witness_dir.map(|w| w.join(WITNESS_FILE));
+    let witness = match &witness_path {
+        Some(p) => read_checked_anchor(p, key, "witness")?,
+        None => None,
+    };
     let Some((last_no, last_path)) = files.last().cloned() else {
-        return create_new_log(dir, key, now, head_file.as_ref());
+        return create_new_log(
+            dir,
+            witness_path.as_deref(),
+            key,
+            now,
+            head_file.as_ref(),
+            witness.as_ref(),
+        );
     };
     let Some(head_file) = head_file else {
         return Err(corrupt(
@@ -768,139 +1169,152 @@ fn recover(dir: &Path, key: &SigningKey, now: OffsetDateTime) -> Result<Recovere
         ..OpenReport::default()
     };
 
-    // Only the end of the log is read: the torn tail, the last record and
-    // the last checkpoint are all near it (memory stays flat however large
-    // the segment grew). The window grows until both are found or the
-    // file is read whole.
-    let (tail, tail_start) = read_tail(&last_path, RECOVERY_WINDOW)?;
-    let cut = torn_cut(&tail);
-    let mut file_len = tail_start + cut as u64;
-    if cut < tail.len() {
-        report.torn = Some(cut_torn_tail(dir, &last_path, &tail[cut..], file_len)?);
-    }
-    drop(tail);
-
-    // Walk back to the last record and the last checkpoint.
-    let mut last_record: Option<(u64, [u8; 32])> = None;
-    let mut last_checkpoint: Option<(SignedCheckpoint, Vec<u8>)> = None;
-    let mut index = files.len();
-    loop {
-        let path = &files[index - 1].1;
-        let end = if index == files.len() {
-            Some(file_len)
-        } else {
-            None
-        };
-        scan_file_back(path, end, &mut last_record, &mut last_checkpoint)?;
-        if (last_record.is_some() && last_checkpoint.is_some()) || index == 1 {
-            break;
-        }
-        index -= 1;
-    }
-    // Unchanged when no torn tail was cut.
-    file_len = file_len.min(
-        fs::symlink_metadata(&last_path)
-            .map_err(|e| AuditError::io("stat", &last_path, e))?
-            .len(),
-    );
-
-    let head = match last_record {
-        Some((seq, hash)) => ChainHead { seq, hash },
-        None => ChainHead::GENESIS,
+    let anchor = find_anchor(&files, key)?;
+    let last = match &anchor {
+        Some(a) => a.checkpoint.checkpoint.clone(),
+        None => Checkpoint {
+            seq: 0,
+            head: GENESIS.to_string(),
+            count: 0,
+            time: now,
+            key_id: key.key_id().to_string(),
+        },
     };
-    let mut sealed_seq = 0;
-    let mut last_checkpoint_at = now;
-    if let Some((cp, line)) = &last_checkpoint {
-        let c = &cp.checkpoint;
-        let head_matches = if c.seq == 0 {
-            c.head == GENESIS
-        } else {
-            c.seq != head.seq || c.head == head.hash_hex()
-        };
-        if c.seq > head.seq || !head_matches {
-            return Err(corrupt(
-                &last_path,
-                format!(
-                    "the last checkpoint (seq {}) does not match the last record (seq {}); \
-                     run `maskgate audit verify`",
-                    c.seq, head.seq
-                ),
-            ));
-        }
-        sealed_seq = c.seq;
-        last_checkpoint_at = c.time;
-        if c.key_id != key.key_id() {
-            report.key_changed = Some(c.key_id.clone());
-        }
-        if c.seq > head_file.checkpoint.seq {
-            let mut line = line.clone();
-            line.push(b'\n');
-            write_head(dir, &line)?;
+    // Nothing is written before the anchors agree: a refused open changes nothing.
+    check_not_cut(&head_path, "head file", &head_file, &last)?;
+    if let (Some(w), Some(p)) = (&witness, &witness_path) {
+        check_not_cut(p, "witness", w, &last)?;
+    }
+    if last.key_id != key.key_id() {
+        report.key_changed = Some(last.key_id.clone());
+    }
+    let mut hash = [0u8; 32];
+    if last.seq > 0 {
+        hex::decode_to_slice(&last.head, &mut hash)
+            .map_err(|_| corrupt(&last_path, "the last checkpoint's head is not hex"))?;
+    }
+    let head = ChainHead {
+        seq: last.seq,
+        hash,
+    };
+
+    // Whatever follows the anchor no key vouches for: move it aside.
+    let last_len = fs::symlink_metadata(&last_path)
+        .map_err(|e| AuditError::io("stat", &last_path, e))?
+        .len();
+    let tail_start = match &anchor {
+        Some(a) if a.file_index + 1 == files.len() => a.end,
+        _ => 0,
+    };
+    if tail_start < last_len {
+        report.torn = Some(set_aside(dir, &last_path, tail_start, last_len, head)?);
+    }
+
+    let mut head_slots = SlotFile::open(&head_path)?;
+    if let Some(a) = &anchor {
+        let mut line = a.line.clone();
+        line.push(b'\n');
+        if a.checkpoint.checkpoint.seq > head_file.checkpoint.seq {
+            head_slots.write(&line)?;
             report.head_repaired = true;
         }
-    } else if head_file.checkpoint.key_id != key.key_id() {
-        report.key_changed = Some(head_file.checkpoint.key_id.clone());
     }
-    if head_file.checkpoint.count > head.seq {
-        return Err(corrupt(
-            &head_path,
-            format!(
-                "the signed head says the log holds {} records but it ends at seq {}: records \
-                 {}..={} were cut off. Run `maskgate audit verify`; to start a log anyway, move \
-                 the directory away",
-                head_file.checkpoint.count,
-                head.seq,
-                head.seq + 1,
-                head_file.checkpoint.count
-            ),
-        ));
-    }
+    let witness_file = match &witness_path {
+        Some(p) => {
+            let mut w = SlotFile::open(p)?;
+            let behind = witness.as_ref().is_none_or(|w| w.checkpoint.seq < last.seq);
+            if witness.is_none() {
+                report.witness_created = true;
+            }
+            if behind {
+                let mut line = match &anchor {
+                    Some(a) => a.line.clone(),
+                    None => genesis_line(key, now)?,
+                };
+                line.push(b'\n');
+                w.write(&line)?;
+                if let Some(parent) = p.parent() {
+                    sync_dir(parent)?;
+                }
+            }
+            Some(w)
+        }
+        None => None,
+    };
     report.last_seq = head.seq;
-    report.sealed_seq = sealed_seq;
+    report.sealed_seq = head.seq;
     Ok(Recovered {
         path: last_path,
         file_no: last_no,
-        file_len,
+        file_len: tail_start.min(last_len),
         head,
-        sealed_seq,
-        last_checkpoint_at,
+        sealed_seq: head.seq,
+        last_checkpoint_at: if anchor.is_some() { last.time } else { now },
         report,
+        head_file: head_slots,
+        witness_file,
     })
 }
 
-/// A new log: the genesis head file first, then the first log file.
+fn genesis_line(key: &SigningKey, now: OffsetDateTime) -> Result<Vec<u8>, AuditError> {
+    let genesis = Checkpoint {
+        seq: 0,
+        head: GENESIS.to_string(),
+        count: 0,
+        time: now,
+        key_id: key.key_id().to_string(),
+    }
+    .sign(key)?;
+    Ok(genesis.to_line()?)
+}
+
+/// A new log: the genesis head file (and witness) first, then the first log file.
 fn create_new_log(
     dir: &Path,
+    witness_path: Option<&Path>,
     key: &SigningKey,
     now: OffsetDateTime,
     head_file: Option<&SignedCheckpoint>,
+    witness: Option<&SignedCheckpoint>,
 ) -> Result<Recovered, AuditError> {
-    match head_file {
-        Some(head) if head.checkpoint.count > 0 => {
+    for (what, path, anchor) in [
+        ("head file", dir.join(HEAD_FILE), head_file),
+        (
+            "witness",
+            witness_path.map(Path::to_path_buf).unwrap_or_default(),
+            witness,
+        ),
+    ] {
+        if let Some(a) = anchor.filter(|a| a.checkpoint.count > 0) {
             return Err(corrupt(
-                &dir.join(HEAD_FILE),
+                &path,
                 format!(
-                    "the head file says the log holds {} records but there are no log files: \
+                    "the {what} says the log holds {} records but there are no log files: \
                      the log was removed; restore it, or move the directory away to start anew",
-                    head.checkpoint.count
+                    a.checkpoint.count
                 ),
-            ))
-        }
-        Some(_) => {}
-        None => {
-            let genesis = Checkpoint {
-                seq: 0,
-                head: GENESIS.to_string(),
-                count: 0,
-                time: now,
-                key_id: key.key_id().to_string(),
-            }
-            .sign(key)?;
-            let mut line = genesis.to_line()?;
-            line.push(b'\n');
-            write_head(dir, &line)?;
+            ));
         }
     }
+    let mut line = genesis_line(key, now)?;
+    line.push(b'\n');
+    let mut head_slots = SlotFile::open(&dir.join(HEAD_FILE))?;
+    if head_file.is_none() {
+        head_slots.write(&line)?;
+    }
+    let witness_file = match witness_path {
+        Some(p) => {
+            let mut w = SlotFile::open(p)?;
+            if witness.is_none() {
+                w.write(&line)?;
+                if let Some(parent) = p.parent() {
+                    sync_dir(parent)?;
+                }
+            }
+            Some(w)
+        }
+        None => None,
+    };
     let path = dir.join(log_file_name(1));
     create_log_file(&path)?;
     sync_dir(dir)?;
@@ -914,8 +1328,11 @@ fn create_new_log(
         report: OpenReport {
             created: true,
             files: 1,
+            witness_created: witness_path.is_some() && witness.is_none(),
             ..OpenReport::default()
         },
+        head_file: head_slots,
+        witness_file,
     })
 }
 
@@ -953,54 +1370,169 @@ fn read_tail(path: &Path, window: u64) -> Result<(Vec<u8>, u64), AuditError> {
     }
 }
 
-/// [`scan_back`] over a file's lines up to `end` (its whole length when
-/// `None`), reading windows from the end that grow until the last record
-/// and the last checkpoint are both found or the start is reached.
-fn scan_file_back(
-    path: &Path,
-    end: Option<u64>,
-    last_record: &mut Option<(u64, [u8; 32])>,
-    last_checkpoint: &mut Option<(SignedCheckpoint, Vec<u8>)>,
-) -> Result<(), AuditError> {
-    let mut window = RECOVERY_WINDOW;
-    loop {
-        let (mut bytes, start) = read_tail(path, window)?;
-        if let Some(end) = end {
-            bytes.truncate(usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX));
-        }
-        let (mut record, mut checkpoint) = (*last_record, last_checkpoint.clone());
-        scan_back(path, &bytes, &mut record, &mut checkpoint)?;
-        if (record.is_some() && checkpoint.is_some()) || start == 0 {
-            *last_record = record;
-            *last_checkpoint = checkpoint;
-            return Ok(());
-        }
-        window = window.saturating_mul(4);
-    }
+/// The last checkpoint the log can vouch for.
+struct Anchor {
+    checkpoint: SignedCheckpoint,
+    /// Its line, without newline.
+    line: Vec<u8>,
+    /// Which of the log files holds it.
+    file_index: usize,
+    /// The offset just after its line.
+    end: u64,
 }
 
-/// Where a torn tail starts: after the last newline, or at the start of the
-/// last whole line when that line does not parse. `bytes.len()` when whole.
-fn torn_cut(bytes: &[u8]) -> usize {
-    let mut cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if cut > 0 {
-        let start = bytes[..cut - 1]
+/// A checkpoint recovery may continue from: signed by this key, or by
+/// another (a key change, reported; `audit verify` needs both keys).
+fn trusted(cp: &SignedCheckpoint, key: &SigningKey) -> bool {
+    cp.checkpoint.key_id != key.key_id()
+        || cp.verify(std::slice::from_ref(key.public_key())).is_ok()
+}
+
+/// The whole lines of `bytes` from the end: (start, end) of each, newest first.
+fn lines_back(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut pos = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    std::iter::from_fn(move || {
+        if pos == 0 {
+            return None;
+        }
+        let end = pos - 1;
+        let start = bytes[..end]
             .iter()
             .rposition(|&b| b == b'\n')
             .map_or(0, |i| i + 1);
-        if parse_line(&bytes[start..cut - 1]).is_err() {
-            cut = start;
-        }
-    }
-    cut
+        pos = start;
+        Some((start, end))
+    })
 }
 
-fn cut_torn_tail(dir: &Path, path: &Path, torn: &[u8], cut: u64) -> Result<TornTail, AuditError> {
+/// Finds the last trusted checkpoint: in the last file (reading windows
+/// from its end that grow until one is found), or as the last line of the
+/// file before it (a rotation ends a file with a checkpoint). `None`: a
+/// single file with no checkpoint at all. The record line before the
+/// checkpoint must be the one it signs.
+fn find_anchor(files: &[(u32, PathBuf)], key: &SigningKey) -> Result<Option<Anchor>, AuditError> {
+    let last_index = files.len() - 1;
+    let path = &files[last_index].1;
+    let mut window = RECOVERY_WINDOW;
+    loop {
+        let (bytes, start) = read_tail(path, window)?;
+        if let Some(a) = anchor_in(path, &bytes, start, last_index, key, false)? {
+            return Ok(Some(a));
+        }
+        if start == 0 {
+            break;
+        }
+        window = window.saturating_mul(4);
+    }
+    if last_index == 0 {
+        return Ok(None);
+    }
+    let path = &files[last_index - 1].1;
+    let (bytes, start) = read_tail(path, RECOVERY_WINDOW)?;
+    match anchor_in(path, &bytes, start, last_index - 1, key, true)? {
+        Some(a) => Ok(Some(a)),
+        None => Err(corrupt(
+            path,
+            "the newest log file holds no signed checkpoint and this file does not end with \
+             one; run `maskgate audit verify`",
+        )),
+    }
+}
+
+fn anchor_in(
+    path: &Path,
+    bytes: &[u8],
+    start: u64,
+    file_index: usize,
+    key: &SigningKey,
+    last_line_only: bool,
+) -> Result<Option<Anchor>, AuditError> {
+    if last_line_only && !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        return Ok(None);
+    }
+    let mut lines = lines_back(bytes);
+    while let Some((from, to)) = lines.next() {
+        let found = match parse_line(&bytes[from..to]) {
+            Ok(Line::Checkpoint(cp)) if trusted(&cp, key) => Some(cp),
+            _ => None,
+        };
+        let Some(cp) = found else {
+            if last_line_only {
+                return Ok(None);
+            }
+            continue;
+        };
+        if let Some((pf, pt)) = lines.next() {
+            let c = &cp.checkpoint;
+            let ok = match parse_line(&bytes[pf..pt]) {
+                Ok(Line::Record(r)) => r.seq == c.seq && r.hash == c.head,
+                Ok(Line::Checkpoint(_)) => true,
+                Err(_) => false,
+            };
+            if !ok {
+                return Err(corrupt(
+                    path,
+                    format!(
+                        "the line before the last signed checkpoint (seq {}) is not the record \
+                         it signs: the log was damaged or edited; run `maskgate audit verify`",
+                        c.seq
+                    ),
+                ));
+            }
+        }
+        let mut line = bytes[from..to].to_vec();
+        line.shrink_to_fit();
+        return Ok(Some(Anchor {
+            checkpoint: cp,
+            line,
+            file_index,
+            end: start + to as u64 + 1,
+        }));
+    }
+    Ok(None)
+}
+
+/// Moves the bytes `from..to` of `path` aside (saved, then cut off) and
+/// describes them; `head` is the checkpoint the log ends with.
+fn set_aside(
+    dir: &Path,
+    path: &Path,
+    from: u64,
+    to: u64,
+    head: ChainHead,
+) -> Result<TornTail, AuditError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut tail = Vec::new();
+    let mut file = File::open(path).map_err(|e| AuditError::io("open", path, e))?;
+    file.seek(SeekFrom::Start(from))
+        .and_then(|_| file.take(to - from).read_to_end(&mut tail))
+        .map_err(|e| AuditError::io("read", path, e))?;
+    // Do the whole lines continue the chain from the checkpoint?
+    let whole = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut records = 0u64;
+    let mut chains = whole == tail.len();
+    let (mut seq, mut prev) = (head.seq, head.hash_hex());
+    if head.seq == 0 {
+        prev = GENESIS.to_string();
+    }
+    for line in tail[..whole.saturating_sub(1)].split(|&b| b == b'\n') {
+        if whole == 0 {
+            break;
+        }
+        records += 1;
+        match parse_line(line) {
+            Ok(Line::Record(r)) if r.seq == seq + 1 && r.prev == prev => {
+                seq = r.seq;
+                prev = r.hash.clone();
+            }
+            _ => chains = false,
+        }
+    }
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut saved_to = dir.join(format!("{name}.torn-{cut}"));
+    let mut saved_to = dir.join(format!("{name}.unsealed-{from}"));
     let mut attempt = 1;
     let mut saved = loop {
         match private_file_options()
@@ -1011,85 +1543,36 @@ fn cut_torn_tail(dir: &Path, path: &Path, torn: &[u8], cut: u64) -> Result<TornT
             Ok(file) => break file,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
                 attempt += 1;
-                saved_to = dir.join(format!("{name}.torn-{cut}-{attempt}"));
+                saved_to = dir.join(format!("{name}.unsealed-{from}-{attempt}"));
             }
             Err(e) => return Err(AuditError::io("create", &saved_to, e)),
         }
     };
     saved
-        .write_all(torn)
+        .write_all(&tail)
         .and_then(|()| saved.sync_all())
         .map_err(|e| AuditError::io("write", &saved_to, e))?;
     let file = OpenOptions::new()
         .write(true)
         .open(path)
         .map_err(|e| AuditError::io("open", path, e))?;
-    file.set_len(cut)
+    file.set_len(from)
         .and_then(|()| file.sync_all())
         .map_err(|e| AuditError::io("truncate", path, e))?;
     sync_dir(dir)?;
-    let preview: String = String::from_utf8_lossy(&torn[..torn.len().min(80)])
+    let preview: String = String::from_utf8_lossy(&tail[..tail.len().min(80)])
         .escape_debug()
         .collect();
     Ok(TornTail {
         file: path.to_path_buf(),
-        offset: cut,
-        len: torn.len() as u64,
+        offset: from,
+        len: tail.len() as u64,
         saved_to,
         preview,
+        after_seq: head.seq,
+        records,
+        chains: chains && records > 0,
     })
-}
-
-/// Scans `bytes` (whole lines) from the end, filling in the last record and
-/// the last checkpoint not yet found. Every line looked at must parse.
-fn scan_back(
-    path: &Path,
-    bytes: &[u8],
-    last_record: &mut Option<(u64, [u8; 32])>,
-    last_checkpoint: &mut Option<(SignedCheckpoint, Vec<u8>)>,
-) -> Result<(), AuditError> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    let Some(body) = bytes.strip_suffix(b"\n") else {
-        return Err(corrupt(
-            path,
-            "the file does not end with a newline but is not the last file; run \
-             `maskgate audit verify`",
-        ));
-    };
-    let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
-    for (i, line) in lines.iter().enumerate().rev() {
-        if last_record.is_some() && last_checkpoint.is_some() {
-            break;
-        }
-        match parse_line(line) {
-            Ok(Line::Record(r)) => {
-                if last_record.is_none() {
-                    let mut hash = [0u8; 32];
-                    hex::decode_to_slice(&r.hash, &mut hash)
-                        .map_err(|_| corrupt(path, format!("line {}: bad hash encoding", i + 1)))?;
-                    *last_record = Some((r.seq, hash));
-                }
-            }
-            Ok(Line::Checkpoint(cp)) => {
-                if last_checkpoint.is_none() {
-                    *last_checkpoint = Some((cp, line.to_vec()));
-                }
-            }
-            Err(e) => {
-                return Err(corrupt(
-                    path,
-                    format!(
-                        "line {} is unreadable ({e}) and is not the last line, so it is not a \
-                         torn write; run `maskgate audit verify`",
-                        i + 1
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 // Compiled only under #[cfg(test)] (see the parent module).
-//! Tests of the file sink: appends, group commit, torn-line recovery,
-//! failure and poisoning, rotation, the head file.
+//! Tests of the file sink: appends, group commit, a checkpoint ending
+//! every batch, recovery that moves an unsigned tail aside, failure and
+//! reopening, rotation, the head file and the witness.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,10 +12,11 @@ use time::macros::datetime;
 
 use super::*;
 use crate::audit::chain::CheckpointPolicy;
+use crate::audit::chain::{Chain, Sealed};
 use crate::audit::keys::PublicKey;
 use crate::audit::record::{Kind, Outcome, RECORD_KEYS};
 use crate::audit::testutil::{FakeClock, TempDir};
-use crate::audit::verify::{verify, FindingKind};
+use crate::audit::verify::{verify, FindingKind, VerifyOptions};
 
 fn draft(n: usize) -> RecordDraft {
     RecordDraft::new(
@@ -75,10 +77,14 @@ fn appends_are_sequential_and_close_seals() {
     log.close().expect("close");
     let text = fs::read_to_string(log_path(dir.path())).expect("read");
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6);
-    assert!(lines[5].starts_with("{\"checkpoint\":{\"seq\":5,"));
-    let head = fs::read_to_string(dir.path().join(HEAD_FILE)).expect("head");
-    assert_eq!(head.trim_end(), lines[5]);
+    // Each append was its own batch, and each batch ends with a checkpoint.
+    assert_eq!(lines.len(), 10);
+    for (i, line) in lines.iter().enumerate() {
+        let is_checkpoint = line.starts_with(&format!("{{\"checkpoint\":{{\"seq\":{},", i / 2 + 1));
+        assert_eq!(is_checkpoint, i % 2 == 1, "line {}: {line}", i + 1);
+    }
+    let head = read_head(dir.path()).ok().flatten().expect("head");
+    assert_eq!(head.to_line().expect("line"), lines[9].as_bytes());
 
     let report = verify(dir.path(), &public).expect("verify");
     assert!(report.is_ok(), "{}", report.render());
@@ -94,7 +100,7 @@ fn appends_are_sequential_and_close_seals() {
     assert!(report.is_ok(), "{}", report.render());
     assert_eq!(
         (report.records, report.checkpoints, report.unsealed),
-        (6, 2, 0)
+        (6, 6, 0)
     );
 }
 
@@ -159,25 +165,46 @@ fn torn_last_line_is_cut_saved_and_the_chain_continues() {
     torn.extend_from_slice(&half);
     fs::write(&path, &torn).expect("write torn");
 
-    // Verify before restart names the torn line.
+    // Verify before restart names the torn line (four records, four checkpoints).
     let before = verify(dir.path(), &public).expect("verify");
     let finding = before.problem.expect("torn found");
     assert_eq!(finding.kind, FindingKind::Torn);
-    assert_eq!((finding.line, finding.seq), (5, Some(5)));
+    assert_eq!((finding.line, finding.seq), (9, Some(5)));
 
     let log = AuditLog::open(dir.path(), key(&der), options(1000)).expect("reopen");
     let report = log.open_report().clone();
     let tail = report.torn.expect("torn reported");
     assert_eq!(tail.offset, whole.len() as u64);
     assert_eq!(tail.len, half.len() as u64);
+    assert_eq!((tail.records, tail.chains, tail.after_seq), (0, false, 4));
     assert_eq!(fs::read(&tail.saved_to).expect("saved"), half);
     assert_eq!(report.last_seq, 4);
-    assert_eq!(fs::read(&path).expect("read"), whole);
-    assert_eq!(log.append_sync(draft(5)).expect("append").seq(), 5);
+    assert!(fs::read(&path).expect("read").starts_with(&whole));
+    // The incident is the log's next record; then the chain goes on.
+    assert_eq!(log.incidents().len(), 1);
+    assert_eq!(log.append_sync(draft(5)).expect("append").seq(), 6);
     log.close().expect("close");
     let after = verify(dir.path(), &public).expect("verify");
     assert!(after.is_ok(), "{}", after.render());
-    assert_eq!(after.records, 5);
+    assert_eq!(after.records, 6);
+    let incident = crate::audit::query::query(dir.path(), &crate::audit::Filter::default())
+        .expect("query")
+        .records
+        .into_iter()
+        .find(|r| r.seq == 5)
+        .expect("record 5");
+    assert_eq!(
+        (incident.kind, incident.why.as_str()),
+        (Kind::Alert, "audit_tail_set_aside")
+    );
+    assert!(
+        incident
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("torn line"),
+        "{incident:?}"
+    );
 }
 
 #[test]
@@ -199,7 +226,7 @@ fn unparsable_last_whole_line_is_torn_but_a_middle_one_refuses_open() {
         log.open_report().torn.as_ref().map(|t| t.offset),
         Some(whole.len() as u64)
     );
-    assert_eq!(log.append_sync(draft(4)).expect("append").seq(), 4);
+    assert_eq!(log.append_sync(draft(4)).expect("append").seq(), 5);
     log.close().expect("close");
     assert!(verify(dir.path(), &public).expect("verify").is_ok());
 
@@ -254,12 +281,17 @@ fn concurrent_appends_group_commit() {
     assert_eq!(more, (801..=1000).collect::<Vec<u64>>());
     let stats = log.stats();
     assert_eq!(stats.records, 1000);
-    assert!(stats.checkpoints >= 10);
+    // Every batch ends with a checkpoint; big batches hold more.
+    assert!(stats.checkpoints >= stats.batches, "{stats:?}");
+    assert!(stats.checkpoints >= 10, "{stats:?}");
     let log = Arc::try_unwrap(log).expect("sole owner");
     log.close().expect("close");
     let report = verify(dir.path(), &public).expect("verify");
     assert!(report.is_ok(), "{}", report.render());
-    assert_eq!((report.records, report.checkpoints), (1000, 10));
+    assert_eq!(
+        (report.records, report.checkpoints),
+        (1000, stats.checkpoints)
+    );
 }
 
 #[test]
@@ -399,7 +431,7 @@ fn reopen_finds_the_chain_in_an_earlier_file() {
 }
 
 #[test]
-fn tick_writes_time_driven_checkpoints() {
+fn no_batch_is_released_without_its_checkpoint() {
     let dir = TempDir::new("file-tick");
     let (der, public) = new_key();
     let clock = FakeClock::new(datetime!(2026-07-01 08:00 UTC));
@@ -409,21 +441,306 @@ fn tick_writes_time_driven_checkpoints() {
     };
     let log = AuditLog::open(dir.path(), key(&der), opts).expect("open");
     log.append_sync(draft(1)).expect("append");
-    log.tick();
-    clock.advance_secs(30);
-    log.tick();
-    log.append_sync(draft(2)).expect("append"); // a round trip: ticks are done
-    assert_eq!(log.stats().checkpoints, 0);
-    clock.advance_secs(31);
-    log.tick();
-    log.append_sync(draft(3)).expect("append");
+    // By the time a receipt arrives, a checkpoint covering it is durable,
+    // and the head file holds it.
     assert_eq!(log.stats().checkpoints, 1);
     let head = read_head(dir.path()).ok().flatten().expect("head");
-    assert_eq!(head.checkpoint.seq, 2);
-    std::mem::forget(log);
+    assert_eq!(head.checkpoint.seq, 1);
+    // Ticks with nothing unsealed add nothing.
+    clock.advance_secs(120);
+    log.tick();
+    log.append_sync(draft(2)).expect("append"); // a round trip: ticks are done
+    assert_eq!(log.stats().checkpoints, 2);
+    std::mem::forget(log); // a crash after the receipt
     let report = verify(dir.path(), &public).expect("verify");
     assert!(report.is_ok(), "{}", report.render());
-    assert_eq!((report.sealed_seq, report.unsealed), (2, 1));
+    assert_eq!((report.sealed_seq, report.unsealed), (2, 0));
+}
+
+/// Appends `lines` to the log file as someone with write access would.
+fn append_raw(dir: &Path, lines: &[Vec<u8>]) {
+    let mut f = OpenOptions::new()
+        .append(true)
+        .open(log_path(dir))
+        .expect("open");
+    for l in lines {
+        f.write_all(l).expect("write");
+    }
+}
+
+/// A record that continues the chain at `head`, hashed correctly, as a
+/// forger would write it (they know the format; they lack the key).
+fn forged_record(head: ChainHead, principal: &str) -> Sealed {
+    let mut chain = Chain::new(
+        SigningKey::generate().expect("key"),
+        CheckpointPolicy::default(),
+        head,
+        head.seq,
+        datetime!(2026-07-01 08:00 UTC),
+    );
+    chain
+        .seal(
+            &RecordDraft::new(Kind::Unmask, principal, Outcome::Granted, "ok"),
+            datetime!(2026-07-01 08:00 UTC),
+        )
+        .expect("seal")
+}
+
+fn chain_head(dir: &Path, public: &PublicKey) -> ChainHead {
+    let report = verify(dir, public).expect("verify");
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&report.head, &mut hash).expect("hex");
+    ChainHead {
+        seq: report.last_seq,
+        hash,
+    }
+}
+
+#[test]
+fn a_forged_record_that_chains_is_moved_aside_not_signed() {
+    let dir = TempDir::new("file-forged");
+    let (der, public) = new_key();
+    let log = AuditLog::open(dir.path(), key(&der), options(1000)).expect("open");
+    for n in 0..3 {
+        log.append_sync(draft(n)).expect("append");
+    }
+    log.close().expect("close");
+    let forged = forged_record(chain_head(dir.path(), &public), "mallory");
+    append_raw(dir.path(), std::slice::from_ref(&forged.line));
+    // Verify: nothing signs it.
+    let report = verify(dir.path(), &public).expect("verify");
+    assert_eq!(report.problem.map(|f| f.kind), Some(FindingKind::Unsealed));
+
+    let log = AuditLog::open(dir.path(), key(&der), options(1000)).expect("reopen");
+    let tail = log.open_report().torn.clone().expect("moved aside");
+    assert_eq!((tail.records, tail.chains, tail.after_seq), (1, true, 3));
+    assert_eq!(fs::read(&tail.saved_to).expect("saved"), forged.line);
+    assert!(tail.describe().contains("chain but no checkpoint signs"));
+    log.close().expect("close");
+    let records = crate::audit::query::query(dir.path(), &crate::audit::Filter::default())
+        .expect("query")
+        .records;
+    assert!(records.iter().all(|r| r.principal != "mallory"));
+    assert_eq!(
+        records.last().map(|r| r.why.as_str()),
+        Some("audit_tail_set_aside")
+    );
+    assert!(verify(dir.path(), &public).expect("verify").is_ok());
+}
+
+#[test]
+fn a_forged_checkpoint_is_no_anchor() {
+    let dir = TempDir::new("file-forged-cp");
+    let (der, public) = new_key();
+    let log = AuditLog::open(dir.path(), key(&der), options(1000)).expect("open");
+    log.append_sync(draft(1)).expect("append");
+    log.close().expect("close");
+    let head = chain_head(dir.path(), &public);
+    let forged = forged_record(head, "mallory");
+    // A checkpoint naming the real key id, signed by another key.
+    let other = SigningKey::generate().expect("key");
+    let mut cp = Checkpoint {
+        seq: forged.seq,
+        head: hex::encode(forged.hash),
+        count: forged.seq,
+        time: datetime!(2026-07-01 08:00 UTC),
+        key_id: public.key_id().to_owned(),
+    }
+    .sign(&other)
+    .expect("sign");
+    cp.checkpoint.key_id = public.key_id().to_owned();
+    let mut cp_line = cp.to_line().expect("line");
+    cp_line.push(b'\n');
+    append_raw(dir.path(), &[forged.line.clone(), cp_line]);
+    let log = AuditLog::open(dir.path(), key(&der), options(1000)).expect("reopen");
+    let tail = log.open_report().torn.clone().expect("moved aside");
+    assert_eq!((tail.records, tail.chains, tail.after_seq), (2, false, 1));
+    log.close().expect("close");
+    assert!(verify(dir.path(), &public).expect("verify").is_ok());
+}
+
+#[test]
+fn the_witness_catches_a_cut_that_a_restored_head_file_hides() {
+    let dir = TempDir::new("file-witness");
+    let witness = TempDir::new("file-witness-w");
+    let (der, public) = new_key();
+    let opts = AuditOptions {
+        witness: Some(witness.path().to_path_buf()),
+        ..options(1000)
+    };
+    let log = AuditLog::open(dir.path(), key(&der), opts.clone()).expect("open");
+    assert!(log.open_report().witness_created);
+    let mut receipts = String::new();
+    for n in 0..6 {
+        let r = log.append_sync(draft(n)).expect("append");
+        receipts.push_str(&r.signed().expect("signed").to_header_value());
+        receipts.push('\n');
+        if n == 2 {
+            // The attacker keeps an old head file and the log's length.
+            fs::copy(dir.path().join(HEAD_FILE), dir.path().join("old-head")).expect("copy");
+        }
+    }
+    log.close().expect("close");
+    let receipts_file = witness.path().join("receipts.txt");
+    fs::write(&receipts_file, &receipts).expect("write");
+    let with_anchors = VerifyOptions {
+        witnesses: vec![witness.path().to_path_buf()],
+        receipts: vec![receipts_file.clone()],
+    };
+    let keys = std::slice::from_ref(&public);
+    let whole = crate::audit::verify::verify_with(dir.path(), keys, &with_anchors).expect("verify");
+    assert!(whole.is_ok(), "{}", whole.render());
+    assert_eq!((whole.witnesses, whole.receipts), (1, 6));
+
+    // Cut records 4..=6 (whole batches) and put the old head file back.
+    let text = fs::read_to_string(log_path(dir.path())).expect("read");
+    let kept: Vec<&str> = text.lines().take(6).collect();
+    fs::write(log_path(dir.path()), kept.join("\n") + "\n").expect("write");
+    fs::rename(dir.path().join("old-head"), dir.path().join(HEAD_FILE)).expect("restore");
+    assert!(
+        verify(dir.path(), &public).expect("verify").is_ok(),
+        "the directory alone cannot tell"
+    );
+    let cut = crate::audit::verify::verify_with(dir.path(), keys, &with_anchors).expect("verify");
+    let f = cut.problem.clone().expect("cut found");
+    assert_eq!((f.kind, f.seq), (FindingKind::CutOff, Some(4)));
+    assert!(f.detail.contains("witness"), "{f}");
+    let missing: Vec<(u64, Option<u64>)> = cut
+        .receipts_missing
+        .iter()
+        .map(|f| (f.line, f.seq))
+        .collect();
+    assert_eq!(missing, [(4, Some(4)), (5, Some(5)), (6, Some(6))]);
+    assert_eq!(cut.exit_code(), 1);
+    // A restart with the witness refuses to sign over the cut.
+    let err = AuditLog::open(dir.path(), key(&der), opts).expect_err("refused");
+    assert!(
+        err.to_string().contains("records 4..=6 were cut off"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_log_reopens_itself_once_writes_succeed() {
+    let dir = TempDir::new("file-reopen");
+    let (der, public) = new_key();
+    let log = AuditLog::open(dir.path(), key(&der), options(1000)).expect("open");
+    log.append_sync(draft(1)).expect("append");
+    log.fail_writes_for_test(true);
+    let err = log.append_sync(draft(2)).expect_err("disk full");
+    assert!(matches!(err, AuditError::Io { op: "write", .. }), "{err}");
+    assert!(log.health().is_err());
+    // Still full: ticks try and fail; appends are refused at once.
+    log.tick();
+    assert!(matches!(
+        log.append_sync(draft(3)),
+        Err(AuditError::Poisoned { .. })
+    ));
+    log.fail_writes_for_test(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log.health().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log did not reopen"
+        );
+        log.tick();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(log.stats().reopened, 1);
+    let incidents = log.incidents();
+    assert!(
+        incidents[0].starts_with("audit log failed"),
+        "{incidents:?}"
+    );
+    assert!(
+        incidents[1].contains("reopened itself without a restart"),
+        "{incidents:?}"
+    );
+    // Record 2 never reached the log; the incident is seq 2.
+    assert_eq!(log.append_sync(draft(4)).expect("append").seq(), 3);
+    log.close().expect("close");
+    let report = verify(dir.path(), &public).expect("verify");
+    assert!(report.is_ok(), "{}", report.render());
+    let records = crate::audit::query::query(dir.path(), &crate::audit::Filter::default())
+        .expect("query")
+        .records;
+    assert_eq!(records[1].why, "audit_sink_reopened");
+    assert!(records[1]
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("append(s) were refused"));
+}
+
+#[test]
+fn slot_files_survive_a_torn_slot_and_read_plain_lines() {
+    let dir = TempDir::new("file-slots");
+    let key = SigningKey::generate().expect("key");
+    let line = |seq: u64| {
+        let mut l = Checkpoint {
+            seq,
+            head: GENESIS.to_string(),
+            count: seq,
+            time: datetime!(2026-07-01 08:00 UTC),
+            key_id: key.key_id().to_owned(),
+        }
+        .sign(&key)
+        .expect("sign")
+        .to_line()
+        .expect("line");
+        l.push(b'\n');
+        l
+    };
+    let path = dir.path().join("anchor");
+    fs::write(&path, line(1)).expect("plain line");
+    assert_eq!(
+        read_anchor_file(&path)
+            .ok()
+            .flatten()
+            .map(|c| c.checkpoint.seq),
+        Some(1)
+    );
+    let mut slots = SlotFile::open(&path).expect("open");
+    slots.write(&line(2)).expect("write");
+    slots.write(&line(3)).expect("write");
+    assert_eq!(
+        read_anchor_file(&path)
+            .ok()
+            .flatten()
+            .map(|c| c.checkpoint.seq),
+        Some(3)
+    );
+    // Tear the newest slot: the one before it still reads.
+    let mut bytes = fs::read(&path).expect("read");
+    let newest = bytes
+        .windows(9)
+        .position(|w| w == b"\"seq\":3,\"")
+        .expect("slot");
+    bytes[newest] = b'#';
+    fs::write(&path, &bytes).expect("write");
+    assert_eq!(
+        read_anchor_file(&path)
+            .ok()
+            .flatten()
+            .map(|c| c.checkpoint.seq),
+        Some(2)
+    );
+    let mut reopened = SlotFile::open(&path).expect("open");
+    reopened.write(&line(4)).expect("write");
+    assert_eq!(
+        read_anchor_file(&path)
+            .ok()
+            .flatten()
+            .map(|c| c.checkpoint.seq),
+        Some(4)
+    );
+    let mut bytes = fs::read(&path).expect("read");
+    bytes.fill(b'#');
+    fs::write(&path, &bytes).expect("write");
+    assert!(matches!(
+        read_anchor_file(&path),
+        Err(HeadProblem::Unreadable(_))
+    ));
 }
 
 #[test]
@@ -437,8 +754,8 @@ fn open_refuses_a_log_cut_behind_its_head_or_without_head() {
     log.close().expect("close");
     let path = log_path(dir.path());
     let text = fs::read_to_string(&path).expect("read");
-    // Keep records 1..=5 and their checkpoint.
-    let kept: Vec<&str> = text.lines().take(6).collect();
+    // Keep records 1..=5 and their checkpoints.
+    let kept: Vec<&str> = text.lines().take(10).collect();
     fs::write(&path, kept.join("\n") + "\n").expect("write");
     let err = AuditLog::open(dir.path(), key(&der), options(5)).expect_err("refused");
     assert!(
@@ -494,37 +811,48 @@ fn file_names_parse() {
 }
 
 #[test]
-fn recovery_reads_only_the_end_of_a_large_log() {
-    // Over 3 MiB of records (several recovery windows) with the last
-    // checkpoint far from the end, then a torn line: recovery still finds
-    // the last checkpoint, the last record and the torn tail.
+fn recovery_reads_back_as_far_as_the_last_checkpoint() {
+    // Over 3 MiB of records that chain but that no checkpoint signs (a
+    // log of an older version cut by a crash, or a forger's), then a torn
+    // line: recovery reads windows back until it finds the genesis, moves
+    // all of it aside, and the log starts from the empty chain.
     let dir = TempDir::new("file-large");
     let (der, public) = new_key();
     let log = AuditLog::open(dir.path(), key(&der), options(100_000)).expect("open");
+    log.close().expect("close");
+    let mut chain = Chain::new(
+        key(&der),
+        CheckpointPolicy::default(),
+        ChainHead::GENESIS,
+        0,
+        datetime!(2026-07-01 08:00 UTC),
+    );
     let n = 9000;
+    let mut lines = Vec::new();
     for i in 0..n {
-        log.append_sync(draft(i)).expect("append");
+        lines.push(
+            chain
+                .seal(&draft(i), datetime!(2026-07-01 08:00 UTC))
+                .expect("seal")
+                .line,
+        );
     }
-    std::mem::forget(log);
-    let path = log_path(dir.path());
-    let whole = fs::read(&path).expect("read");
-    assert!(whole.len() as u64 > 3 * RECOVERY_WINDOW, "{}", whole.len());
-    let mut torn = whole.clone();
-    torn.extend_from_slice(b"{\"seq\":9001,\"kind\":\"unm");
-    fs::write(&path, &torn).expect("write torn");
+    lines.push(b"{\"seq\":9001,\"kind\":\"unm".to_vec());
+    append_raw(dir.path(), &lines);
+    let len = fs::metadata(log_path(dir.path())).expect("stat").len();
+    assert!(len > 3 * RECOVERY_WINDOW, "{len}");
 
     let log = AuditLog::open(dir.path(), key(&der), options(100_000)).expect("reopen");
     let report = log.open_report().clone();
-    let tail = report.torn.expect("torn reported");
-    assert_eq!(tail.offset, whole.len() as u64);
-    assert_eq!(report.last_seq, n as u64);
-    assert_eq!(fs::read(&path).expect("read"), whole);
+    let tail = report.torn.expect("moved aside");
+    assert_eq!((tail.offset, tail.len), (0, len));
     assert_eq!(
-        log.append_sync(draft(n)).expect("append").seq(),
-        n as u64 + 1
+        (tail.records, tail.chains, report.last_seq),
+        (n as u64, false, 0)
     );
+    assert_eq!(log.append_sync(draft(n)).expect("append").seq(), 2);
     log.close().expect("close");
     let after = verify(dir.path(), &public).expect("verify");
     assert!(after.is_ok(), "{}", after.render());
-    assert_eq!(after.records, n as u64 + 1);
+    assert_eq!(after.records, 2);
 }

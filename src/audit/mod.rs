@@ -36,6 +36,7 @@ pub mod file;
 pub mod keys;
 pub mod pg;
 pub mod query;
+pub mod receipt;
 pub mod record;
 pub mod report;
 pub mod sink;
@@ -45,30 +46,57 @@ pub mod verify;
 mod testutil;
 
 pub use chain::{Checkpoint, CheckpointPolicy, SignedCheckpoint};
-pub use file::{AuditLog, AuditOptions, AuditStats, Clock, Done, OpenReport, TornTail};
+pub use file::{
+    read_witness, AuditLog, AuditOptions, AuditStats, Clock, Done, OpenReport, TornTail,
+    WITNESS_FILE,
+};
 pub use keys::{generate_signing_key, KeyError, PublicKey, SigningKey};
 pub use query::Filter;
+pub use receipt::{SignedReceipt, RECEIPT_HEADER};
 pub use record::{DraftError, Kind, Outcome, Record, RecordDraft};
 pub use report::{Report, ReportOptions};
 pub use sink::AuditSink;
 pub use verify::{
-    verify, verify_live, verify_with_keys, Finding, FindingKind, VerifyError, VerifyReport,
+    verify, verify_live, verify_with, verify_with_keys, Finding, FindingKind, VerifyError,
+    VerifyOptions, VerifyReport,
 };
 
-/// Proof that a record is durable in the audit log: written and fsynced.
+/// Proof that a record is durable in the audit log: written and fsynced,
+/// behind a signed checkpoint.
 ///
 /// Only the audit sinks create receipts, so an API that takes
 /// `&AuditReceipt` cannot be called before the audit append succeeded.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct AuditReceipt {
     seq: u64,
     hash: [u8; 32],
+    key: Option<Arc<SigningKey>>,
 }
+
+impl PartialEq for AuditReceipt {
+    fn eq(&self, other: &AuditReceipt) -> bool {
+        self.seq == other.seq && self.hash == other.hash
+    }
+}
+
+impl Eq for AuditReceipt {}
 
 impl AuditReceipt {
     /// Private: only code in this module tree (the sinks) makes receipts.
-    fn new(seq: u64, hash: [u8; 32]) -> AuditReceipt {
-        AuditReceipt { seq, hash }
+    fn new(seq: u64, hash: [u8; 32], key: Arc<SigningKey>) -> AuditReceipt {
+        AuditReceipt {
+            seq,
+            hash,
+            key: Some(key),
+        }
+    }
+
+    /// The receipt signed by the audit key, for the client (signed here,
+    /// on the caller's thread, not on the log's writer).
+    pub fn signed(&self) -> Option<SignedReceipt> {
+        self.key
+            .as_ref()
+            .map(|key| SignedReceipt::sign(key, self.seq, &self.hash))
     }
 
     /// The record's seq.

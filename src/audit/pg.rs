@@ -32,7 +32,9 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use crate::audit::chain::{parse_checkpoint_line, Chain, ChainHead, CheckpointPolicy};
-use crate::audit::file::{log_file_name, Clock, Done, HEAD_FILE};
+use crate::audit::file::{
+    create_dir, log_file_name, read_witness, Clock, Done, SlotFile, HEAD_FILE, WITNESS_FILE,
+};
 use crate::audit::keys::{PublicKey, SigningKey};
 use crate::audit::query::{QueryError, Scan};
 use crate::audit::record::{DraftError, RecordDraft};
@@ -172,6 +174,7 @@ struct Writer {
     clock: Clock,
     shared: Arc<Shared>,
     policy: CheckpointPolicy,
+    witness: Option<SlotFile>,
 }
 
 impl Writer {
@@ -189,7 +192,7 @@ impl Writer {
         }
         // Closed: seal what this instance left unsealed (best effort).
         let now = self.clock.now();
-        let _ = self.commit(&[], now, true).await;
+        let _ = self.commit(&[], now).await;
     }
 
     async fn process(&mut self, batch: &mut Vec<Msg>) {
@@ -212,16 +215,17 @@ impl Writer {
             self.shared.set_health(r.map_err(|e| e.to_string()));
             return;
         }
-        match self.commit(&drafts, now, false).await {
+        match self.commit(&drafts, now).await {
             Ok(sealed) => {
                 self.shared.set_health(Ok(()));
+                let key = Arc::clone(self.chain.key());
                 let ok = sealed.iter().filter(|r| r.is_ok()).count() as u64;
                 self.shared.records.fetch_add(ok, Ordering::Relaxed);
                 self.shared.batches.fetch_add(1, Ordering::Relaxed);
                 for (done, r) in dones.into_iter().zip(sealed) {
                     call(
                         done,
-                        r.map(|(seq, hash)| AuditReceipt::new(seq, hash))
+                        r.map(|(seq, hash)| AuditReceipt::new(seq, hash, Arc::clone(&key)))
                             .map_err(AuditError::Draft),
                     );
                 }
@@ -251,7 +255,7 @@ impl Writer {
             })
             .await?;
         if due {
-            self.commit(&[], now, false).await?;
+            self.commit(&[], now).await?;
         }
         Ok(())
     }
@@ -260,14 +264,12 @@ impl Writer {
         self.policy.every
     }
 
-    /// Seals `drafts` onto the shared chain and commits them (with any
-    /// checkpoint due; with one in any case when `seal` and records are
-    /// unsealed).
+    /// Seals `drafts` onto the shared chain and commits them, ending with a
+    /// signed checkpoint whenever records are unsealed.
     async fn commit(
         &mut self,
         drafts: &[Box<RecordDraft>],
         now: OffsetDateTime,
-        seal: bool,
     ) -> Result<Sealed, PgError> {
         let mut client = self.db.client().await?;
         let chain = &mut self.chain;
@@ -327,13 +329,15 @@ impl Writer {
                         Err(e) => out.push(Err(e)),
                     }
                 }
-                if chain.checkpoint_due_by_time(now) || (seal && chain.unsealed() > 0) {
+                // No unsigned released record: every transaction that
+                // carries records ends with a checkpoint.
+                if chain.unsealed() > 0 {
                     head_line = Some(checkpoint(chain, &mut push)?);
                     checkpoints += 1;
                 }
                 if lines.is_empty() {
                     tx.rollback().await?;
-                    return Ok(out);
+                    return Ok((out, None));
                 }
                 tx.execute(
                     "INSERT INTO maskgate_audit_lines (pos, seq, line) \
@@ -358,11 +362,17 @@ impl Writer {
                 .await?;
                 tx.commit().await?;
                 shared.checkpoints.fetch_add(checkpoints, Ordering::Relaxed);
-                Ok(out)
+                Ok((out, head_line))
             })
             .await;
         self.db.release(client, &r);
-        r
+        let (out, head_line) = r?;
+        // The witness follows the database before anyone hears of the batch.
+        if let (Some(w), Some(line)) = (&mut self.witness, head_line) {
+            w.write(format!("{line}\n").as_bytes())
+                .map_err(|e| PgError::Corrupt(format!("the audit witness: {e}")))?;
+        }
+        Ok(out)
     }
 }
 
@@ -381,6 +391,19 @@ impl PgAuditLog {
         policy: CheckpointPolicy,
         clock: Clock,
     ) -> Result<PgAuditLog, AuditError> {
+        PgAuditLog::open_with_witness(db, key, policy, clock, None).await
+    }
+
+    /// [`PgAuditLog::open`] with a witness directory (outside the database,
+    /// one per instance) that keeps the newest checkpoint this instance
+    /// signed. Opening refuses a database log shorter than its witness.
+    pub async fn open_with_witness(
+        db: Db,
+        key: SigningKey,
+        policy: CheckpointPolicy,
+        clock: Clock,
+        witness: Option<PathBuf>,
+    ) -> Result<PgAuditLog, AuditError> {
         let public_key = key.public_key().clone();
         let runtime = tokio::runtime::Handle::current();
         let shared = Arc::new(Shared::default());
@@ -392,12 +415,13 @@ impl PgAuditLog {
             clock,
             shared: Arc::clone(&shared),
             policy,
+            witness: None,
         };
         // Start the chain (or check it can be reached) before serving.
-        writer
-            .commit(&[], now, false)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        writer.commit(&[], now).await.map_err(|e| unavailable(&e))?;
+        if let Some(dir) = &witness {
+            writer.witness = Some(check_witness(&db, dir, &public_key).await?);
+        }
         let found = last_checkpoint_key(&db)
             .await
             .map_err(|e| unavailable(&e))?;
@@ -448,6 +472,72 @@ impl PgAuditLog {
     pub fn export_blocking(&self, dir: &Path) -> Result<(), PgError> {
         self.runtime.block_on(export(&self.db, dir))
     }
+}
+
+/// Refuses a database log whose newest checkpoint is behind the witness in
+/// `dir` (rows were deleted), and brings a witness that is behind forward.
+async fn check_witness(db: &Db, dir: &Path, key: &PublicKey) -> Result<SlotFile, AuditError> {
+    create_dir(dir)?;
+    let path = dir.join(WITNESS_FILE);
+    let witness = read_witness(dir).map_err(|problem| AuditError::Corrupt {
+        path: path.clone(),
+        problem,
+    })?;
+    let line: Option<String> = db
+        .run(|c| {
+            Box::pin(async move {
+                Ok(c.query_one(
+                    "SELECT checkpoint_line FROM maskgate_audit_head WHERE id = 1",
+                    &[],
+                )
+                .await?
+                .get(0))
+            })
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let current = line
+        .as_deref()
+        .and_then(|l| parse_checkpoint_line(l.as_bytes()).ok());
+    let mut file = SlotFile::open(&path)?;
+    let Some(current) = current else {
+        return Ok(file);
+    };
+    if let Some(w) = &witness {
+        let (w, c) = (&w.checkpoint, &current.checkpoint);
+        if w.key_id == key.key_id()
+            && witness
+                .as_ref()
+                .is_some_and(|w| w.verify(std::slice::from_ref(key)).is_err())
+        {
+            return Err(AuditError::Corrupt {
+                path,
+                problem: "the witness's signature does not verify: it was altered".into(),
+            });
+        }
+        if w.count > c.seq || (w.seq == c.seq && w.head != c.head) {
+            return Err(AuditError::Corrupt {
+                path,
+                problem: format!(
+                    "the signed witness says the shared log holds {} records but its newest \
+                     checkpoint covers {}: rows were deleted or rewritten. Run `maskgate audit \
+                     verify --postgres … --witness {}`",
+                    w.count,
+                    c.seq,
+                    dir.display()
+                ),
+            });
+        }
+    }
+    if witness
+        .as_ref()
+        .is_none_or(|w| w.checkpoint.seq < current.checkpoint.seq)
+    {
+        if let Some(l) = &line {
+            file.write(format!("{l}\n").as_bytes())?;
+        }
+    }
+    Ok(file)
 }
 
 async fn last_checkpoint_key(db: &Db) -> Result<Option<String>, PgError> {

@@ -469,13 +469,14 @@ mod tests {
         let path = dir.path().join("audit-000001.log");
         let text = std::fs::read_to_string(&path).expect("read");
         let mut lines: Vec<String> = text.lines().map(String::from).collect();
-        lines[1] = "{\"seq\":2,garbage".to_string();
+        // Line 3: record 2 (each record is followed by its checkpoint).
+        lines[2] = "{\"seq\":2,garbage".to_string();
         std::fs::write(&path, lines.join("\n") + "\n").expect("write");
         let scan = query(dir.path(), &Filter::default()).expect("query");
         assert_eq!(scan.records.len(), 2);
         assert_eq!(scan.unreadable.len(), 1);
-        assert_eq!(scan.unreadable[0].line, 2);
-        assert!(render_warnings(&scan.unreadable).contains("line 2: unreadable"));
+        assert_eq!(scan.unreadable[0].line, 3);
+        assert!(render_warnings(&scan.unreadable).contains("line 3: unreadable"));
     }
 
     #[test]

@@ -25,6 +25,12 @@ pub trait AuditSink: Send + Sync + fmt::Debug {
     /// `Ok` while the sink accepts records; the failure otherwise.
     fn health(&self) -> Result<(), AuditError>;
 
+    /// What the sink went through since it was opened (a tail moved aside
+    /// at startup, a failure and the reopening after it), oldest first.
+    fn incidents(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// The public half of the key that signs the log's checkpoints.
     fn public_key(&self) -> &PublicKey;
 
@@ -47,6 +53,10 @@ impl AuditSink for AuditLog {
 
     fn health(&self) -> Result<(), AuditError> {
         AuditLog::health(self)
+    }
+
+    fn incidents(&self) -> Vec<String> {
+        AuditLog::incidents(self)
     }
 
     fn public_key(&self) -> &PublicKey {

@@ -7,13 +7,20 @@
 //! that ends before its signed head (`audit-head.json`) are each reported as
 //! the first [`Finding`], naming the file, line and seq.
 //!
-//! What it cannot see: records after the newest checkpoint (the unsealed
-//! tail, reported as [`VerifyReport::unsealed`]) may be removed without a
-//! trace, and a log cut back together with its head file restored from an
-//! older copy looks whole. Compare [`VerifyReport::last_checkpoint`] with a
-//! copy kept elsewhere (the admin API shows it) to catch that.
+//! Records after the newest checkpoint are a finding ([`FindingKind::Unsealed`]):
+//! the gateway ends every batch with a checkpoint before it releases
+//! anything, so unsigned records are a batch that crashed before its
+//! checkpoint (never released) or lines someone added, and nothing vouches
+//! for them. (A live log, [`verify_live`], may be between the two writes.)
+//!
+//! What the log directory alone cannot show: whole batches cut off the end
+//! together with the head file restored from an older copy. The anchors
+//! outside it catch that ([`VerifyOptions`]): a witness directory (its
+//! `audit-witness.json`, written after every batch) and signed receipts
+//! kept by clients. A log that ends before a witness's checkpoint, or that
+//! lacks a receipt's record, is tampered.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -23,8 +30,12 @@ use std::sync::Arc;
 use crate::audit::chain::{
     parse_line, Checkpoint, Line, SignatureProblem, SignedCheckpoint, CHECKPOINT_PREFIX,
 };
-use crate::audit::file::{list_log_files, log_file_name, read_head, HeadProblem, HEAD_FILE};
+use crate::audit::file::{
+    list_log_files, log_file_name, read_anchor_file, read_head, HeadProblem, HEAD_FILE,
+    WITNESS_FILE,
+};
 use crate::audit::keys::PublicKey;
+use crate::audit::receipt::SignedReceipt;
 use crate::audit::record::{format_time, LineError, Record, GENESIS};
 use crate::audit::AuditError;
 
@@ -68,6 +79,10 @@ pub enum FindingKind {
     MissingFile,
     /// The head file is missing or unreadable.
     HeadMissing,
+    /// Records after the last checkpoint: no signature vouches for them.
+    Unsealed,
+    /// A signed receipt whose record the log does not hold.
+    ReceiptMissing,
 }
 
 impl FindingKind {
@@ -87,6 +102,8 @@ impl FindingKind {
             FindingKind::Torn => "torn",
             FindingKind::MissingFile => "missing_file",
             FindingKind::HeadMissing => "head_missing",
+            FindingKind::Unsealed => "unsealed",
+            FindingKind::ReceiptMissing => "receipt_missing",
         }
     }
 }
@@ -146,12 +163,18 @@ pub struct VerifyReport {
     pub in_progress_bytes: u64,
     /// The first damage, if any.
     pub problem: Option<Finding>,
+    /// Witnesses compared with the log.
+    pub witnesses: usize,
+    /// Receipts checked against the log.
+    pub receipts: u64,
+    /// Every receipt whose record the log does not hold.
+    pub receipts_missing: Vec<Finding>,
 }
 
 impl VerifyReport {
     /// True when nothing is wrong.
     pub fn is_ok(&self) -> bool {
-        self.problem.is_none()
+        self.problem.is_none() && self.receipts_missing.is_empty()
     }
 
     /// 0 when OK, 1 when tampered (as ripgrep's match/no-match; 2 is for errors).
@@ -166,9 +189,22 @@ impl VerifyReport {
     /// A few lines for a person.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        match &self.problem {
+        match self.problem.as_ref().or(self.receipts_missing.first()) {
             None => out.push_str("audit log OK\n"),
             Some(f) => out.push_str(&format!("audit log TAMPERED: {f}\n")),
+        }
+        for f in self
+            .receipts_missing
+            .iter()
+            .skip(usize::from(self.problem.is_none()))
+        {
+            out.push_str(&format!("  also: {f}\n"));
+        }
+        if self.witnesses > 0 || self.receipts > 0 {
+            out.push_str(&format!(
+                "  compared with {} witness(es) and {} receipt(s)\n",
+                self.witnesses, self.receipts
+            ));
         }
         let verb = if self.is_ok() { "" } else { " before it" };
         out.push_str(&format!(
@@ -215,6 +251,80 @@ pub enum VerifyError {
     /// No public key was given.
     #[error("no public key to verify with")]
     NoKey,
+    /// A witness or receipt given to compare with could not be used.
+    #[error("{0}")]
+    Anchor(String),
+}
+
+/// What to compare the log with besides its own head file.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// Witness directories (each holding `audit-witness.json`).
+    pub witnesses: Vec<PathBuf>,
+    /// Files of receipts, one `X-Maskgate-Audit-Receipt` value per line.
+    pub receipts: Vec<PathBuf>,
+}
+
+/// One receipt to check, from `file` line `line`.
+struct ReceiptCheck {
+    file: String,
+    line: u64,
+    receipt: SignedReceipt,
+}
+
+/// Reads and checks the signatures of the receipts in `path`.
+fn read_receipts(path: &Path, keys: &[PublicKey]) -> Result<Vec<ReceiptCheck>, VerifyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let name = path.display().to_string();
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let mut line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name
+                .trim()
+                .eq_ignore_ascii_case(crate::audit::receipt::RECEIPT_HEADER)
+            {
+                line = value.trim();
+            }
+        }
+        let receipt = SignedReceipt::parse(line)
+            .and_then(|r| r.verify(keys).map(|()| r))
+            .map_err(|e| VerifyError::Anchor(format!("{name} line {}: {e}", i + 1)))?;
+        out.push(ReceiptCheck {
+            file: name.clone(),
+            line: i as u64 + 1,
+            receipt,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads and checks the signature of a witness.
+fn read_witness_checked(
+    dir: &Path,
+    keys: &[PublicKey],
+) -> Result<(String, SignedCheckpoint), VerifyError> {
+    let path = dir.join(WITNESS_FILE);
+    let name = path.display().to_string();
+    let witness = match read_anchor_file(&path) {
+        Ok(Some(w)) => w,
+        Ok(None) => {
+            return Err(VerifyError::Anchor(format!(
+                "{name}: no witness file there"
+            )))
+        }
+        Err(HeadProblem::Io(e)) => return Err(io_error(&path, e)),
+        Err(HeadProblem::Unreadable(why)) => {
+            return Err(VerifyError::Anchor(format!("{name}: unreadable: {why}")))
+        }
+    };
+    witness
+        .verify(keys)
+        .map_err(|e| VerifyError::Anchor(format!("{name}: the witness {e}")))?;
+    Ok((name, witness))
 }
 
 fn io_error(path: &Path, e: std::io::Error) -> VerifyError {
@@ -232,7 +342,16 @@ pub fn verify(dir: &Path, key: &PublicKey) -> Result<VerifyReport, VerifyError> 
 /// Verifies the log in `dir`; a checkpoint may be signed by any of `keys`
 /// (the old and the new key after a key change).
 pub fn verify_with_keys(dir: &Path, keys: &[PublicKey]) -> Result<VerifyReport, VerifyError> {
-    run(dir, keys, false)
+    run(dir, keys, false, &VerifyOptions::default())
+}
+
+/// [`verify_with_keys`], also comparing the log with witnesses and receipts.
+pub fn verify_with(
+    dir: &Path,
+    keys: &[PublicKey],
+    options: &VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
+    run(dir, keys, false, options)
 }
 
 /// Verifies a log a gateway is writing to (the admin API): as
@@ -240,13 +359,28 @@ pub fn verify_with_keys(dir: &Path, keys: &[PublicKey]) -> Result<VerifyReport, 
 /// file is taken for a write in progress and left out
 /// ([`VerifyReport::in_progress_bytes`]) instead of reported as torn.
 pub fn verify_live(dir: &Path, keys: &[PublicKey]) -> Result<VerifyReport, VerifyError> {
-    run(dir, keys, true)
+    run(dir, keys, true, &VerifyOptions::default())
 }
 
-fn run(dir: &Path, keys: &[PublicKey], live: bool) -> Result<VerifyReport, VerifyError> {
+fn run(
+    dir: &Path,
+    keys: &[PublicKey],
+    live: bool,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, VerifyError> {
     if keys.is_empty() {
         return Err(VerifyError::NoKey);
     }
+    let mut witnesses = Vec::new();
+    for w in &options.witnesses {
+        witnesses.push(read_witness_checked(w, keys)?);
+    }
+    let mut receipts = Vec::new();
+    for r in &options.receipts {
+        receipts.extend(read_receipts(r, keys)?);
+    }
+    let mut watched: HashSet<u64> = witnesses.iter().map(|(_, w)| w.checkpoint.seq).collect();
+    watched.extend(receipts.iter().map(|r| r.receipt.seq));
     let files = list_log_files(dir).map_err(|e| match e {
         AuditError::Io { source, path, .. } => VerifyError::Io { path, source },
         other => VerifyError::Io {
@@ -255,7 +389,44 @@ fn run(dir: &Path, keys: &[PublicKey], live: bool) -> Result<VerifyReport, Verif
         },
     })?;
     if files.is_empty() {
-        return Err(VerifyError::NoLog(dir.to_path_buf()));
+        // Every file gone: tampering if a signed anchor says records existed.
+        let head_count = read_head(dir)
+            .ok()
+            .flatten()
+            .map_or(0, |h| h.checkpoint.count);
+        let anchored = witnesses
+            .iter()
+            .map(|(_, w)| w.checkpoint.count)
+            .chain([head_count])
+            .max()
+            .unwrap_or(0);
+        if anchored == 0 {
+            return Err(VerifyError::NoLog(dir.to_path_buf()));
+        }
+        let problem = Finding {
+            kind: FindingKind::MissingFile,
+            file: log_file_name(1),
+            line: 0,
+            seq: Some(1),
+            detail: format!(
+                "every log file is missing, but a signed anchor covers {anchored} records"
+            ),
+        };
+        return Ok(VerifyReport {
+            files: 0,
+            records: 0,
+            checkpoints: 0,
+            last_seq: 0,
+            head: GENESIS.to_string(),
+            sealed_seq: 0,
+            last_checkpoint: None,
+            unsealed: 0,
+            in_progress_bytes: 0,
+            problem: Some(problem),
+            witnesses: witnesses.len(),
+            receipts: receipts.len() as u64,
+            receipts_missing: Vec::new(),
+        });
     }
     let head = match read_head(dir) {
         Ok(head) => Ok(head),
@@ -281,6 +452,9 @@ fn run(dir: &Path, keys: &[PublicKey], live: bool) -> Result<VerifyReport, Verif
         last_line: 0,
         live,
         in_progress_bytes: 0,
+        watched,
+        seen: HashMap::new(),
+        unsealed_from: None,
     };
     let mut problem = None;
     for (expected_no, (no, path)) in (1u32..).zip(&files) {
@@ -303,9 +477,35 @@ fn run(dir: &Path, keys: &[PublicKey], live: bool) -> Result<VerifyReport, Verif
             break;
         }
     }
+    let scanned_whole = problem.is_none();
+    if problem.is_none() && !live && v.last_seq > v.sealed_seq {
+        let (file, line) = v.unsealed_from.clone().unwrap_or_default();
+        problem = Some(Finding {
+            kind: FindingKind::Unsealed,
+            file,
+            line,
+            seq: Some(v.sealed_seq + 1),
+            detail: format!(
+                "records {}..={} follow the last checkpoint and no signature covers them: a \
+                 batch cut short by a crash (never released) or records someone appended. \
+                 Restarting the gateway moves them aside and records an incident",
+                v.sealed_seq + 1,
+                v.last_seq
+            ),
+        });
+    }
     if problem.is_none() {
         problem = v.check_head(head);
     }
+    if problem.is_none() {
+        problem = witnesses
+            .iter()
+            .find_map(|(name, w)| v.check_anchor(name, w));
+    }
+    let receipts_missing: Vec<Finding> = receipts
+        .iter()
+        .filter_map(|r| v.check_receipt(r, scanned_whole))
+        .collect();
     Ok(VerifyReport {
         files: files.len(),
         records: v.records,
@@ -317,6 +517,9 @@ fn run(dir: &Path, keys: &[PublicKey], live: bool) -> Result<VerifyReport, Verif
         last_checkpoint: v.last_checkpoint,
         in_progress_bytes: v.in_progress_bytes,
         problem,
+        witnesses: witnesses.len(),
+        receipts: receipts.len() as u64,
+        receipts_missing,
     })
 }
 
@@ -342,9 +545,81 @@ struct Verifier<'k> {
     last_line: u64,
     live: bool,
     in_progress_bytes: u64,
+    /// Seqs whose hashes a witness or receipt names.
+    watched: HashSet<u64>,
+    seen: HashMap<u64, String>,
+    /// Where the first record after the last checkpoint is.
+    unsealed_from: Option<(String, u64)>,
 }
 
 impl Verifier<'_> {
+    /// A witness: the log must reach its checkpoint and hold its head.
+    fn check_anchor(&self, name: &str, w: &SignedCheckpoint) -> Option<Finding> {
+        let c = &w.checkpoint;
+        if c.count > self.last_seq || c.seq > self.last_seq {
+            return Some(Finding {
+                kind: FindingKind::CutOff,
+                file: self.last_file.clone(),
+                line: self.last_line + 1,
+                seq: Some(self.last_seq + 1),
+                detail: format!(
+                    "the log ends at seq {} but the witness {name} signed {} records: records \
+                     {}..={} were cut off",
+                    self.last_seq,
+                    c.count,
+                    self.last_seq + 1,
+                    c.count
+                ),
+            });
+        }
+        let held = if c.seq == 0 {
+            Some(GENESIS)
+        } else {
+            self.seen.get(&c.seq).map(String::as_str)
+        };
+        if held != Some(c.head.as_str()) {
+            return Some(Finding {
+                kind: FindingKind::CheckpointMismatch,
+                file: name.to_owned(),
+                line: 0,
+                seq: Some(c.seq),
+                detail: format!(
+                    "the witness names another hash for seq {} than the log holds: the log was \
+                     rewritten",
+                    c.seq
+                ),
+            });
+        }
+        None
+    }
+
+    /// A receipt: the log must hold its record, with its hash.
+    fn check_receipt(&self, r: &ReceiptCheck, scanned_whole: bool) -> Option<Finding> {
+        let seq = r.receipt.seq;
+        let detail = match self.seen.get(&seq) {
+            Some(hash) if *hash == r.receipt.hash => return None,
+            Some(_) => format!(
+                "the receipt for seq {seq} names hash {}, but the log holds another record at \
+                 seq {seq}",
+                r.receipt.hash
+            ),
+            None if seq > self.last_seq && scanned_whole => format!(
+                "the receipt for seq {seq} (hash {}) is signed, but the log ends at seq {}: the \
+                 record was cut off",
+                r.receipt.hash, self.last_seq
+            ),
+            // Not reached: the first finding stopped the scan before it.
+            None => return None,
+        };
+        Some(Finding {
+            kind: FindingKind::ReceiptMissing,
+            file: r.file.clone(),
+            line: r.line,
+            seq: Some(seq),
+            detail,
+        })
+    }
+
     fn check_file(&mut self, path: &Path, last: bool) -> Result<Option<Finding>, VerifyError> {
         let name = path
             .file_name()
@@ -488,6 +763,12 @@ impl Verifier<'_> {
     }
 
     fn accept(&mut self, record: &Record, file: &str, line: u64) {
+        if self.last_seq == self.sealed_seq {
+            self.unsealed_from = Some((file.to_string(), line));
+        }
+        if self.watched.contains(&record.seq) {
+            self.seen.insert(record.seq, record.hash.clone());
+        }
         self.last_seq = record.seq;
         self.head.clone_from(&record.hash);
         self.records += 1;

@@ -1,7 +1,8 @@
 // Compiled only under #[cfg(test)] (see the parent module).
 //! Tamper tests: each kind of damage is caught and named by file, line and seq.
 //!
-//! The log: 25 records, a checkpoint every 10, a final checkpoint at close.
+//! The log: 25 records, a checkpoint every 10, a final checkpoint (one
+//! group commit of 25 records, written straight with the chain code).
 //! Lines 1–10 are records 1–10, line 11 the checkpoint of seq 10, lines
 //! 12–21 records 11–20, line 22 the checkpoint of seq 20, lines 23–27
 //! records 21–25, line 28 the checkpoint of seq 25.
@@ -23,19 +24,25 @@ struct Fixture {
     public: PublicKey,
 }
 
-fn fixture(tag: &str) -> Fixture {
-    let dir = TempDir::new(tag);
-    let key = SigningKey::generate().expect("key");
-    let public = key.public_key().clone();
-    let options = AuditOptions {
-        checkpoint: CheckpointPolicy {
-            every_records: 10,
+/// Writes `records` records as one batch would, with a checkpoint every
+/// `every` records and (when `seal`) one at the end, and the head file.
+fn write_log(dir: &Path, key: SigningKey, records: u64, every: u64, seal: bool) {
+    use crate::audit::chain::{Chain, ChainHead};
+    use time::macros::datetime;
+    let now = datetime!(2026-07-01 08:00 UTC);
+    let mut chain = Chain::new(
+        key,
+        CheckpointPolicy {
+            every_records: every,
             ..CheckpointPolicy::default()
         },
-        ..AuditOptions::default()
-    };
-    let log = AuditLog::open(dir.path(), key, options).expect("open");
-    for n in 1..=25 {
+        ChainHead::GENESIS,
+        0,
+        now,
+    );
+    let (_, mut head) = chain.checkpoint(now).expect("genesis");
+    let mut log = Vec::new();
+    for n in 1..=records {
         let d = RecordDraft::new(
             Kind::Unmask,
             format!("clerk{}", n % 3),
@@ -49,9 +56,25 @@ fn fixture(tag: &str) -> Fixture {
         .classes(["ssn"])
         .reason("COLL-7 skip trace")
         .released(1);
-        log.append_sync(d).expect("append");
+        log.extend_from_slice(&chain.seal(&d, now).expect("seal").line);
+        if chain.checkpoint_due_by_count() {
+            head = chain.checkpoint(now).expect("checkpoint").1;
+            log.extend_from_slice(&head);
+        }
     }
-    log.close().expect("close");
+    if seal && chain.unsealed() > 0 {
+        head = chain.checkpoint(now).expect("checkpoint").1;
+        log.extend_from_slice(&head);
+    }
+    fs::write(dir.join("audit-000001.log"), log).expect("write log");
+    fs::write(dir.join(HEAD_FILE), head).expect("write head");
+}
+
+fn fixture(tag: &str) -> Fixture {
+    let dir = TempDir::new(tag);
+    let key = SigningKey::generate().expect("key");
+    let public = key.public_key().clone();
+    write_log(dir.path(), key, 25, 10, true);
     Fixture { dir, public }
 }
 
@@ -435,35 +458,26 @@ fn missing_file_is_caught() {
 }
 
 #[test]
-fn unsealed_tail_is_ok_but_reported() {
+fn unsealed_tail_is_a_finding_except_live() {
     let dir = TempDir::new("verify-unsealed");
     let key = SigningKey::generate().expect("key");
     let public = key.public_key().clone();
-    let options = AuditOptions {
-        checkpoint: CheckpointPolicy {
-            every_records: 10,
-            ..CheckpointPolicy::default()
-        },
-        ..AuditOptions::default()
-    };
-    let log = AuditLog::open(dir.path(), key, options).expect("open");
-    for n in 0..14 {
-        log.append_sync(RecordDraft::new(
-            Kind::Unmask,
-            format!("p{n}"),
-            Outcome::Granted,
-            "ok",
-        ))
-        .expect("append");
-    }
-    std::mem::forget(log); // a crash: no final checkpoint
+    // A batch cut short before its checkpoint, or records someone added:
+    // nothing signs records 11..=14.
+    write_log(dir.path(), key, 14, 10, false);
     let report = verify(dir.path(), &public).expect("verify");
-    assert!(report.is_ok(), "{}", report.render());
+    let f = report.problem.clone().expect("unsealed found");
+    assert_finding(&f, FindingKind::Unsealed, 12, 11);
+    assert!(f.detail.contains("records 11..=14"), "{f}");
+    assert_eq!(report.exit_code(), 1);
     assert_eq!(
         (report.records, report.sealed_seq, report.unsealed),
         (14, 10, 4)
     );
-    assert!(report
+    // A live log may be between writing a batch and its checkpoint.
+    let live = verify_live(dir.path(), std::slice::from_ref(&public)).expect("verify");
+    assert!(live.is_ok(), "{}", live.render());
+    assert!(live
         .render()
         .contains("4 record(s) after the last checkpoint"));
 }
@@ -605,5 +619,6 @@ fn golden_log_is_stable_and_verifies() {
     assert_eq!(key, public);
     let report = verify(golden.path(), &key).expect("verify");
     assert!(report.is_ok(), "{}", report.render());
-    assert_eq!((report.records, report.checkpoints), (5, 2));
+    // Five appends, five group commits: each ends with its checkpoint.
+    assert_eq!((report.records, report.checkpoints), (5, 5));
 }
