@@ -133,6 +133,14 @@ enum AuditCommand {
         /// was signed with (after a key change).
         #[arg(long, required = true)]
         public_key: Vec<PathBuf>,
+        /// A witness directory (`[audit] witness_dir`) to compare the log
+        /// with; a log shorter than its witness is tampered. Repeatable.
+        #[arg(long)]
+        witness: Vec<PathBuf>,
+        /// A file of receipts (`X-Maskgate-Audit-Receipt` values, one a
+        /// line); a receipt whose record is missing makes verify exit 1.
+        #[arg(long)]
+        receipts: Vec<PathBuf>,
     },
     /// Search records.
     Query {
@@ -294,6 +302,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     cfg.policy.routes.len(),
                     cfg.policy.principals.len()
                 );
+                if let Some(warning) = cfg.lockout.warning() {
+                    eprintln!("{}: {warning}", config.display());
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {
@@ -452,7 +463,17 @@ fn audit(what: AuditCommand) -> Result<ExitCode, String> {
             dir,
             postgres,
             public_key,
-        } => on_log(dir, postgres, |d| cli::verify_keys(d, &public_key))?,
+            witness,
+            receipts,
+        } => {
+            let options = maskgate::audit::verify::VerifyOptions {
+                witnesses: witness,
+                receipts,
+            };
+            on_log(dir, postgres, |d| {
+                cli::verify_keys_with(d, &public_key, &options)
+            })?
+        }
         AuditCommand::Keygen {
             private_key,
             public_key,

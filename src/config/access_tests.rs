@@ -60,7 +60,8 @@ fn lockout_and_state_take_defaults_and_values() {
     assert_eq!(config.lockout, LockoutConfig::default());
     assert_eq!(config.lockout.max_failures, 3);
     assert_eq!(config.lockout.window, Duration::from_secs(900));
-    assert_eq!(config.lockout.lock, Duration::from_secs(900));
+    assert_eq!(config.lockout.lock, Duration::from_secs(1800));
+    assert_eq!(config.lockout.warning(), None);
     assert_eq!(config.state.backend, StateBackend::Local);
 
     let extra = "[lockout]\nmax_failures = 5\nwindow_secs = 60\nlock_secs = 3600\n\n[state]\nbackend = \"local\"\n";

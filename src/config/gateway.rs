@@ -285,6 +285,11 @@ pub struct AuditConfig {
     pub checkpoint_every: Duration,
     /// Start a new log file past this size (default 64 MiB).
     pub rotate_bytes: u64,
+    /// A directory outside `dir` (best on another disk) that keeps a copy
+    /// of the newest signed checkpoint, written after every batch: a log
+    /// cut shorter than its witness is caught by `audit verify --witness`
+    /// and refused at startup.
+    pub witness_dir: Option<PathBuf>,
 }
 
 /// `[lockout]`: how many failed authentications of one identity (API key,
@@ -296,7 +301,9 @@ pub struct LockoutConfig {
     pub max_failures: u32,
     /// How far back failures count (default 15 minutes).
     pub window: Duration,
-    /// How long a lock lasts unless lifted earlier (default 15 minutes).
+    /// How long a lock lasts unless lifted earlier (default 30 minutes:
+    /// PCI DSS v4.0 8.3.4 asks for at least 30 minutes or until an
+    /// administrator unlocks).
     pub lock: Duration,
 }
 
@@ -305,6 +312,21 @@ impl LockoutConfig {
     pub const LIMIT_FAILURES: u64 = 1000;
     /// Largest `window_secs` and `lock_secs` accepted: 30 days.
     pub const LIMIT_SECS: u64 = 30 * 24 * 3600;
+    /// The shortest lock `maskgate check` accepts without a warning (PCI
+    /// DSS v4.0 8.3.4: at least 30 minutes).
+    pub const MIN_LOCK_SECS: u64 = 1800;
+
+    /// A warning for `maskgate check` when the lock is shorter than PCI DSS asks.
+    pub fn warning(&self) -> Option<String> {
+        (self.lock.as_secs() < LockoutConfig::MIN_LOCK_SECS).then(|| {
+            format!(
+                "warning: [lockout] lock_secs = {} is below {} (30 minutes), the least PCI DSS \
+                 v4.0 8.3.4 accepts unless an administrator unlocks every lock",
+                self.lock.as_secs(),
+                LockoutConfig::MIN_LOCK_SECS
+            )
+        })
+    }
 }
 
 impl Default for LockoutConfig {
@@ -312,7 +334,7 @@ impl Default for LockoutConfig {
         LockoutConfig {
             max_failures: 3,
             window: Duration::from_secs(900),
-            lock: Duration::from_secs(900),
+            lock: Duration::from_secs(1800),
         }
     }
 }
@@ -671,12 +693,31 @@ impl Checker<'_> {
         );
         let secs = self.positive(&a.checkpoint_every_secs, "checkpoint_every_secs", 60);
         let rotate = self.positive(&a.rotate_bytes, "rotate_bytes", 64 << 20);
+        let witness = match &a.witness_dir {
+            None => Some(None),
+            Some(w) => {
+                let path = self.path(w, "audit.witness_dir");
+                match (&path, &dir) {
+                    (Some(p), Some(d)) if p.starts_with(d) || d.starts_with(p) => {
+                        self.diag.at(
+                            self.src,
+                            &w.span(),
+                            "audit.witness_dir must be outside the audit log directory (best on \
+                             another disk): whoever can change the log must not reach its witness",
+                        );
+                        None
+                    }
+                    _ => path.map(Some),
+                }
+            }
+        };
         Some(AuditConfig {
             dir: dir?,
             signing_key: key?,
             checkpoint_every_records: every?,
             checkpoint_every: Duration::from_secs(secs?),
             rotate_bytes: rotate?,
+            witness_dir: witness?,
         })
     }
 

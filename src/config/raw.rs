@@ -125,6 +125,8 @@ pub(crate) struct RawAudit {
     pub checkpoint_every_records: Option<Spanned<u64>>,
     pub checkpoint_every_secs: Option<Spanned<u64>>,
     pub rotate_bytes: Option<Spanned<u64>>,
+    /// A directory outside `dir` (another disk) keeping the newest checkpoint.
+    pub witness_dir: Option<Spanned<String>>,
 }
 
 /// `[server]`.

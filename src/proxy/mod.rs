@@ -454,9 +454,15 @@ pub async fn start_with_clock(
             let db = db
                 .clone()
                 .ok_or(ServeError::Audit("shared database".into()))?;
-            let log = crate::audit::pg::PgAuditLog::open(db, key, policy, Default::default())
-                .await
-                .map_err(|e| ServeError::Audit(e.to_string()))?;
+            let log = crate::audit::pg::PgAuditLog::open_with_witness(
+                db,
+                key,
+                policy,
+                Default::default(),
+                a.witness_dir.clone(),
+            )
+            .await
+            .map_err(|e| ServeError::Audit(e.to_string()))?;
             Some(Arc::new(log) as Arc<dyn crate::audit::AuditSink>)
         }
         Some(a) => {
@@ -468,12 +474,16 @@ pub async fn start_with_clock(
                     every: a.checkpoint_every,
                 },
                 rotate_bytes: Some(a.rotate_bytes),
+                witness: a.witness_dir.clone(),
                 ..Default::default()
             };
             let log = crate::audit::AuditLog::open(&a.dir, key, options)
                 .map_err(|e| ServeError::Audit(e.to_string()))?;
             if let Some(torn) = &log.open_report().torn {
-                tracing::warn!(target: "maskgate::audit", file = %torn.file.display(), bytes = torn.len, "a torn last audit line was cut off and kept aside");
+                // Straight to stderr as well: an operator must see it even
+                // with logging turned down.
+                eprintln!("maskgate: audit incident: {}", torn.describe());
+                tracing::warn!(target: "maskgate::audit", file = %torn.file.display(), bytes = torn.len, records = torn.records, chains = torn.chains, "bytes after the last signed checkpoint were moved aside and an incident recorded");
             }
             Some(Arc::new(log) as Arc<dyn crate::audit::AuditSink>)
         }

@@ -180,6 +180,8 @@ pub struct Options {
     pub clock: Option<Arc<maskgate::unmask::ManualClock>>,
     /// Audit log file size before rotation.
     pub audit_rotate_bytes: Option<u64>,
+    /// The audit witness directory.
+    pub audit_witness_dir: Option<PathBuf>,
 }
 
 pub struct Env {
@@ -285,6 +287,7 @@ impl Env {
                 checkpoint_every_records: 1000,
                 checkpoint_every: Duration::from_secs(60),
                 rotate_bytes: options.audit_rotate_bytes.unwrap_or(64 << 20),
+                witness_dir: options.audit_witness_dir.clone(),
             });
         }
         tune(&mut cfg);
