@@ -1,5 +1,6 @@
-//! The `/_maskgate/` admin API: health and metrics.
+//! The `/_maskgate/` admin API: health, readiness and metrics.
 
+pub mod health;
 pub mod lifecycle;
 pub mod metrics;
 
@@ -86,14 +87,21 @@ async fn route(
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let get = method == Method::GET || method == Method::HEAD;
-    if path == "/_maskgate/health" {
+    if path == "/_maskgate/health" || path == "/_maskgate/ready" {
         return if get {
-            Ok(text(
-                StatusCode::OK,
-                "application/json",
-                "{\"status\":\"ok\"}".to_owned(),
-                id,
-            ))
+            let components = health::components(shared).await;
+            let (all_ok, body) = health::health_body(&components);
+            let ok = if path == "/_maskgate/ready" {
+                health::can_unmask(&components)
+            } else {
+                all_ok
+            };
+            let code = if ok {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            Ok(json(code, &body, id))
         } else {
             Err(GatewayError::Refused {
                 code: "method_not_allowed",

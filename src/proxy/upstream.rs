@@ -124,6 +124,11 @@ impl Upstream {
         &self.authority
     }
 
+    /// True when the upstream is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        self.scheme == http::uri::Scheme::HTTPS
+    }
+
     /// Sends a request; errors become 502 and timeouts 504.
     pub async fn send(
         &self,
