@@ -1,7 +1,8 @@
 //! Step 8: audit, then release. An unmask or decrypt request is recorded —
 //! durably, before any clear value leaves — whether it is granted or denied.
 //! The only way to send an unmasked body is with the [`AuditReceipt`] that a
-//! durable append returns.
+//! durable append returns; the answer carries it, signed, in the
+//! `X-Maskgate-Audit-Receipt` header ([`add_receipt_header`]).
 
 use std::sync::Arc;
 
@@ -38,6 +39,17 @@ impl Unmasking {
         } else {
             Kind::Unmask
         }
+    }
+}
+
+/// Puts the signed receipt of the answer's audit record in its headers:
+/// whoever keeps it can later prove the record was in the log.
+pub fn add_receipt_header(receipt: &AuditReceipt, headers: &mut http::HeaderMap) {
+    let Some(signed) = receipt.signed() else {
+        return;
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&signed.to_header_value()) {
+        headers.insert(crate::audit::RECEIPT_HEADER, v);
     }
 }
 

@@ -571,10 +571,11 @@ async fn audit_then_release(
 
 /// Sends an unmasked body: only with the receipt of its durable audit record.
 fn release(
-    _receipt: &crate::audit::AuditReceipt,
+    receipt: &crate::audit::AuditReceipt,
     mut parts: http::response::Parts,
     bytes: Bytes,
 ) -> Response<GatewayBody> {
+    audit::add_receipt_header(receipt, &mut parts.headers);
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
