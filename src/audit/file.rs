@@ -817,9 +817,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes the newest checkpoint line to the head file and the witness.
+    /// Writes the newest checkpoint line to the head file and (durably) the witness.
     fn write_anchors(&mut self, line: &[u8]) -> Result<(), AuditError> {
-        self.head.write(line)?;
+        self.head.write_cached(line)?;
         if let Some(w) = &mut self.witness {
             w.write(line)?;
         }
@@ -949,6 +949,19 @@ impl SlotFile {
 
     /// Writes `line` (a checkpoint line ending in `\n`) durably.
     pub(crate) fn write(&mut self, line: &[u8]) -> Result<(), AuditError> {
+        self.put(line, true)
+    }
+
+    /// Writes `line` to the page cache only. The head file is written so
+    /// after every batch: it is written after the log's fsync, so it can
+    /// lag the log after a power loss (and is brought forward on open) but
+    /// never run ahead of it, and it survives a killed process. The
+    /// witness, the anchor that counts, is always written durably.
+    pub(crate) fn write_cached(&mut self, line: &[u8]) -> Result<(), AuditError> {
+        self.put(line, false)
+    }
+
+    fn put(&mut self, line: &[u8], sync: bool) -> Result<(), AuditError> {
         use std::os::unix::fs::FileExt as _;
         let mut slot = vec![b' '; SLOT as usize];
         if line.len() >= slot.len() {
@@ -962,7 +975,7 @@ impl SlotFile {
         let at = (self.next % 2) * SLOT;
         self.file
             .write_all_at(&slot, at)
-            .and_then(|()| self.file.sync_data())
+            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) })
             .map_err(|e| AuditError::io("write", &self.path, e))?;
         self.next += 1;
         Ok(())
