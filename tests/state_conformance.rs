@@ -579,6 +579,103 @@ async fn pg_audit_tampering_is_found() {
     assert_eq!(problem.file, "maskgate_audit_lines");
 }
 
+/// Rows cut off the shared log, with the head row rolled back to match,
+/// look whole to the database alone; the witness directory outside it
+/// catches the cut, and a restart with it refuses to sign over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pg_audit_witness_catches_a_consistent_cut() {
+    let dir = temp_dir("pg-witness");
+    let key_path = dir.join("audit.key");
+    let pub_path = dir.join("audit.pub");
+    maskgate::audit::generate_signing_key(&key_path, &pub_path).unwrap();
+    let witness = dir.join("witness");
+    let config = pg_config().await;
+    let open = |witness: Option<PathBuf>| {
+        let config = config.clone();
+        let key = SigningKey::load(&key_path).unwrap();
+        async move {
+            let db = Db::open(&config).await.unwrap();
+            maskgate::audit::pg::PgAuditLog::open_with_witness(
+                db,
+                key,
+                CheckpointPolicy::default(),
+                Default::default(),
+                witness,
+            )
+            .await
+        }
+    };
+    let log = open(Some(witness.clone())).await.unwrap();
+    for i in 0..6 {
+        let r = log
+            .append_wait(RecordDraft::new(
+                Kind::Unmask,
+                format!("p{i}"),
+                Outcome::Granted,
+                "ok",
+            ))
+            .await
+            .unwrap();
+        assert!(r.signed().is_some());
+    }
+    drop(log);
+    let keys = vec![maskgate::audit::PublicKey::load(&pub_path).unwrap()];
+    let verify = |with_witness: bool| {
+        let (config, keys, witness) = (config.clone(), keys.clone(), witness.clone());
+        tokio::task::spawn_blocking(move || {
+            let options = maskgate::audit::VerifyOptions {
+                witnesses: if with_witness {
+                    vec![witness]
+                } else {
+                    Vec::new()
+                },
+                receipts: Vec::new(),
+            };
+            maskgate::audit::pg::with_db_export(&config, |d| {
+                maskgate::audit::verify_with(d, &keys, &options).unwrap()
+            })
+            .unwrap()
+        })
+    };
+    assert!(verify(true).await.unwrap().is_ok());
+    // Cut records 4..=6 and roll the head row back to checkpoint 3.
+    let (client, conn) = tokio_postgres::connect(&config.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "ALTER TABLE maskgate_audit_lines DISABLE TRIGGER maskgate_audit_lines_append_only;
+             CREATE TEMP TABLE cp AS SELECT pos, line FROM maskgate_audit_lines
+                 WHERE seq IS NULL AND line LIKE '{\"checkpoint\":{\"seq\":3,%';
+             DELETE FROM maskgate_audit_lines WHERE pos > (SELECT pos FROM cp);
+             UPDATE maskgate_audit_head SET seq = 3, sealed_seq = 3,
+                 hash = (SELECT decode(substring(line from '\"hash\":\"([0-9a-f]{64})\"'), 'hex')
+                         FROM maskgate_audit_lines WHERE seq = 3),
+                 next_pos = (SELECT pos + 1 FROM cp),
+                 checkpoint_line = (SELECT line FROM cp);",
+        )
+        .await
+        .unwrap();
+    let alone = verify(false).await.unwrap();
+    assert!(
+        alone.is_ok(),
+        "the database alone cannot tell: {}",
+        alone.render()
+    );
+    let cut = verify(true).await.unwrap();
+    let f = cut.problem.clone().expect("cut found");
+    assert_eq!(
+        (f.kind, f.seq),
+        (maskgate::audit::FindingKind::CutOff, Some(4)),
+        "{f}"
+    );
+    let err = open(Some(witness.clone()))
+        .await
+        .expect_err("a restart signs over the cut");
+    assert_eq!(err.code(), "audit_log_corrupt", "{err}");
+}
+
 /// The append-only trigger refuses an ordinary UPDATE or DELETE.
 #[tokio::test]
 async fn pg_audit_lines_are_append_only() {
