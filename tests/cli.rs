@@ -31,6 +31,41 @@ fn check_accepts_the_shipped_policy() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("9 roles"));
 }
 
+/// PCI DSS v4.0 8.3.4: a lock shorter than 30 minutes loads, with a warning.
+#[test]
+fn check_warns_about_a_lockout_shorter_than_thirty_minutes() {
+    let good = std::fs::read_to_string(data("good/maskgate.toml")).unwrap();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let good = good.replace("../../../../policies", &policies.display().to_string());
+    let dir = std::env::temp_dir().join(format!("maskgate-cli-lockout-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let check = |lock: Option<u64>| {
+        let mut text = good.clone();
+        if let Some(secs) = lock {
+            text.push_str(&format!("\n[lockout]\nlock_secs = {secs}\n"));
+        }
+        let path = dir.join("maskgate.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert_eq!(check(None), "", "the default (1800 s) needs no warning");
+    assert_eq!(check(Some(1800)), "");
+    let short = check(Some(900));
+    assert!(short.contains("lock_secs = 900 is below 1800"), "{short}");
+    assert!(short.contains("PCI DSS"), "{short}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn check_reports_every_broken_fixture_with_file_line_col() {
     let mut cases = 0;
