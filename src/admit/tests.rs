@@ -112,7 +112,8 @@ async fn third_failure_within_the_window_locks() {
         clock.advance(Duration::from_secs(60));
     }
     let third = clock.now();
-    let until = third + Duration::from_secs(900);
+    // The default lock: 30 minutes (PCI DSS v4.0 8.3.4).
+    let until = third + Duration::from_secs(1800);
     assert_eq!(
         lock.record_failure(&id, third).await.unwrap(),
         LockState::Locked { until, new: true }
@@ -220,7 +221,7 @@ async fn unlock_lifts_the_lock_and_the_failures() {
     }
     let lifted = lock.unlock(&id, now).await.unwrap().unwrap();
     assert_eq!(lifted.identity, id);
-    assert_eq!(lifted.until, now + Duration::from_secs(900));
+    assert_eq!(lifted.until, now + Duration::from_secs(1800));
     assert_eq!(lock.check(&id, now).await, Ok(()));
     assert_eq!(lock.unlock(&id, now).await.unwrap(), None);
     // The failures before the lock do not count any more.
