@@ -39,14 +39,27 @@ const MIN_BASE64_RUN: usize = 12;
 /// non-ASCII bytes (digits of other scripts), a JSON text, or a run that may
 /// be base64. A cheap look, so that plain strings cost one pass.
 pub(crate) fn may_hide_value(text: &[u8]) -> bool {
-    if text.iter().any(|&b| b >= 0x80) {
+    if matches!(text.trim_ascii_start().first(), Some(b'{' | b'[' | b'"')) {
         return true;
     }
-    let trimmed = text.trim_ascii_start();
-    if matches!(trimmed.first(), Some(b'{' | b'[' | b'"')) {
-        return true;
+    // One pass: a non-ASCII byte, or a run that looks encoded.
+    let mut i = 0;
+    while i < text.len() {
+        let b = text[i];
+        if b >= 0x80 {
+            return true;
+        }
+        if BASE64_CLASS[usize::from(b)] == 0 {
+            i += 1;
+            continue;
+        }
+        let (end, encoded) = scan_run(text, i);
+        if encoded {
+            return true;
+        }
+        i = end;
     }
-    has_base64_run(text)
+    false
 }
 
 const B64: u8 = 1;
@@ -104,23 +117,6 @@ fn scan_run(text: &[u8], start: usize) -> (usize, bool) {
     (i, encoded)
 }
 
-/// True when `text` holds a run [`base64_runs`] would return (one pass).
-fn has_base64_run(text: &[u8]) -> bool {
-    let mut i = 0;
-    while i + MIN_BASE64_RUN <= text.len() {
-        if BASE64_CLASS[usize::from(text[i])] == 0 {
-            i += 1;
-            continue;
-        }
-        let (end, encoded) = scan_run(text, i);
-        if encoded {
-            return true;
-        }
-        i = end;
-    }
-    false
-}
-
 /// Runs the role's detectors over `text` (digits folded first) and looks
 /// into encoded payloads; writes the masked text into `out` (cleared first)
 /// and returns true when anything was changed (otherwise `out` is
@@ -176,7 +172,7 @@ fn mask_at_depth(
             return true;
         }
     }
-    if depth >= MAX_DECODE_DEPTH {
+    if depth >= MAX_DECODE_DEPTH || !may_hide_value(text.as_bytes()) {
         return false;
     }
     if let Some(rewritten) = embedded_json(spec, text, counts, depth) {
