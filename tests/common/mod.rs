@@ -180,6 +180,8 @@ pub struct Options {
     pub clock: Option<Arc<maskgate::unmask::ManualClock>>,
     /// Audit log file size before rotation.
     pub audit_rotate_bytes: Option<u64>,
+    /// Edits the copied policy files (their directory) before they are loaded.
+    pub edit_policy: Option<fn(&Path)>,
 }
 
 pub struct Env {
@@ -260,6 +262,9 @@ impl Env {
         names.extend(["revoked-app", "nobody"]);
         demo::certs::generate(&dir.join("certs"), &names).unwrap();
         let policy_dir = write_test_policy(&dir);
+        if let Some(edit) = options.edit_policy {
+            edit(&policy_dir);
+        }
         let path = demo::config::write_config(
             &dir,
             "127.0.0.1:0".parse().unwrap(),
