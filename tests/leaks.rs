@@ -625,11 +625,7 @@ family_test!(
     6,
     "passes once the recognition core of issue #14 (families 1-6 and 11) lands"
 );
-family_test!(
-    family_07_response_headers,
-    7,
-    "response headers are not scanned yet"
-);
+family_test!(family_07_response_headers, 7);
 family_test!(family_08_every_status, 8);
 family_test!(
     family_09_media_types,

@@ -21,6 +21,7 @@ use crate::detect::Detectors;
 pub mod content;
 pub mod csv;
 pub mod encoding;
+pub mod header;
 pub mod json;
 pub mod mask;
 pub mod rules;
