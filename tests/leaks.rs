@@ -627,11 +627,7 @@ family_test!(
 );
 family_test!(family_07_response_headers, 7);
 family_test!(family_08_every_status, 8);
-family_test!(
-    family_09_media_types,
-    9,
-    "media type sniffing is not there yet"
-);
+family_test!(family_09_media_types, 9);
 family_test!(family_10_compression, 10);
 family_test!(
     family_11_allowlist_roles,

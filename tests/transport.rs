@@ -362,3 +362,48 @@ async fn every_compression_is_undone_for_named_fields_and_detectors_alike() {
         env.stop().await;
     }
 }
+
+// ---- family 9: media types --------------------------------------------------
+
+#[tokio::test]
+async fn mislabelled_and_unusual_media_types_are_read_for_what_they_are() {
+    let json = "{\n  \"id\": \"1000234\",\n  \"drivers_license\": \"D1234567\",\n  \"ssn\": \"123-45-6789\"\n}\n";
+    let json_masked = "{\n  \"id\": \"1000234\",\n  \"drivers_license\": \"****4567\",\n  \"ssn\": \"***-**-6789\"\n}\n";
+    let csv_semicolon =
+        "\u{feff}id;Social Security Number;Drivers License\r\n1000234;123-45-6789;D1234567\r\n";
+    let csv_semicolon_masked =
+        "\u{feff}id;Social Security Number;Drivers License\r\n1000234;***-**-6789;****4567\r\n";
+    let tsv = "id\tssn\tdrivers_license\n1000234\t123-45-6789\tD1234567\n";
+    let tsv_masked = "id\tssn\tdrivers_license\n1000234\t***-**-6789\t****4567\n";
+    let cases: [(&str, &str, &str); 9] = [
+        ("application/vnd.api+json", json, json_masked),
+        ("application/problem+json", json, json_masked),
+        ("application/hal+json; charset=utf-8", json, json_masked),
+        ("application/x-ndjson", json, json_masked),
+        ("text/plain", json, json_masked),
+        (
+            "text/plain; charset=utf-8",
+            csv_semicolon,
+            csv_semicolon_masked,
+        ),
+        ("text/csv", csv_semicolon, csv_semicolon_masked),
+        ("text/tab-separated-values", tsv, tsv_masked),
+        ("application/csv", tsv, tsv_masked),
+    ];
+    for (i, (content_type, body, masked)) in cases.into_iter().enumerate() {
+        let env = gateway(
+            &format!("media{i}"),
+            200,
+            vec![("content-type", content_type.to_owned())],
+            body.as_bytes().to_vec(),
+        )
+        .await;
+        let r = env
+            .client(Some("customer-service"), false)
+            .get("/accounts/1000234")
+            .await;
+        assert_eq!(r.status, 200, "{content_type}: {}", r.text());
+        assert_eq!(r.text(), masked, "{content_type}");
+        env.stop().await;
+    }
+}

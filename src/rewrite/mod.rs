@@ -25,6 +25,7 @@ pub mod header;
 pub mod json;
 pub mod mask;
 pub mod rules;
+pub mod sniff;
 pub mod text;
 pub mod value;
 
