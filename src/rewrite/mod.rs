@@ -510,3 +510,7 @@ pub fn rewrite_all(rw: &mut dyn BodyRewriter, input: &[u8]) -> Result<Vec<u8>, R
 #[cfg(test)]
 #[path = "drop_tests.rs"]
 mod drop_tests;
+
+#[cfg(test)]
+#[path = "planted_tests.rs"]
+mod planted_tests;
