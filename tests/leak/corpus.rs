@@ -830,9 +830,15 @@ fn family5(st: &mut Rng, val: &mut Rng, red: bool, records: usize) -> Draft {
                 } else {
                     v::luhn_invalid(val)
                 };
-                let e = v::expiry(val);
                 let g = v::grouped(&card, " ");
-                (format!("paid with {g} exp {e}"), Class::Card, card, g)
+                let t = if red {
+                    let e = v::expiry(val);
+                    d.plant(Class::Expiry, &field, &e, &[]);
+                    format!("paid with {g} exp {e}")
+                } else {
+                    format!("paid with {g} on {}", v::date(val))
+                };
+                (t, Class::Card, card, g)
             }
         };
         if red {
@@ -1207,7 +1213,7 @@ fn named_fields(d: &mut Draft, rec: &mut Record, red: bool, val: &mut Rng, space
             Class::Dln,
             "drivers_license",
             "Driver License Number",
-            "meter_number",
+            "meter_serial",
         ),
         (
             Class::BankAccount,
