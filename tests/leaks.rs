@@ -454,6 +454,17 @@ async fn run_family(family: u8) -> Option<Report> {
                     *report.leaks_by_class.entry(p.class.name()).or_default() += 1;
                 }
             }
+            let shapes = v
+                .leaks
+                .iter()
+                .filter(|l| l.contains(" container «"))
+                .count();
+            if shapes > 0 {
+                *report
+                    .leaks_by_class
+                    .entry(values::Class::Shape.name())
+                    .or_default() += shapes;
+            }
         }
         report.leaks.extend(v.leaks);
         if let Some(c) = v.benign_changed {
