@@ -191,6 +191,11 @@ async fn proxy(
     }
     // Decided before hygiene removes Transfer-Encoding.
     let body_present = has_body(&parts.headers);
+    // The client's own id is checked like any header; one the gateway made is not.
+    let generated_request_id = parts
+        .headers
+        .get("x-request-id")
+        .is_none_or(|client| client.as_bytes() != log.id.as_bytes());
     let mut headers = parts.headers;
     protect_request_headers(&mut headers, auth.red_flag);
     if let Ok(v) = HeaderValue::from_str(&log.id) {
@@ -233,7 +238,12 @@ async fn proxy(
         None => None,
     };
     let uri = shared.upstream.uri(&auth.path, query.as_deref())?;
-    protect_path_and_headers(&auth.path, &headers, &shared.detectors)?;
+    protect_path_and_headers(
+        &auth.path,
+        &headers,
+        &shared.detectors,
+        generated_request_id,
+    )?;
     let upstream_body: UpstreamBody = if is_write(&parts.method) || body_present {
         let limits = RewriteLimits {
             max_depth: config.limits.max_json_depth,
