@@ -17,6 +17,10 @@
 //!   that class as a whole, and so is the value of every `key=value` pair
 //!   (query parameter, cookie, `Link` parameter) whose key names a class.
 //!
+//! - Then the per-value core ([`super::value`]) looks into what the value may
+//!   encode: a cookie or token holding base64, a JWT-like token or JSON with
+//!   a red-flag value inside is replaced by the redaction token.
+//!
 //! Headers never release a clear value: a role whose action for the class is
 //! `clear` or `decrypt` still gets `last4` in a header (the unmask audit
 //! record counts body values only); `redact` writes the redaction token and
@@ -24,7 +28,7 @@
 //! would not be a valid header value once masked, is dropped.
 
 use super::mask;
-use super::RewriteSpec;
+use super::{Counts, RewriteSpec};
 use crate::class::{Action, FieldClass};
 use crate::detect::Finding;
 
@@ -200,9 +204,57 @@ fn header_action(spec: &RewriteSpec, class: FieldClass) -> Action {
     }
 }
 
+/// `spec` with every class's action as a header gets it.
+fn header_spec(spec: &RewriteSpec) -> RewriteSpec {
+    let mut s = spec.clone();
+    for class in FieldClass::ALL {
+        s.actions.set(class, header_action(spec, class));
+    }
+    s
+}
+
+/// The value after the per-value core has looked into what it may encode
+/// (base64 and JWT-like tokens, JSON): `None` when it changed nothing.
+fn mask_encoded(spec: &RewriteSpec, value: &str) -> Option<String> {
+    if !super::value::may_hide_value(value.as_bytes()) {
+        return None;
+    }
+    let spec = header_spec(spec);
+    let mut findings = Vec::new();
+    let mut counts = Counts::default();
+    let mut out = String::new();
+    super::value::mask_unnamed(&spec, value, &mut findings, &mut counts, &mut out).then_some(out)
+}
+
 /// Decides what happens to the value of response header `name` (lower
 /// case); see the module docs.
 pub fn protect_header(spec: &RewriteSpec, name: &str, value: &[u8]) -> HeaderVerdict {
+    let verdict = protect_header_text(spec, name, value);
+    if is_plain_header(name) {
+        return verdict;
+    }
+    let current = match &verdict {
+        HeaderVerdict::Drop => return verdict,
+        HeaderVerdict::Replace(v) => v.as_str(),
+        HeaderVerdict::Keep => match std::str::from_utf8(value) {
+            Ok(v) => v,
+            Err(_) => return HeaderVerdict::Drop,
+        },
+    };
+    match mask_encoded(spec, current) {
+        None => verdict,
+        Some(masked)
+            if masked
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) =>
+        {
+            HeaderVerdict::Replace(masked)
+        }
+        Some(_) => HeaderVerdict::Drop,
+    }
+}
+
+fn protect_header_text(spec: &RewriteSpec, name: &str, value: &[u8]) -> HeaderVerdict {
     if !value
         .iter()
         .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))

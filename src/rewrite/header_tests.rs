@@ -106,6 +106,24 @@ fn cookies_and_file_names_are_masked() {
 }
 
 #[test]
+fn encoded_payloads_in_cookies_and_tokens_are_masked() {
+    use base64::Engine;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"sub":"1000234","ssn":"123-45-6789"}"#);
+    let jwt = format!("eyJhbGciOiJIUzI1NiJ9.{claims}.c2lnbmF0dXJlLWJ5dGVz");
+    let out = replaced("set-cookie", &format!("token={jwt}; Path=/; Secure"));
+    assert!(!out.contains(&claims), "{out}");
+    assert!(out.ends_with("; Path=/; Secure"), "{out}");
+    let payload = base64::engine::general_purpose::STANDARD.encode(b"ssn 123-45-6789");
+    let out = replaced("x-payload", &payload);
+    assert!(!out.contains(&payload), "{out}");
+    // A token with nothing inside is left alone.
+    let benign = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"sub":"1000234","phone":"(650) 555-0123"}"#);
+    assert_eq!(verdict("x-token", &benign), HeaderVerdict::Keep);
+}
+
+#[test]
 fn benign_values_pass_unchanged() {
     for (name, value) in [
         ("location", "/accounts/1000234?page=2&view=full"),

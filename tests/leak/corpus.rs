@@ -486,7 +486,7 @@ fn family2(st: &mut Rng, val: &mut Rng, red: bool, records: usize) -> Draft {
                             json_str(&red_name),
                             json_str(&acct)
                         ),
-                        text: format!("bank {acct}"),
+                        text: format!("bank account {acct}"),
                     },
                 });
             } else {
@@ -506,7 +506,7 @@ fn family2(st: &mut Rng, val: &mut Rng, red: bool, records: usize) -> Draft {
                             json_str(&benign_name),
                             json_str(&own)
                         ),
-                        text: format!("bank {own}"),
+                        text: format!("bank reference {own}"),
                     },
                 });
             } else {
@@ -970,7 +970,7 @@ fn family6(st: &mut Rng, val: &mut Rng, red: bool, records: usize, format: Forma
 fn family7(st: &mut Rng, val: &mut Rng, red: bool) -> Draft {
     let mut d = Draft::default();
     d.records.push(base_fields(val, true));
-    let kinds: Vec<u64> = (0..st.range(2, 4)).map(|_| st.below(12)).collect();
+    let kinds: Vec<u64> = (0..st.range(2, 4)).map(|_| st.below(14)).collect();
     let id = v::utility_id(val);
     for k in kinds {
         let (a, g, s) = v::ssn_parts(val);
@@ -979,6 +979,7 @@ fn family7(st: &mut Rng, val: &mut Rng, red: bool) -> Draft {
         let routing = v::routing(val);
         let acct = v::bank_account(val);
         let dl = v::dln(val);
+        let mut extra = String::new();
         let (name, red_value, benign_value, class, canonical): (
             &str,
             String,
@@ -1066,6 +1067,35 @@ fn family7(st: &mut Rng, val: &mut Rng, red: bool) -> Draft {
                 Class::BankAccount,
                 acct.clone(),
             ),
+            12 => {
+                let claims = b64(
+                    format!("{{\"sub\":\"{id}\",\"ssn\":\"{ssn}\"}}").as_bytes(),
+                    true,
+                );
+                let benign_claims = b64(
+                    format!("{{\"sub\":\"{id}\",\"phone\":\"{}\"}}", v::phone(val)).as_bytes(),
+                    true,
+                );
+                let sig = b64(val.digits(24).as_bytes(), true);
+                extra = claims.clone();
+                (
+                    "Set-Cookie",
+                    format!("token=eyJhbGciOiJIUzI1NiJ9.{claims}.{sig}; Path=/; Secure"),
+                    format!("token=eyJhbGciOiJIUzI1NiJ9.{benign_claims}.{sig}; Path=/; Secure"),
+                    Class::Ssn,
+                    ssn.clone(),
+                )
+            }
+            13 => (
+                "X-Payload",
+                b64(format!("customer note: card {card}").as_bytes(), false),
+                b64(
+                    format!("customer note: order {}", v::order_id(val)).as_bytes(),
+                    false,
+                ),
+                Class::Card,
+                card.clone(),
+            ),
             _ => (
                 "Content-Location",
                 format!("/accounts/{id}/cards/{card}"),
@@ -1080,7 +1110,7 @@ fn family7(st: &mut Rng, val: &mut Rng, red: bool) -> Draft {
                 class,
                 &header_name,
                 &canonical,
-                &[&red_value, &canonical.replace('-', "%2D")],
+                &[&red_value, &canonical.replace('-', "%2D"), &extra],
             );
             d.headers.push((header_name, red_value));
         } else {
