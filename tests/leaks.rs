@@ -608,16 +608,8 @@ macro_rules! family_test {
 
 family_test!(family_01_field_names_outside_the_list, 1);
 family_test!(family_02_ambiguous_names, 2);
-family_test!(
-    family_03_type_value_shapes,
-    3,
-    "open: benign type/value objects under the ambiguous key `number` (label: zip, phone, meter) are masked"
-);
-family_test!(
-    family_04_values_in_every_format,
-    4,
-    "open: an SSN written 3-6 (`tax id 123-456789`) is not found"
-);
+family_test!(family_03_type_value_shapes, 3);
+family_test!(family_04_values_in_every_format, 4);
 family_test!(
     family_05_cards_and_bank_data,
     5,
