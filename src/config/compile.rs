@@ -137,19 +137,11 @@ fn valid_principal_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
 }
 
-/// Content types the rewriters handle: passing them through unrewritten on a
-/// red-flag route would release red-flag values.
+/// Content types that can carry red-flag values readably: passing them
+/// through unrewritten on a red-flag route would release them. The one
+/// media-type table lives with the rewriters.
 fn rewritable_type(t: &str) -> bool {
-    t.starts_with("text/")
-        || t.ends_with("+json")
-        || matches!(
-            t,
-            "application/json"
-                | "application/x-ndjson"
-                | "application/ndjson"
-                | "application/jsonl"
-                | "application/csv"
-        )
+    crate::rewrite::content::may_carry_red_flags(t)
 }
 
 fn valid_media_type(t: &str) -> bool {

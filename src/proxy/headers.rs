@@ -2,6 +2,9 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::rewrite::header::{protect_header, HeaderVerdict};
+use crate::rewrite::RewriteSpec;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and their old spellings.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
@@ -347,9 +350,12 @@ fn supported_accept_encoding(value: &str) -> Option<HeaderValue> {
 }
 
 /// Cleans an upstream response's headers before they go to the client.
-/// `rewritten` says whether the body bytes may change.
-pub fn protect_response_headers(headers: &mut HeaderMap, rewritten: bool) {
+/// `rewritten` says whether the body bytes may change. Every value is
+/// checked under `spec` (the response's rules, actions and detectors) and
+/// masked or dropped as [`crate::rewrite::header`] decides.
+pub fn protect_response_headers(headers: &mut HeaderMap, rewritten: bool, spec: &RewriteSpec) {
     strip_hop_by_hop(headers);
+    mask_response_headers(headers, spec);
     let internal: Vec<HeaderName> = headers
         .keys()
         .filter(|n| n.as_str().starts_with("x-maskgate-"))
@@ -374,6 +380,34 @@ pub fn protect_response_headers(headers: &mut HeaderMap, rewritten: bool) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts());
+}
+
+/// Masks or drops the header values that hold red-flag values.
+fn mask_response_headers(headers: &mut HeaderMap, spec: &RewriteSpec) {
+    let names: Vec<HeaderName> = headers.keys().cloned().collect();
+    for name in names {
+        let values: Vec<HeaderValue> = headers.get_all(&name).iter().cloned().collect();
+        let mut kept: Vec<HeaderValue> = Vec::with_capacity(values.len());
+        let mut changed = false;
+        for value in values {
+            match protect_header(spec, name.as_str(), value.as_bytes()) {
+                HeaderVerdict::Keep => kept.push(value),
+                HeaderVerdict::Replace(masked) => {
+                    changed = true;
+                    if let Ok(v) = HeaderValue::from_str(&masked) {
+                        kept.push(v);
+                    }
+                }
+                HeaderVerdict::Drop => changed = true,
+            }
+        }
+        if changed {
+            headers.remove(&name);
+            for v in kept {
+                headers.append(name.clone(), v);
+            }
+        }
+    }
 }
 
 /// `Strict-Transport-Security` on every response: the gateway only speaks

@@ -191,6 +191,11 @@ async fn proxy(
     }
     // Decided before hygiene removes Transfer-Encoding.
     let body_present = has_body(&parts.headers);
+    // The client's own id is checked like any header; one the gateway made is not.
+    let generated_request_id = parts
+        .headers
+        .get("x-request-id")
+        .is_none_or(|client| client.as_bytes() != log.id.as_bytes());
     let mut headers = parts.headers;
     protect_request_headers(&mut headers, auth.red_flag);
     if let Ok(v) = HeaderValue::from_str(&log.id) {
@@ -233,7 +238,12 @@ async fn proxy(
         None => None,
     };
     let uri = shared.upstream.uri(&auth.path, query.as_deref())?;
-    protect_path_and_headers(&auth.path, &headers, &shared.detectors)?;
+    protect_path_and_headers(
+        &auth.path,
+        &headers,
+        &shared.detectors,
+        generated_request_id,
+    )?;
     let upstream_body: UpstreamBody = if is_write(&parts.method) || body_present {
         let limits = RewriteLimits {
             max_depth: config.limits.max_json_depth,
@@ -267,12 +277,33 @@ async fn proxy(
 
     // rewrite response
     let (mut parts_out, upstream_body) = resp.into_parts();
+    let spec = RewriteSpec {
+        rules: Arc::clone(&auth.role.rules),
+        actions: unmasking
+            .as_ref()
+            .map_or(auth.role.actions, |u| u.grant.apply(auth.role.actions)),
+        detectors: Arc::clone(&shared.detectors),
+        limits: RewriteLimits {
+            max_depth: config.limits.max_json_depth,
+            max_body_bytes: config.limits.max_response_body_bytes,
+            max_token_bytes: config.limits.max_token_bytes,
+        },
+        opener: shared
+            .keyring
+            .clone()
+            .filter(|_| unmasking.is_some())
+            .map(|k| k as Arc<dyn crate::rewrite::EnvelopeOpener>),
+        drop_accounts: allowance
+            .hide_accounts
+            .clone()
+            .map(|set| set as Arc<dyn crate::rewrite::AccountFilter>),
+    };
     let no_body = parts.method == Method::HEAD
         || parts_out.status == StatusCode::NO_CONTENT
         || parts_out.status == StatusCode::NOT_MODIFIED
         || parts_out.status.is_informational();
     if no_body {
-        protect_response_headers(&mut parts_out.headers, true);
+        protect_response_headers(&mut parts_out.headers, true, &spec);
         set_request_id(&mut parts_out.headers, &log.id);
         log.finish(shared, parts_out.status, started, None);
         return Ok(Response::from_parts(
@@ -309,32 +340,11 @@ async fn proxy(
                 "upstream_content_encoding",
             ))?,
     };
-    let spec = RewriteSpec {
-        rules: Arc::clone(&auth.role.rules),
-        actions: unmasking
-            .as_ref()
-            .map_or(auth.role.actions, |u| u.grant.apply(auth.role.actions)),
-        detectors: Arc::clone(&shared.detectors),
-        limits: RewriteLimits {
-            max_depth: config.limits.max_json_depth,
-            max_body_bytes: config.limits.max_response_body_bytes,
-            max_token_bytes: config.limits.max_token_bytes,
-        },
-        opener: shared
-            .keyring
-            .clone()
-            .filter(|_| unmasking.is_some())
-            .map(|k| k as Arc<dyn crate::rewrite::EnvelopeOpener>),
-        drop_accounts: allowance
-            .hide_accounts
-            .clone()
-            .map(|set| set as Arc<dyn crate::rewrite::AccountFilter>),
-    };
     let decode_limits = DecodeLimits {
         max_decompressed_bytes: config.limits.max_decompressed_bytes,
         max_ratio: u64::from(config.limits.max_decompression_ratio),
     };
-    let rewriter = rewriter_for(kind, spec, &codings, decode_limits);
+    let rewriter = rewriter_for(kind, spec.clone(), &codings, decode_limits);
     let rewritten = rewriter.is_some();
     let status = parts_out.status;
     let end_log = log.clone();
@@ -395,6 +405,7 @@ async fn proxy(
             parts_out,
             body,
             rewritten,
+            &spec,
         )
         .await;
     }
@@ -422,7 +433,7 @@ async fn proxy(
             ));
         }
     };
-    protect_response_headers(&mut parts_out.headers, rewritten);
+    protect_response_headers(&mut parts_out.headers, rewritten, &spec);
     set_request_id(&mut parts_out.headers, &log.id);
     if complete {
         let records = body.counts_ref().map_or(0, |c| c.records);
@@ -484,6 +495,7 @@ async fn audit_then_release(
     mut parts_out: http::response::Parts,
     mut body: RewriteBody,
     rewritten: bool,
+    spec: &RewriteSpec,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let log_audit = shared
         .audit
@@ -564,7 +576,7 @@ async fn audit_then_release(
     charge_records(shared, live, caller, auth, method, id, counts.records).await;
     let bytes = body.take_buffered();
     drop(body);
-    protect_response_headers(&mut parts_out.headers, rewritten);
+    protect_response_headers(&mut parts_out.headers, rewritten, spec);
     set_request_id(&mut parts_out.headers, id);
     Ok(release(&receipt, parts_out, bytes))
 }

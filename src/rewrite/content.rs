@@ -8,8 +8,8 @@
 use super::csv::CsvRewriter;
 use super::encoding::DecodingRewriter;
 pub use super::encoding::{parse_content_encoding, Coding, DecodeLimits};
-use super::text::TextRewriter;
-use super::{BodyRewriter, JsonRewriter, RewriteSpec};
+use super::sniff::{Declared, SniffingRewriter};
+use super::{BodyRewriter, RewriteSpec};
 
 /// How a body is rewritten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,20 +173,61 @@ fn passthrough_matches(pattern: &str, mt: &MediaType) -> bool {
     p.ty == mt.ty && (p.subtype == "*" || p.subtype == mt.subtype)
 }
 
+/// Every media type maskgate rewrites, and how: the one table both the
+/// response path ([`body_kind`]) and the policy check on pass-through types
+/// ([`may_carry_red_flags`]) read. Besides these, `application/*+json` (such
+/// as `application/problem+json`, `application/vnd.api+json`) is JSON.
+const MEDIA_TYPES: [(&str, &str, BodyKind); 14] = [
+    ("application", "json", BodyKind::Json),
+    ("text", "json", BodyKind::Json),
+    ("application", "x-ndjson", BodyKind::Ndjson),
+    ("application", "ndjson", BodyKind::Ndjson),
+    ("application", "jsonl", BodyKind::Ndjson),
+    ("application", "jsonlines", BodyKind::Ndjson),
+    ("application", "x-jsonlines", BodyKind::Ndjson),
+    ("text", "x-ndjson", BodyKind::Ndjson),
+    ("text", "csv", BodyKind::Csv),
+    ("application", "csv", BodyKind::Csv),
+    ("text", "x-csv", BodyKind::Csv),
+    ("text", "tab-separated-values", BodyKind::Csv),
+    ("text", "plain", BodyKind::Text),
+    ("text", "x-log", BodyKind::Text),
+];
+
+/// How a body of media type `ty`/`subtype` (lower case) is rewritten, if
+/// maskgate rewrites it.
+fn rewritable_kind(ty: &str, subtype: &str) -> Option<BodyKind> {
+    if let Some(&(_, _, kind)) = MEDIA_TYPES
+        .iter()
+        .find(|(t, s, _)| *t == ty && *s == subtype)
+    {
+        return Some(kind);
+    }
+    (ty == "application" && subtype.len() > "+json".len() && subtype.ends_with("+json"))
+        .then_some(BodyKind::Json)
+}
+
+/// True when a body of `media_type` (`type/subtype`, parameters ignored)
+/// can carry red-flag values readably: a type maskgate rewrites, or any
+/// other `text/*`. Such a type may not pass through a red-flag route
+/// unrewritten.
+pub fn may_carry_red_flags(media_type: &str) -> bool {
+    match parse_media_type(media_type) {
+        Some(mt) => mt.ty == "text" || rewritable_kind(&mt.ty, &mt.subtype).is_some(),
+        // Not a media type at all: no pass-through entry can match it.
+        None => false,
+    }
+}
+
 /// The kind of rewriting a body of `content_type` gets.
 ///
 /// Type and subtype are case-insensitive and parameters other than `charset`
-/// (and CSV's `header`) are ignored:
-/// - `application/json`, `text/json` and `application/*+json` (such as
-///   `application/problem+json`): [`BodyKind::Json`];
-/// - `application/x-ndjson`, `application/ndjson`, `application/jsonl`,
-///   `application/jsonlines`, `application/x-jsonlines`: [`BodyKind::Ndjson`]
-///   (`application/json-seq` is not supported);
-/// - `text/csv`: [`BodyKind::Csv`] (`header=absent` is refused);
-/// - `text/plain`: [`BodyKind::Text`];
-/// - a type named in `passthrough_types` (`type/subtype` or `type/*`):
-///   [`BodyKind::Passthrough`]. The rewritable types above are rewritten
-///   even if listed there.
+/// (and CSV's `header`) are ignored. The types in `MEDIA_TYPES` and
+/// `application/*+json` are rewritten (JSON, NDJSON, CSV or text; a body
+/// whose declared type is wrong is caught by sniffing, see
+/// [`super::sniff`]); a type named in `passthrough_types` (`type/subtype`
+/// or `type/*`) is [`BodyKind::Passthrough`] (the rewritable types are
+/// rewritten even if listed there).
 ///
 /// A rewritable type with a `charset` other than `utf-8` or `us-ascii` is
 /// refused, as is a missing, malformed or any other type.
@@ -196,26 +237,15 @@ pub fn body_kind(
 ) -> Result<BodyKind, UnsupportedContentType> {
     let raw = content_type.ok_or(UnsupportedContentType::Missing)?;
     let mt = parse_media_type(raw).ok_or(UnsupportedContentType::Malformed)?;
-    let kind = match (mt.ty.as_str(), mt.subtype.as_str()) {
-        ("application", "json") | ("text", "json") => BodyKind::Json,
-        ("application", sub) if sub.len() > "+json".len() && sub.ends_with("+json") => {
-            BodyKind::Json
-        }
-        ("application", "x-ndjson" | "ndjson" | "jsonl" | "jsonlines" | "x-jsonlines") => {
-            BodyKind::Ndjson
-        }
-        ("text", "csv") => BodyKind::Csv,
-        ("text", "plain") => BodyKind::Text,
-        _ => {
-            return if passthrough_types
-                .iter()
-                .any(|p| passthrough_matches(p, &mt))
-            {
-                Ok(BodyKind::Passthrough)
-            } else {
-                Err(UnsupportedContentType::Type)
-            };
-        }
+    let Some(kind) = rewritable_kind(&mt.ty, &mt.subtype) else {
+        return if passthrough_types
+            .iter()
+            .any(|p| passthrough_matches(p, &mt))
+        {
+            Ok(BodyKind::Passthrough)
+        } else {
+            Err(UnsupportedContentType::Type)
+        };
     };
     if mt.charsets > 1
         || mt
@@ -235,8 +265,9 @@ pub fn body_kind(
 /// `codings` (in the order applied, as [`parse_content_encoding`] returns
 /// them): the kind's rewriter wrapped in one [`DecodingRewriter`] per
 /// coding, the last applied coding outermost. `None` for
-/// [`BodyKind::Passthrough`].
-///
+/// [`BodyKind::Passthrough`]. JSON, NDJSON and text bodies are sniffed
+/// ([`super::sniff`]): one whose declared type is wrong is rewritten by the
+/// rewriter that can read it.
 pub fn rewriter_for(
     kind: BodyKind,
     spec: RewriteSpec,
@@ -244,10 +275,10 @@ pub fn rewriter_for(
     decode_limits: DecodeLimits,
 ) -> Option<Box<dyn BodyRewriter>> {
     let mut rw: Box<dyn BodyRewriter> = match kind {
-        BodyKind::Json => Box::new(JsonRewriter::new(spec).allow_empty(true)),
-        BodyKind::Ndjson => Box::new(JsonRewriter::ndjson(spec)),
+        BodyKind::Json => Box::new(SniffingRewriter::new(Declared::Json, spec)),
+        BodyKind::Ndjson => Box::new(SniffingRewriter::new(Declared::Ndjson, spec)),
         BodyKind::Csv => Box::new(CsvRewriter::new(spec)),
-        BodyKind::Text => Box::new(TextRewriter::new(spec)),
+        BodyKind::Text => Box::new(SniffingRewriter::new(Declared::Text, spec)),
         BodyKind::Passthrough => return None,
     };
     for &coding in codings {

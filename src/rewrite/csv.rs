@@ -1,7 +1,10 @@
 //! Streaming CSV rewriter (RFC 4180).
 //!
 //! Records end with CRLF or LF, fields are separated by commas, and a quoted
-//! field may hold commas, line breaks and `""` (one quote). The first record
+//! field may hold commas, line breaks and `""` (one quote). A header line
+//! with no comma but with semicolons, tabs or `|` (outside quotes) makes the
+//! most frequent of those the separator instead (European exports, TSV);
+//! the first line is held until it is complete to decide. The first record
 //! is the header: each name is matched like a JSON key at the document root,
 //! which gives the column its class (or, in allowlist mode, removes it).
 //!
@@ -116,16 +119,55 @@ pub struct CsvRewriter {
     names: Vec<String>,
     /// Drop filter: the columns holding the record's id.
     id_columns: Vec<usize>,
+    /// The field separator, decided from the header line.
+    delim: u8,
+    /// The header line has been seen and `delim` decided.
+    delim_known: bool,
+    /// The start of the body, held until its first line is complete.
+    first_line: Vec<u8>,
+}
+
+/// Separators a CSV body may use besides the comma.
+const OTHER_DELIMITERS: [u8; 3] = [b';', b'\t', b'|'];
+
+/// The field separator a CSV header line uses: the comma if it has any
+/// outside quotes, else the most frequent of `;`, tab and `|`. `None` when
+/// the line has none of them (a single column, or not CSV at all).
+pub(crate) fn sniff_delimiter(line: &[u8]) -> Option<u8> {
+    let mut counts = [0usize; 4];
+    let mut quoted = false;
+    for &b in line {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' => break,
+            b',' if !quoted => counts[0] += 1,
+            _ if !quoted => {
+                if let Some(i) = OTHER_DELIMITERS.iter().position(|&d| d == b) {
+                    counts[i + 1] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    if counts[0] > 0 {
+        return Some(b',');
+    }
+    let (best, &n) = counts[1..]
+        .iter()
+        .enumerate()
+        .max_by_key(|&(i, n)| (n, std::cmp::Reverse(i)))?;
+    (n > 0).then(|| OTHER_DELIMITERS[best])
 }
 
 /// True when a cell's content must be quoted to stay one field.
-fn needs_quotes(s: &str) -> bool {
-    s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+fn needs_quotes(s: &str, delim: u8) -> bool {
+    s.bytes()
+        .any(|b| b == delim || matches!(b, b'"' | b'\n' | b'\r'))
 }
 
 /// Appends `s` as one CSV field, quoted only when needed.
-fn write_cell(s: &str, out: &mut Vec<u8>) {
-    if !needs_quotes(s) {
+fn write_cell(s: &str, delim: u8, out: &mut Vec<u8>) {
+    if !needs_quotes(s, delim) {
         out.extend_from_slice(s.as_bytes());
         return;
     }
@@ -188,6 +230,9 @@ impl CsvRewriter {
             protect: None,
             names: Vec::new(),
             id_columns: Vec::new(),
+            delim: b',',
+            delim_known: false,
+            first_line: Vec::new(),
         }
     }
 
@@ -247,7 +292,7 @@ impl CsvRewriter {
                 let envelope = sealer
                     .seal(class, &value)
                     .map_err(|_| RewriteError::CannotEncrypt { path: path() })?;
-                write_cell(&envelope, out);
+                write_cell(&envelope, self.delim, out);
                 self.counts.sealed += 1;
                 Ok(())
             }
@@ -268,7 +313,7 @@ impl CsvRewriter {
                 }
                 match sealed {
                     None => out.extend_from_slice(raw.as_bytes()),
-                    Some(rebuilt) => write_cell(&rebuilt, out),
+                    Some(rebuilt) => write_cell(&rebuilt, self.delim, out),
                 }
                 Ok(())
             }
@@ -284,6 +329,7 @@ impl CsvRewriter {
 
     /// Parses one chunk, writing every record it completes.
     fn run(&mut self, chunk: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        let delim = self.delim;
         // Start of the current record's bytes in this chunk.
         let mut seg = 0;
         let mut i = 0;
@@ -301,7 +347,7 @@ impl CsvRewriter {
                             self.field_start = at;
                             self.state = State::Quoted;
                         }
-                        b',' => {
+                        d if d == delim => {
                             self.fields.push(Field {
                                 start: at,
                                 end: at,
@@ -336,7 +382,7 @@ impl CsvRewriter {
                     let rest = &chunk[i..];
                     let n = rest
                         .iter()
-                        .position(|&c| matches!(c, b',' | b'\n' | b'\r' | b'"'))
+                        .position(|&c| c == delim || matches!(c, b'\n' | b'\r' | b'"'))
                         .unwrap_or(rest.len());
                     i += n;
                     let Some(&c) = chunk.get(i) else { break };
@@ -370,7 +416,7 @@ impl CsvRewriter {
                 State::QuoteInQuoted => {
                     if b == b'"' {
                         self.state = State::Quoted;
-                    } else if matches!(b, b',' | b'\n' | b'\r') {
+                    } else if b == delim || matches!(b, b'\n' | b'\r') {
                         self.fields.push(Field {
                             start: self.field_start,
                             end: at,
@@ -412,7 +458,7 @@ impl CsvRewriter {
         out: &mut Vec<u8>,
     ) -> Result<usize, RewriteError> {
         match c {
-            b',' => {
+            d if d == self.delim => {
                 self.state = State::FieldStart;
                 Ok(seg)
             }
@@ -545,7 +591,7 @@ impl CsvRewriter {
                 continue;
             }
             if !first {
-                out.push(b',');
+                out.push(self.delim);
             }
             first = false;
             // A name is not a value, but a red-flag value in it is masked too.
@@ -556,17 +602,17 @@ impl CsvRewriter {
                 &mut self.counts,
                 &mut self.text,
             ) {
-                write_cell(&self.text, out);
+                write_cell(&self.text, self.delim, out);
             } else {
                 out.extend_from_slice(raw.as_bytes());
             }
             if let (Some(p), Some(class)) = (&self.protect, m.class) {
                 if p.blind_index[class.index()] && p.encrypts(class) {
                     // The gateway's own blind-index column follows.
-                    out.push(b',');
+                    out.push(self.delim);
                     let mut index_name = name.clone().into_owned();
                     index_name.push_str(super::json::BLIND_INDEX_SUFFIX);
-                    write_cell(&index_name, out);
+                    write_cell(&index_name, self.delim, out);
                 }
             }
         }
@@ -600,7 +646,7 @@ impl CsvRewriter {
                 Column::Removed(None) => self.counts.not_allowed += 1,
                 Column::Keep(class) => {
                     if !first {
-                        out.push(b',');
+                        out.push(self.delim);
                     }
                     first = false;
                     let raw = self.raw(text, f)?;
@@ -610,7 +656,7 @@ impl CsvRewriter {
                             if let Some(class) = class
                                 .filter(|c| protect.blind_index[c.index()] && protect.encrypts(*c))
                             {
-                                out.push(b',');
+                                out.push(self.delim);
                                 let value = unquote(raw, f.quoted);
                                 if !value.is_empty() && !looks_like_envelope(&value) {
                                     let sealer = protect.sealer.as_ref().ok_or_else(|| {
@@ -623,7 +669,7 @@ impl CsvRewriter {
                                             path: format!("column {index}"),
                                         }
                                     })?;
-                                    write_cell(&idx, out);
+                                    write_cell(&idx, self.delim, out);
                                 }
                             }
                         }
@@ -657,7 +703,7 @@ impl CsvRewriter {
                 &mut self.counts,
                 &mut self.text,
             );
-            write_cell(&self.text, out);
+            write_cell(&self.text, self.delim, out);
             return;
         }
         match class {
@@ -676,7 +722,7 @@ impl CsvRewriter {
                     &mut self.counts,
                     &mut self.text,
                 );
-                write_cell(&self.text, out);
+                write_cell(&self.text, self.delim, out);
             }
             None => {
                 if mask_detected(
@@ -686,7 +732,7 @@ impl CsvRewriter {
                     &mut self.counts,
                     &mut self.text,
                 ) {
-                    write_cell(&self.text, out);
+                    write_cell(&self.text, self.delim, out);
                 } else {
                     out.extend_from_slice(raw.as_bytes());
                 }
@@ -717,8 +763,29 @@ impl CsvRewriter {
         }
         self.bom_done = true;
         let earlier = std::mem::take(&mut self.bom);
-        self.run(&earlier[..held], out)?;
+        self.feed(&earlier[..held], out)?;
         Ok(input)
+    }
+
+    fn settle_delimiter(&mut self, head: &[u8]) {
+        self.delim = sniff_delimiter(head).unwrap_or(b',');
+        self.delim_known = true;
+    }
+
+    /// Parses input after the byte order mark: the first line is held
+    /// until it is complete, to decide the separator from it.
+    fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if self.delim_known {
+            return self.run(input, out);
+        }
+        self.first_line.extend_from_slice(input);
+        let complete = memchr::memchr(b'\n', &self.first_line).is_some();
+        if !complete && self.first_line.len() <= self.spec.limits.max_token_bytes {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.first_line);
+        self.settle_delimiter(&held);
+        self.run(&held, out)
     }
 
     fn fail(&mut self, e: RewriteError) -> RewriteError {
@@ -732,6 +799,11 @@ impl CsvRewriter {
         if !self.bom_done {
             self.bom_done = true;
             let held = std::mem::take(&mut self.bom);
+            self.feed(&held, out)?;
+        }
+        if !self.delim_known {
+            let held = std::mem::take(&mut self.first_line);
+            self.settle_delimiter(&held);
             self.run(&held, out)?;
         }
         let end = self.rec.len();
@@ -769,7 +841,7 @@ impl BodyRewriter for CsvRewriter {
         let mark = out.len();
         let r = self
             .strip_bom(input, out)
-            .and_then(|rest| self.run(rest, out));
+            .and_then(|rest| self.feed(rest, out));
         r.map_err(|e| {
             // Nothing of a failed chunk leaves, not even its clean prefix.
             out.truncate(mark);

@@ -503,3 +503,57 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn semicolon_tab_and_pipe_separated_headers_set_the_separator() {
+    for (delim, quoted) in [(';', "\"a;b\""), ('\t', "\"a\tb\""), ('|', "\"a|b\"")] {
+        let body = format!(
+            "\u{feff}name{d}SSN{d}Card Number{d}note\r\nAna{d}123-45-6789{d}4111111111111111{d}{quoted}\r\n",
+            d = delim
+        );
+        let mut rw = CsvRewriter::new(masked());
+        let out = rewrite_all(&mut rw, body.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "\u{feff}name{d}SSN{d}Card Number{d}note\r\nAna{d}***-**-6789{d}************1111{d}{quoted}\r\n",
+                d = delim
+            ),
+            "separator {delim:?}"
+        );
+    }
+}
+
+#[test]
+fn a_comma_in_the_header_keeps_the_comma() {
+    // Semicolons inside cells of a comma-separated body are data.
+    let body = "name,ssn\n\"Lopez; Ana\",123-45-6789\n";
+    let mut rw = CsvRewriter::new(masked());
+    let out = rewrite_all(&mut rw, body.as_bytes()).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "name,ssn\n\"Lopez; Ana\",***-**-6789\n"
+    );
+    assert_eq!(sniff_delimiter(b"a;b;c,d"), Some(b','));
+    assert_eq!(sniff_delimiter(b"\"a,b\";c"), Some(b';'));
+    assert_eq!(sniff_delimiter(b"a\tb;c\td"), Some(b'\t'));
+    assert_eq!(sniff_delimiter(b"just one name"), None);
+}
+
+proptest! {
+    /// The separator is found whatever the chunking of the header line.
+    #[test]
+    fn separator_sniffing_is_split_invariant(at in 0usize..60) {
+        let body = b"\xef\xbb\xbfid;ssn;notes\n1;123-45-6789;x\n2;234-56-7890;y\n";
+        let at = at.min(body.len());
+        let mut rw = CsvRewriter::new(masked());
+        let mut out = Vec::new();
+        rw.write(&body[..at], &mut out).unwrap();
+        rw.write(&body[at..], &mut out).unwrap();
+        rw.finish(&mut out).unwrap();
+        prop_assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\u{feff}id;ssn;notes\n1;***-**-6789;x\n2;***-**-7890;y\n"
+        );
+    }
+}

@@ -21,9 +21,11 @@ use crate::detect::Detectors;
 pub mod content;
 pub mod csv;
 pub mod encoding;
+pub mod header;
 pub mod json;
 pub mod mask;
 pub mod rules;
+pub mod sniff;
 pub mod text;
 pub mod value;
 
@@ -508,3 +510,7 @@ pub fn rewrite_all(rw: &mut dyn BodyRewriter, input: &[u8]) -> Result<Vec<u8>, R
 #[cfg(test)]
 #[path = "drop_tests.rs"]
 mod drop_tests;
+
+#[cfg(test)]
+#[path = "planted_tests.rs"]
+mod planted_tests;

@@ -182,6 +182,8 @@ pub struct Options {
     pub audit_rotate_bytes: Option<u64>,
     /// The audit witness directory.
     pub audit_witness_dir: Option<PathBuf>,
+    /// Edits the copied policy files (their directory) before they are loaded.
+    pub edit_policy: Option<fn(&Path)>,
 }
 
 pub struct Env {
@@ -262,6 +264,9 @@ impl Env {
         names.extend(["revoked-app", "nobody"]);
         demo::certs::generate(&dir.join("certs"), &names).unwrap();
         let policy_dir = write_test_policy(&dir);
+        if let Some(edit) = options.edit_policy {
+            edit(&policy_dir);
+        }
         let path = demo::config::write_config(
             &dir,
             "127.0.0.1:0".parse().unwrap(),
