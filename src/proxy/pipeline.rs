@@ -527,20 +527,22 @@ async fn audit_then_release(
     };
     let counts = body.counts();
     let over = counts.records > u64::from(unmasking.grant.record_limit);
-    let refused = refused.or_else(|| {
-        over.then(|| {
-            (
-                "over_record_limit",
-                GatewayError::Refused {
-                    code: "unmask_denied",
-                    detail: format!(
+    let refused = refused
+        .or_else(|| uncountable_release(&counts, rewritten))
+        .or_else(|| {
+            over.then(|| {
+                (
+                    "over_record_limit",
+                    GatewayError::Refused {
+                        code: "unmask_denied",
+                        detail: format!(
                 "over_record_limit: this request may unmask at most {} record(s); ask for fewer",
                 unmasking.grant.record_limit
             ),
-                },
-            )
-        })
-    });
+                    },
+                )
+            })
+        });
     if let Some((why, err)) = refused {
         drop(body);
         audit::append(
@@ -567,6 +569,54 @@ async fn audit_then_release(
     protect_response_headers(&mut parts_out.headers, rewritten);
     set_request_id(&mut parts_out.headers, id);
     Ok(release(&receipt, parts_out, bytes))
+}
+
+/// Most clear values of one class a single customer record may release
+/// (a record holds up to two cards, and its notes may repeat a value).
+pub const MAX_CLEAR_PER_RECORD: u64 = 4;
+
+/// Refuses an unmask whose clear values the record limit cannot bound,
+/// whatever the response's shape: a body that was not rewritten
+/// (pass-through), clear values outside any counted record (a top-level
+/// array, text, values beside the records), or more clear values of one
+/// class in a record than one customer has (`{"items":[…]}` read as a
+/// single record). So an unmask of at most `n` records releases at most
+/// `n` × [`MAX_CLEAR_PER_RECORD`] values of each class.
+fn uncountable_release(
+    counts: &crate::rewrite::Counts,
+    rewritten: bool,
+) -> Option<(&'static str, GatewayError)> {
+    let refuse = |why: &'static str, detail: &str| {
+        Some((
+            why,
+            GatewayError::Refused {
+                code: "unmask_uncountable",
+                detail: format!("{why}: {detail}"),
+            },
+        ))
+    };
+    if !rewritten {
+        return refuse(
+            "records_uncountable",
+            "this response is not rewritten, so its records cannot be counted",
+        );
+    }
+    for class in crate::class::FieldClass::ALL {
+        let clear = counts.clear_of(class);
+        if clear > counts.clear_in_records[class.index()] {
+            return refuse(
+                "records_uncountable",
+                "clear values outside the customer records cannot be counted; ask a record route",
+            );
+        }
+        if counts.most_clear_in_a_record[class.index()] > MAX_CLEAR_PER_RECORD {
+            return refuse(
+                "too_many_values_per_record",
+                "a record holds more values of one class than one customer has",
+            );
+        }
+    }
+    None
 }
 
 /// Sends an unmasked body: only with the receipt of its durable audit record.

@@ -592,6 +592,7 @@ impl CsvRewriter {
             return Ok(false);
         }
         self.counts.records += 1;
+        let clear_before = self.counts.clear_mark();
         let start = out.len();
         let mut first = true;
         for (index, (column, f)) in columns.iter().zip(fields).enumerate() {
@@ -633,6 +634,7 @@ impl CsvRewriter {
             }
         }
         keep_nonblank(first, start, out);
+        self.counts.record_done(&clear_before);
         Ok(true)
     }
 

@@ -31,7 +31,7 @@ use super::mask::{
 use super::rules::{MemberMatch, NodeSet};
 use super::value::{mask_unnamed_at, may_hide_value};
 use super::{
-    BodyRewriter, Counts, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
+    BodyRewriter, ClearMark, Counts, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
     MAX_ACCOUNT_IDS,
 };
 use crate::class::{Action, ActionTable, FieldClass};
@@ -193,6 +193,19 @@ struct OpenRecord {
     /// The parent container's `emitted_any` before this record.
     parent_emitted: bool,
     counts: CountsMark,
+}
+
+/// A counted record being read: the clear values released since it started
+/// are its own (see [`Counts::record_done`]). Only the outermost record is
+/// marked; the document root only until a record below it starts.
+#[derive(Clone, Copy, Debug)]
+struct RecordMark {
+    /// `stack.len()` while the record's own frame is the innermost.
+    depth: usize,
+    /// The document root (or an NDJSON line): counted when it ends, if no
+    /// record was found below it.
+    root: bool,
+    clear: ClearMark,
 }
 
 /// Output held for records whose fate is not known yet (drop filter only).
@@ -376,6 +389,8 @@ pub struct JsonRewriter {
     /// How many encodings this document was found inside (JSON in a string,
     /// base64): bounds how deep strings are looked into.
     decode_depth: u8,
+    /// The counted record being read, if any (for per-record clear counts).
+    record_mark: Option<RecordMark>,
 }
 
 /// Bytes that may appear in a JSON string as they are and need no further
@@ -491,6 +506,7 @@ impl JsonRewriter {
             typed_value: false,
             descriptor_value: false,
             decode_depth: 0,
+            record_mark: None,
         }
     }
 
@@ -765,6 +781,11 @@ impl JsonRewriter {
             descriptor: None,
         };
         self.want_id = false;
+        self.record_mark = ctx.record.then(|| RecordMark {
+            depth: 1,
+            root: true,
+            clear: self.counts.clear_mark(),
+        });
         if self.protect.is_some() {
             self.path.clear();
             self.seg.clear();
@@ -902,6 +923,15 @@ impl JsonRewriter {
         }
         if member.record {
             self.counts.records += 1;
+            if self.record_mark.is_none_or(|m| m.root) && matches!(b, b'{' | b'[') {
+                // A record below the root: the root is not one, and values
+                // up to here were outside any record.
+                self.record_mark = Some(RecordMark {
+                    depth: self.stack.len() + 1,
+                    root: false,
+                    clear: self.counts.clear_mark(),
+                });
+            }
         }
         self.start_value(io, pos, b, ctx)
     }
@@ -1058,6 +1088,13 @@ impl JsonRewriter {
         {
             self.close_record(io, pos + 1)?;
         }
+        if let Some(mark) = self
+            .record_mark
+            .filter(|m| !m.root && m.depth == self.stack.len() + 1)
+        {
+            self.counts.record_done(&mark.clear);
+            self.record_mark = None;
+        }
         self.after_scalar(io, pos + 1);
         Ok(pos + 1)
     }
@@ -1190,12 +1227,16 @@ impl JsonRewriter {
         }
         if self.stack.is_empty() {
             let root_id = self.root_id.take();
+            let root_mark = self.record_mark.take().filter(|m| m.root);
             if self.spec.rules.root_is_record()
                 && self.counts.records == self.top_records
                 && self.top_object
                 && !self.top_nested
             {
                 self.counts.records += 1;
+                if let Some(mark) = root_mark {
+                    self.counts.record_done(&mark.clear);
+                }
                 if let Some(id) = root_id {
                     if self.counts.account_ids.len() < MAX_ACCOUNT_IDS {
                         self.counts.account_ids.push(id);

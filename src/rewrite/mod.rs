@@ -212,7 +212,16 @@ pub struct Counts {
     /// `sealed`) except `integrity_errors`: a damaged envelope is reported
     /// even when its record is withheld.
     pub dropped_records: u64,
+    /// Clear values (actions `clear` and successful `decrypt`) of each class
+    /// released inside counted records; the rest were outside any record.
+    pub clear_in_records: [u64; FieldClass::COUNT],
+    /// The most clear values of each class released inside one record.
+    pub most_clear_in_a_record: [u64; FieldClass::COUNT],
 }
+
+/// Clear values released so far, by class: what [`Counts::record_done`]
+/// compares against.
+pub type ClearMark = [u64; FieldClass::COUNT];
 
 impl Counts {
     /// Counts one value of `class` handled with `action`.
@@ -231,6 +240,33 @@ impl Counts {
             .iter()
             .map(|per| per[Action::Clear.index()] + per[Action::Decrypt.index()])
             .sum()
+    }
+
+    /// Clear values of `class` released (actions `clear` and successful `decrypt`).
+    pub fn clear_of(&self, class: FieldClass) -> u64 {
+        let per = &self.acted[class.index()];
+        per[Action::Clear.index()] + per[Action::Decrypt.index()]
+    }
+
+    /// Clear values released so far, by class (taken when a record starts).
+    pub fn clear_mark(&self) -> ClearMark {
+        let mut mark = [0; FieldClass::COUNT];
+        for class in FieldClass::ALL {
+            mark[class.index()] = self.clear_of(class);
+        }
+        mark
+    }
+
+    /// A counted record that started at `mark` ended: the clear values
+    /// released since belong to it.
+    pub fn record_done(&mut self, mark: &ClearMark) {
+        for class in FieldClass::ALL {
+            let i = class.index();
+            // A withheld record's counts were rolled back below the mark.
+            let in_record = self.clear_of(class).saturating_sub(mark[i]);
+            self.clear_in_records[i] += in_record;
+            self.most_clear_in_a_record[i] = self.most_clear_in_a_record[i].max(in_record);
+        }
     }
 
     /// Values masked, removed or redacted.
