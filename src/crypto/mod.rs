@@ -27,7 +27,9 @@ mod testutil;
 pub use blind_index::{BlindIndexError, BlindIndexKey};
 pub use envelope::{DataKey, EnvelopeError, KeyId, NonceSource, SystemNonces};
 pub use kek::{Kek, KekError};
-pub use keyring::{open_error, KeyInfo, KeyState, Keyring, KeyringError, KeyringOptions};
+pub use keyring::{
+    open_error, KeyInfo, KeyState, Keyring, KeyringError, KeyringOptions, VerifyOnly,
+};
 
 use crate::class::FieldClass;
 

@@ -240,6 +240,12 @@ async fn proxy(
             max_body_bytes: limit,
             max_token_bytes: config.limits.max_token_bytes,
         };
+        let path_account = policy
+            .routes
+            .get(auth.route_index)
+            .and_then(|route| route.params(&auth.path))
+            .and_then(|params| params.into_iter().find(|(k, _)| *k == "id"))
+            .map(|(_, v)| v.to_owned());
         let protected = protect_body(
             &headers,
             body,
@@ -247,6 +253,7 @@ async fn proxy(
             &shared.detectors,
             &shared.protection,
             limits,
+            path_account.as_deref(),
         )
         .await?;
         headers.remove(header::CONTENT_ENCODING);
@@ -320,11 +327,15 @@ async fn proxy(
             max_body_bytes: config.limits.max_response_body_bytes,
             max_token_bytes: config.limits.max_token_bytes,
         },
-        opener: shared
-            .keyring
-            .clone()
-            .filter(|_| unmasking.is_some())
-            .map(|k| k as Arc<dyn crate::rewrite::EnvelopeOpener>),
+        // Decrypts only for an audited unmask; otherwise it only checks
+        // envelopes before their last four are shown.
+        opener: shared.keyring.clone().map(|k| {
+            if unmasking.is_some() {
+                k as Arc<dyn crate::rewrite::EnvelopeOpener>
+            } else {
+                Arc::new(crate::crypto::VerifyOnly(k)) as Arc<dyn crate::rewrite::EnvelopeOpener>
+            }
+        }),
         drop_accounts: allowance
             .hide_accounts
             .clone()
@@ -529,6 +540,7 @@ async fn audit_then_release(
     let over = counts.records > u64::from(unmasking.grant.record_limit);
     let refused = refused
         .or_else(|| uncountable_release(&counts, rewritten))
+        .or_else(|| outside_grant_account(&counts, &unmasking, live, auth))
         .or_else(|| {
             over.then(|| {
                 (
@@ -617,6 +629,37 @@ fn uncountable_release(
         }
     }
     None
+}
+
+/// A decrypt under a grant on a route that names one account (`{id}`, the
+/// account the grant's scope was checked against) releases nothing unless
+/// every record of the response is that account's: a record the upstream
+/// returns for another account, or without an id, is refused.
+fn outside_grant_account(
+    counts: &crate::rewrite::Counts,
+    unmasking: &audit::Unmasking,
+    live: &Live,
+    auth: &Authorized,
+) -> Option<(&'static str, GatewayError)> {
+    unmasking.grant.grant.as_ref()?;
+    let params = live
+        .config
+        .policy
+        .routes
+        .get(auth.route_index)?
+        .params(&auth.path)?;
+    let account = params.into_iter().find(|(k, _)| *k == "id")?.1;
+    let all_of_it = counts.account_ids.len() as u64 == counts.records
+        && counts.account_ids.iter().all(|a| a == account);
+    (!all_of_it).then(|| {
+        (
+            "account_outside_grant",
+            GatewayError::Refused {
+                code: "unmask_denied",
+                detail: "account_outside_grant: the response holds records of accounts the grant does not cover".to_owned(),
+            },
+        )
+    })
 }
 
 /// Sends an unmasked body: only with the receipt of its durable audit record.

@@ -114,8 +114,11 @@ pub struct CsvRewriter {
     protect: Option<std::sync::Arc<RequestProtection>>,
     /// Write requests: the header's names, for error messages.
     names: Vec<String>,
-    /// Drop filter: the columns holding the record's id.
+    /// The columns holding the record's id (drop filter, envelope binding).
     id_columns: Vec<usize>,
+    /// The current row's account id (its first id cell): envelopes bound to
+    /// an account open (and are sealed) only for it.
+    row_account: Option<String>,
 }
 
 /// True when a cell's content must be quoted to stay one field.
@@ -188,6 +191,7 @@ impl CsvRewriter {
             protect: None,
             names: Vec::new(),
             id_columns: Vec::new(),
+            row_account: None,
         }
     }
 
@@ -230,10 +234,9 @@ impl CsvRewriter {
                 }
                 if looks_like_envelope(&value) {
                     let genuine = super::mask::envelope_view(&value).is_some()
-                        && protect
-                            .sealer
-                            .as_ref()
-                            .is_some_and(|s| s.verify(class, &value));
+                        && protect.sealer.as_ref().is_some_and(|s| {
+                            s.verify_for(class, &value, self.row_account.as_deref())
+                        });
                     if genuine {
                         out.extend_from_slice(raw.as_bytes());
                         return Ok(());
@@ -245,7 +248,7 @@ impl CsvRewriter {
                     .as_ref()
                     .ok_or_else(|| RewriteError::CannotEncrypt { path: path() })?;
                 let envelope = sealer
-                    .seal(class, &value)
+                    .seal_for(class, &value, self.row_account.as_deref())
                     .map_err(|_| RewriteError::CannotEncrypt { path: path() })?;
                 write_cell(&envelope, out);
                 self.counts.sealed += 1;
@@ -527,7 +530,7 @@ impl CsvRewriter {
             // A column's name read by its words classes its cells like an
             // exact name (`Primary Holder SSN`, `Checking Acct No`).
             m.class = m.class.or(m.word_class);
-            if m.record_id && self.spec.drop_accounts.is_some() {
+            if m.record_id {
                 self.id_columns.push(index);
             }
             let action = m.class.map(|c| self.spec.actions.get(c));
@@ -592,6 +595,10 @@ impl CsvRewriter {
             return Ok(false);
         }
         self.counts.records += 1;
+        self.row_account = match self.id_columns.first().and_then(|&c| fields.get(c)) {
+            Some(f) => Some(unquote(self.raw(text, f)?, f.quoted).into_owned()),
+            None => None,
+        };
         let clear_before = self.counts.clear_mark();
         let start = out.len();
         let mut first = true;
@@ -656,10 +663,15 @@ impl CsvRewriter {
                 &value,
                 class,
                 action,
+                self.row_account.as_deref(),
                 &mut self.counts,
                 &mut self.text,
             );
             write_cell(&self.text, out);
+            if action == Action::Decrypt {
+                // The plaintext's last copy before the response buffer.
+                zeroize::Zeroize::zeroize(&mut self.text);
+            }
             return;
         }
         match class {

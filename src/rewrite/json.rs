@@ -25,8 +25,7 @@ use std::sync::Arc;
 use memchr::memchr2;
 
 use super::mask::{
-    self, decode_json_string, envelope_view, looks_like_envelope, masked_envelope,
-    write_json_string, DAMAGED_ENVELOPE_MASK,
+    self, decode_json_string, envelope_view, looks_like_envelope, write_json_string,
 };
 use super::rules::{MemberMatch, NodeSet};
 use super::value::{mask_unnamed_at, may_hide_value};
@@ -391,6 +390,17 @@ pub struct JsonRewriter {
     decode_depth: u8,
     /// The counted record being read, if any (for per-record clear counts).
     record_mark: Option<RecordMark>,
+    /// The id of that record, once read: envelopes bound to an account
+    /// open (and are sealed) only for it.
+    record_account: Option<String>,
+    /// Records marked so far (their index in document order).
+    records_marked: usize,
+    /// Each marked record's id, in order (collected by a first pass over a
+    /// write body, see [`JsonRewriter::collect_record_ids`]).
+    record_ids: Option<Vec<Option<String>>>,
+    /// Record ids from a first pass: a record's id is known from its first
+    /// byte, wherever its id member is.
+    record_id_hints: Vec<Option<String>>,
 }
 
 /// Bytes that may appear in a JSON string as they are and need no further
@@ -507,6 +517,10 @@ impl JsonRewriter {
             descriptor_value: false,
             decode_depth: 0,
             record_mark: None,
+            record_account: None,
+            records_marked: 0,
+            record_ids: None,
+            record_id_hints: Vec::new(),
         }
     }
 
@@ -518,6 +532,34 @@ impl JsonRewriter {
         let mut rw = JsonRewriter::new(spec);
         rw.protect = Some(protect);
         rw
+    }
+
+    /// Makes this rewriter note each record's id ([`JsonRewriter::take_record_ids`]).
+    pub fn collect_record_ids(&mut self) {
+        self.record_ids = Some(Vec::new());
+    }
+
+    /// Each record's id (`None`: no plain id; an empty id: two ids), in
+    /// document order, as noted since [`JsonRewriter::collect_record_ids`].
+    pub fn take_record_ids(&mut self) -> Vec<Option<String>> {
+        self.record_ids.take().unwrap_or_default()
+    }
+
+    /// Record ids a first pass over the same body noted: envelopes are bound
+    /// to (and checked against) their record's account even when its id
+    /// member comes after them.
+    pub fn use_record_ids(&mut self, ids: Vec<Option<String>>) {
+        self.record_id_hints = ids;
+    }
+
+    /// A record was marked: its id, if a first pass knows it.
+    fn next_record(&mut self) -> Option<String> {
+        let index = self.records_marked;
+        self.records_marked += 1;
+        if let Some(ids) = &mut self.record_ids {
+            ids.push(None);
+        }
+        self.record_id_hints.get(index).cloned().flatten()
     }
 
     /// [`JsonRewriter::for_request`] for NDJSON bodies.
@@ -786,6 +828,7 @@ impl JsonRewriter {
             root: true,
             clear: self.counts.clear_mark(),
         });
+        self.record_account = if ctx.record { self.next_record() } else { None };
         if self.protect.is_some() {
             self.path.clear();
             self.seg.clear();
@@ -931,6 +974,7 @@ impl JsonRewriter {
                     root: false,
                     clear: self.counts.clear_mark(),
                 });
+                self.record_account = self.next_record();
             }
         }
         self.start_value(io, pos, b, ctx)
@@ -1094,6 +1138,7 @@ impl JsonRewriter {
         {
             self.counts.record_done(&mark.clear);
             self.record_mark = None;
+            self.record_account = None;
         }
         self.after_scalar(io, pos + 1);
         Ok(pos + 1)
@@ -1626,6 +1671,27 @@ impl JsonRewriter {
         let mut id_dropped = None;
         if self.want_id {
             self.want_id = false;
+            if self
+                .record_mark
+                .is_some_and(|m| m.depth == self.stack.len())
+            {
+                // A second, different id in one record names no single
+                // account: nothing opens for the empty id.
+                let id = account_id(raw, number);
+                self.record_account = match (self.record_account.take(), id) {
+                    (None, id) => id,
+                    (Some(known), Some(id)) if known == id => Some(known),
+                    _ => Some(String::new()),
+                };
+                let marked = self.records_marked;
+                if let Some(slot) = self
+                    .record_ids
+                    .as_mut()
+                    .and_then(|ids| ids.get_mut(marked.wrapping_sub(1)))
+                {
+                    *slot = self.record_account.clone();
+                }
+            }
             if self.stack.len() == 1 {
                 self.root_id = account_id(raw, number);
             } else if let Some(id) = account_id(raw, number) {
@@ -1752,7 +1818,7 @@ impl JsonRewriter {
         let inner = &raw[1..raw.len() - 1];
         let detectors = self.spec.rules.detector_set();
         if ctx.class.is_none()
-            && !inner.starts_with(mask::ENVELOPE_PREFIX.as_bytes())
+            && !mask::starts_like_envelope(inner)
             && count_digits(inner) < self.spec.detectors.min_digits(detectors)
             && !may_hide_value(inner)
         {
@@ -1763,7 +1829,7 @@ impl JsonRewriter {
             let action = effective_plain(self.spec.actions.get(class));
             if action == Action::Last4
                 && !self.str_has_escape
-                && !inner.starts_with(mask::ENVELOPE_PREFIX.as_bytes())
+                && !mask::starts_like_envelope(inner)
                 && mask::last4_ascii_json(inner, out)
             {
                 self.counts.add(class, Action::Last4);
@@ -1795,6 +1861,10 @@ impl JsonRewriter {
             }
             self.envelope(&text, class, action);
             write_json_string(&self.text, out);
+            if action == Action::Decrypt {
+                // The plaintext's last copy before the response buffer.
+                zeroize::Zeroize::zeroize(&mut self.text);
+            }
             return Ok(());
         }
         match ctx.class {
@@ -1870,10 +1940,9 @@ impl JsonRewriter {
                     // it only if it is genuine — a look-alike could carry
                     // anything in the clear.
                     let genuine = envelope_view(&text).is_some()
-                        && protect
-                            .sealer
-                            .as_ref()
-                            .is_some_and(|s| s.verify(class, &text));
+                        && protect.sealer.as_ref().is_some_and(|s| {
+                            s.verify_for(class, &text, self.record_account.as_deref())
+                        });
                     return if genuine {
                         out.extend_from_slice(raw);
                         Ok(())
@@ -1886,7 +1955,9 @@ impl JsonRewriter {
                 let path = self.value_path();
                 let cannot = || RewriteError::CannotEncrypt { path: path.clone() };
                 let sealer = protect.sealer.as_ref().ok_or_else(cannot)?;
-                let envelope = sealer.seal(class, &text).map_err(|_| cannot())?;
+                let envelope = sealer
+                    .seal_for(class, &text, self.record_account.as_deref())
+                    .map_err(|_| cannot())?;
                 write_json_string(&envelope, out);
                 self.counts.sealed += 1;
                 let in_object = self.stack.last().is_some_and(|f| f.object);
@@ -1935,40 +2006,15 @@ impl JsonRewriter {
 
     /// Writes the display of an envelope into `self.text`.
     fn envelope(&mut self, text: &str, class: FieldClass, action: Action) {
-        let Some(view) = envelope_view(text) else {
-            self.counts.integrity_errors += 1;
-            self.counts.add(class, Action::Last4);
-            self.text.push_str(DAMAGED_ENVELOPE_MASK);
-            return;
-        };
-        match action {
-            Action::Decrypt => {
-                let opened = self.spec.opener.as_ref().map(|o| o.open(class, text));
-                match opened {
-                    Some(Ok(plain)) => {
-                        self.counts.add(class, Action::Decrypt);
-                        self.text.push_str(&plain);
-                    }
-                    Some(Err(_)) => {
-                        self.counts.integrity_errors += 1;
-                        self.counts.add(class, Action::Last4);
-                        masked_envelope(&view, &mut self.text);
-                    }
-                    None => {
-                        self.counts.add(class, Action::Last4);
-                        masked_envelope(&view, &mut self.text);
-                    }
-                }
-            }
-            Action::Redact | Action::Remove => {
-                self.counts.add(class, Action::Redact);
-                self.text.push_str(self.spec.rules.redact_token());
-            }
-            Action::Last4 | Action::Clear => {
-                self.counts.add(class, Action::Last4);
-                masked_envelope(&view, &mut self.text);
-            }
-        }
+        super::text::envelope_display(
+            &self.spec,
+            text,
+            class,
+            action,
+            self.record_account.as_deref(),
+            &mut self.counts,
+            &mut self.text,
+        );
     }
 
     fn poison<T>(&mut self, r: Result<T, RewriteError>) -> Result<T, RewriteError> {

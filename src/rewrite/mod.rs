@@ -292,14 +292,37 @@ pub enum OpenError {
     /// No usable key has the envelope's key id.
     #[error("envelope key is unknown or retired")]
     UnknownKey,
+    /// This opener only verifies: nothing is decrypted (the response is not
+    /// an audited unmask).
+    #[error("envelope may not be decrypted here")]
+    NotAllowed,
 }
 
-/// Opens card envelopes for the `decrypt` action. Implemented by the crypto
-/// core; the rewriter only calls it when the response's action table says
-/// `decrypt` for the class.
+/// Opens card envelopes for the `decrypt` action and checks them for masked
+/// display. Implemented by the crypto core; the rewriter only calls `open`
+/// when the response's action table says `decrypt` for the class.
+///
+/// `account` is the id of the record the envelope was found in, when the
+/// rewriter read it before the envelope: an envelope bound to an account
+/// (`mg2.`) opens and verifies only for that account.
 pub trait EnvelopeOpener: Send + Sync {
-    /// Returns the plaintext of `envelope`, which must be of `class`.
-    fn open(&self, class: FieldClass, envelope: &str) -> Result<String, OpenError>;
+    /// Returns the plaintext of `envelope`, which must be of `class`. The
+    /// plaintext stays in a zeroizing buffer until it is written out.
+    fn open(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<zeroize::Zeroizing<String>, OpenError>;
+
+    /// `Ok` when `envelope` is genuine (it would open), so its last four
+    /// may be shown; otherwise why not.
+    fn verify(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<(), OpenError>;
 }
 
 /// Why a value could not be sealed. Never carries the value.
@@ -324,6 +347,22 @@ pub trait EnvelopeSealer: Send + Sync {
     /// True when `envelope` is genuine: it opens under a usable key as
     /// `class`. A write may only carry envelopes that pass this.
     fn verify(&self, class: FieldClass, envelope: &str) -> bool;
+    /// An envelope for `plaintext` of `class`, bound to `account` when the
+    /// record's id is known (so it opens only in that account's record).
+    fn seal_for(
+        &self,
+        class: FieldClass,
+        plaintext: &str,
+        account: Option<&str>,
+    ) -> Result<String, SealError> {
+        let _ = account;
+        self.seal(class, plaintext)
+    }
+    /// [`EnvelopeSealer::verify`] for an envelope in `account`'s record.
+    fn verify_for(&self, class: FieldClass, envelope: &str, account: Option<&str>) -> bool {
+        let _ = account;
+        self.verify(class, envelope)
+    }
 }
 
 /// What to do with a card number found by a detector in a request field no
