@@ -558,3 +558,135 @@ async fn a_rotated_blind_index_key_reindexes_through_rewrap() {
     assert!(!uri.contains(&old_index), "{uri}");
     env.stop().await;
 }
+
+/// A CA made with rcgen: its certificate PEM, and what signs leaves.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new(common_name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// A client certificate with subject CN `cn`, DNS SANs `sans` and
+    /// `serial`, written to `<dir>/<file>.pem` and `.key`.
+    fn client(
+        &self,
+        dir: &std::path::Path,
+        file: &str,
+        cn: &str,
+        sans: &[&str],
+        serial: u8,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.subject_alt_names = sans
+            .iter()
+            .map(|s| rcgen::SanType::DnsName((*s).try_into().unwrap()))
+            .collect();
+        params.serial_number = Some(rcgen::SerialNumber::from(vec![serial]));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_named_by_san_pinned_to_their_ca_and_revoked_by_issuer_and_serial() {
+    let (upstream, seen) =
+        scripted_upstream(|_req| async { json_response(200, r#"{"accounts":[]}"#) }).await;
+    let env = Env::start(temp_dir("identity"), upstream, |_| {}).await;
+    let pin_ca = TestCa::new("Pin CA A");
+    let other_ca = TestCa::new("Other CA B");
+    // The gateway trusts both CAs (beside the demo CA) for client certificates.
+    let ca_file = env.certs().join("ca.pem");
+    let mut cas = std::fs::read_to_string(&ca_file).unwrap();
+    cas.push_str(&pin_ca.cert.pem());
+    cas.push_str(&other_ca.cert.pem());
+    std::fs::write(&ca_file, cas).unwrap();
+    // collections is pinned to CA A; one certificate of CA B is revoked by
+    // issuer and serial.
+    let principals = env.dir.join("policies/principals.toml");
+    let text = std::fs::read_to_string(&principals).unwrap().replacen(
+        "cert_names = [\"collections\"]\n",
+        "cert_names = [\"collections\"]\ncert_issuer = \"CN=Pin CA A\"\n",
+        1,
+    );
+    std::fs::write(
+        &principals,
+        format!("{text}\n[[revocations.certs]]\nissuer = \"cn = Other CA B\"\nserial = \"7B\"\n"),
+    )
+    .unwrap();
+    let r = env
+        .client(Some("security-auditor"), false)
+        .send(http::Method::POST, "/_maskgate/reload", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let dir = env.dir.join("rcgen");
+    std::fs::create_dir_all(&dir).unwrap();
+    let roots = || {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(env.certs().join("ca.pem")).unwrap();
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        roots
+    };
+    let principal_for = |paths: (std::path::PathBuf, std::path::PathBuf)| {
+        let client = tls_client(roots(), Some(paths), env.addr, false);
+        let seen = seen.clone();
+        async move {
+            let before = seen.count();
+            let r = client.get("/accounts").await;
+            if r.status != 200 {
+                return Err(r.status.as_u16());
+            }
+            assert_eq!(seen.count(), before + 1);
+            let (_, _, headers) = seen.last();
+            Ok(headers["x-maskgate-principal"].to_str().unwrap().to_owned())
+        }
+    };
+    // SAN first: a CN naming another principal does not count.
+    let cert = pin_ca.client(&dir, "san", "customer-service", &["collections"], 1);
+    assert_eq!(principal_for(cert).await, Ok("collections".to_owned()));
+    // Without SANs the CN names the principal.
+    let cert = pin_ca.client(&dir, "cn-only", "customer-service", &[], 2);
+    assert_eq!(principal_for(cert).await, Ok("customer-service".to_owned()));
+    // Pinned: collections from any other trusted CA is refused.
+    let cert = other_ca.client(&dir, "other-collections", "x", &["collections"], 3);
+    assert_eq!(principal_for(cert).await, Err(401));
+    // Not pinned: billing from either CA.
+    let cert = other_ca.client(&dir, "other-billing", "x", &["billing"], 4);
+    assert_eq!(principal_for(cert).await, Ok("billing".to_owned()));
+    // Revoked by issuer and serial: only that CA's certificate with it.
+    let cert = other_ca.client(&dir, "revoked", "x", &["billing"], 0x7b);
+    assert_eq!(principal_for(cert).await, Err(401));
+    let cert = pin_ca.client(&dir, "same-serial", "x", &["billing"], 0x7b);
+    assert_eq!(principal_for(cert).await, Ok("billing".to_owned()));
+    env.stop().await;
+}
