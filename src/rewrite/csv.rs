@@ -40,7 +40,8 @@ use memchr::memchr2;
 
 use super::json::effective_plain;
 use super::mask::looks_like_envelope;
-use super::text::{envelope_display, mask_detected, mask_named};
+use super::sealed::envelope_display;
+use super::text::{mask_detected, mask_named};
 use super::{BodyRewriter, Counts, RequestProtection, RewriteError, RewriteSpec};
 use crate::class::{Action, FieldClass};
 use crate::detect::Finding;

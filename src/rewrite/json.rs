@@ -2006,7 +2006,7 @@ impl JsonRewriter {
 
     /// Writes the display of an envelope into `self.text`.
     fn envelope(&mut self, text: &str, class: FieldClass, action: Action) {
-        super::text::envelope_display(
+        super::sealed::envelope_display(
             &self.spec,
             text,
             class,

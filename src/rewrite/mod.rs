@@ -24,6 +24,7 @@ pub mod encoding;
 pub mod json;
 pub mod mask;
 pub mod rules;
+mod sealed;
 pub mod text;
 pub mod value;
 
