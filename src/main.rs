@@ -97,6 +97,13 @@ enum KeysCommand {
         #[command(flatten)]
         ring: KeyringArgs,
     },
+    /// Replace the blind index key (end of its cryptoperiod, or suspected
+    /// compromise); then re-index stored cards through `POST
+    /// /_maskgate/rewrap` with `"reindex": true` (docs/security.md).
+    RotateIndex {
+        #[command(flatten)]
+        ring: KeyringArgs,
+    },
     /// List keys: id, state, created, encryptions (never key bytes).
     List {
         #[command(flatten)]
@@ -420,6 +427,9 @@ fn keys(what: KeysCommand) -> Result<ExitCode, String> {
         }
         KeysCommand::Rotate { ring } => {
             cli::rotate(&ring.keyring, &ring.kek()?).map_err(|e| e.to_string())?
+        }
+        KeysCommand::RotateIndex { ring } => {
+            cli::rotate_index(&ring.keyring, &ring.kek()?).map_err(|e| e.to_string())?
         }
         KeysCommand::List { ring } => {
             cli::format_list(&cli::list(&ring.keyring, &ring.kek()?).map_err(|e| e.to_string())?)

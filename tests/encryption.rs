@@ -1,5 +1,5 @@
 //! Card data at rest, through the whole gateway over real TLS: writes reach
-//! the customer database only as `mg1.` envelopes, reads show the masked
+//! the customer database only as `mg2.` envelopes (bound to their account), reads show the masked
 //! last four, decryption needs a PMO grant, tampered envelopes are masked and
 //! counted, keys rotate and retire, the blind index searches without the
 //! number, and the gateway refuses to start without its keys.
@@ -350,7 +350,7 @@ async fn writes_in_json_ndjson_csv_patch_and_put_reach_the_database_only_as_enve
     assert_eq!(r.json()["cards"][1]["card_number"], masked(VISA_13));
     assert!(card_runs(&r.text()).is_empty(), "{}", r.text());
     assert!(
-        !r.text().contains("mg1."),
+        !r.text().contains("mg1.") && !r.text().contains("mg2."),
         "billing was shown an envelope: {}",
         r.text()
     );
@@ -443,7 +443,7 @@ async fn writes_in_json_ndjson_csv_patch_and_put_reach_the_database_only_as_enve
             let env_text = card["card_number"]
                 .as_str()
                 .expect("card_number is a string");
-            assert!(env_text.starts_with("mg1.k1."), "{env_text}");
+            assert!(env_text.starts_with("mg2.k1."), "{env_text}");
             maskgate::crypto::envelope::parse(env_text).expect("a well-formed envelope");
             cards_seen += 1;
         }
@@ -451,7 +451,9 @@ async fn writes_in_json_ndjson_csv_patch_and_put_reach_the_database_only_as_enve
     assert_eq!(cards_seen, want.len());
     for (id, card, indexed) in want {
         let env_text = stored_card(&env.dir, id, 0);
-        let plain = ring.open(FieldClass::CardNumber, &env_text).unwrap();
+        let plain = ring
+            .open_for(FieldClass::CardNumber, &env_text, Some(id))
+            .unwrap();
         assert_eq!(plain.as_str(), card, "{id}");
         let last4 = &digits(card)[digits(card).len() - 4..];
         assert_eq!(
@@ -486,20 +488,32 @@ async fn writes_in_json_ndjson_csv_patch_and_put_reach_the_database_only_as_enve
                     masked(card),
                     "{role} {id}"
                 );
-                assert!(!r.text().contains("mg1."), "{role}: {}", r.text());
+                assert!(
+                    !r.text().contains("mg1.") && !r.text().contains("mg2."),
+                    "{role}: {}",
+                    r.text()
+                );
                 assert!(card_runs(&r.text()).is_empty(), "{role}: {}", r.text());
             }
             let list = c.get("/accounts?limit=50").await;
             assert_eq!(list.status, 200);
             assert_eq!(list.json()["accounts"].as_array().unwrap().len(), 5);
-            assert!(card_runs(&list.text()).is_empty() && !list.text().contains("mg1."));
+            assert!(
+                card_runs(&list.text()).is_empty()
+                    && !list.text().contains("mg1.")
+                    && !list.text().contains("mg2.")
+            );
         }
         for export in ["/exports/accounts.ndjson", "/exports/accounts.csv"] {
             let r = env.client(Some("billing"), h2).get(export).await;
             assert_eq!(r.status, 200, "{export}: {}", r.text());
             assert!(r.text().contains(&masked(JCB)), "{export}: {}", r.text());
             assert!(card_runs(&r.text()).is_empty(), "{export}: {}", r.text());
-            assert!(!r.text().contains("mg1."), "{export}: {}", r.text());
+            assert!(
+                !r.text().contains("mg1.") && !r.text().contains("mg2."),
+                "{export}: {}",
+                r.text()
+            );
         }
     }
     env.stop().await;
@@ -534,16 +548,25 @@ async fn the_demo_seed_through_the_gateway_leaves_no_clear_card_at_rest() {
     let file = store_text(&env.dir);
     assert_eq!(card_runs(&file), Vec::<String>::new());
     let ring = keyring(&env.dir);
-    let stored_cards: Vec<String> = store_accounts(&env.dir)
+    let stored_cards: Vec<(String, String)> = store_accounts(&env.dir)
         .iter()
-        .flat_map(|a| a["cards"].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c["card_number"].as_str().map(str::to_owned))
+        .flat_map(|a| {
+            let id = a["id"].as_str().unwrap_or_default().to_owned();
+            a["cards"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |c| Some((id.clone(), c["card_number"].as_str()?.to_owned())))
+        })
         .collect();
     assert_eq!(stored_cards.len(), in_clear.len());
-    for (stored, clear) in stored_cards.iter().zip(&in_clear) {
-        assert!(stored.starts_with("mg1."), "{stored}");
+    for ((id, stored), clear) in stored_cards.iter().zip(&in_clear) {
+        assert!(stored.starts_with("mg2."), "{stored}");
         assert_eq!(
-            ring.open(FieldClass::CardNumber, stored).unwrap().as_str(),
+            ring.open_for(FieldClass::CardNumber, stored, Some(id))
+                .unwrap()
+                .as_str(),
             clear
         );
     }
@@ -591,7 +614,7 @@ fn the_demo_binary_stores_its_cards_encrypted() {
     let file = file.unwrap();
     assert_eq!(file.lines().count(), 1200);
     assert_eq!(card_runs(&file), Vec::<String>::new());
-    let envelopes = file.matches("\"card_number\":\"mg1.").count();
+    let envelopes = file.matches("\"card_number\":\"mg2.").count();
     assert!(envelopes >= 1000, "only {envelopes} envelopes");
     assert!(!file.contains("\"card_number\":\"4") && !file.contains("\"card_number\":\"5"));
 }
@@ -943,7 +966,7 @@ async fn tampered_envelopes_are_masked_and_counted_never_shown_raw() {
     .await;
     assert_eq!(r.status, 201, "{}", r.text());
     let good = stored_card(&env.dir, "ACC-200100", 0);
-    assert!(good.starts_with("mg1.k2.1111."), "{good}");
+    assert!(good.starts_with("mg2.k2.1111."), "{good}");
     let body = good.rsplit('.').next().unwrap().to_owned();
     let head = &good[..good.len() - body.len()];
     let flip_at = |i: usize| {
@@ -974,12 +997,12 @@ async fn tampered_envelopes_are_masked_and_counted_never_shown_raw() {
         (
             "unknown key id",
             "card_number",
-            good.replacen("mg1.k2.", "mg1.k9.", 1),
+            good.replacen("mg2.k2.", "mg2.k9.", 1),
         ),
         (
             "other key's id",
             "card_number",
-            good.replacen("mg1.k2.", "mg1.k1.", 1),
+            good.replacen("mg2.k2.", "mg2.k1.", 1),
         ),
         (
             "last four",
@@ -1096,7 +1119,7 @@ async fn rotation_rewrap_and_retirement() {
     billing_write(&env, "ACC-200303", AMEX).await;
     let a_k1 = stored_card(&env.dir, "ACC-200301", 0);
     let c_k1 = stored_card(&env.dir, "ACC-200303", 0);
-    assert!(a_k1.starts_with("mg1.k1.") && c_k1.starts_with("mg1.k1."));
+    assert!(a_k1.starts_with("mg2.k1.") && c_k1.starts_with("mg2.k1."));
 
     let out = maskgate([
         OsStr::new("keys"),
@@ -1113,7 +1136,7 @@ async fn rotation_rewrap_and_retirement() {
     billing_write(&env, "ACC-200302", MASTERCARD).await;
     let b_k2 = stored_card(&env.dir, "ACC-200302", 0);
     assert!(
-        b_k2.starts_with("mg1.k2."),
+        b_k2.starts_with("mg2.k2."),
         "new writes use the new key: {b_k2}"
     );
 
@@ -1127,8 +1150,9 @@ async fn rotation_rewrap_and_retirement() {
 
     // rewrap: only it-data-management; k1 → k2, k2 unchanged, junk an error
     let rewrap_body =
-        json!({"class": "card_number", "envelopes": [a_k1, b_k2, "mg1.k1.1111.notbase64!!"]})
-            .to_string();
+        json!({"class": "card_number", "envelopes": [a_k1, b_k2, "mg1.k1.1111.notbase64!!"],
+               "accounts": ["ACC-200301", "ACC-200302", "ACC-200301"]})
+        .to_string();
     for role in ["billing", "customer-service", "pmo-approver"] {
         let r = send(
             &env.client(Some(role), false),
@@ -1157,14 +1181,14 @@ async fn rotation_rewrap_and_retirement() {
         .as_str()
         .expect("rewrapped")
         .to_owned();
-    assert!(a_k2.starts_with("mg1.k2.1111."), "{a_k2}");
+    assert!(a_k2.starts_with("mg2.k2.1111."), "{a_k2}");
     assert_ne!(a_k2, a_k1);
     assert_eq!(results[1]["envelope"].as_str(), Some(b_k2.as_str()));
     assert!(results[2]["error"].is_string(), "{}", results[2]);
     assert!(results[2].get("envelope").is_none());
     assert_eq!(
         keyring(&env.dir)
-            .open(FieldClass::CardNumber, &a_k2)
+            .open_for(FieldClass::CardNumber, &a_k2, Some("ACC-200301"))
             .unwrap()
             .as_str(),
         VISA

@@ -305,17 +305,50 @@ async fn route(
             }
             // Plaintext never leaves the keyring: each envelope is opened and
             // resealed under the newest key inside it.
+            if request
+                .accounts
+                .as_ref()
+                .is_some_and(|a| a.len() != request.envelopes.len() || request.account.is_some())
+            {
+                return Err(GatewayError::BadRequest("rewrap_accounts_mismatch"));
+            }
+            if request.reindex {
+                // Index under the newest index key, even one rotated by
+                // `maskgate keys rotate-index` since this gateway started.
+                keyring
+                    .reload()
+                    .map_err(|_| GatewayError::Unavailable("keyring_unavailable"))?;
+            }
+            let account_of = |i: usize| match &request.accounts {
+                Some(accounts) => accounts.get(i).map(String::as_str),
+                None => request.account.as_deref(),
+            };
             let results: Vec<serde_json::Value> = request
                 .envelopes
                 .iter()
-                .map(|e| match keyring.rewrap(class, e) {
-                    Ok(new) => serde_json::json!({ "envelope": new }),
+                .enumerate()
+                .map(|(i, e)| {
+                    let done = if request.reindex {
+                        keyring.rewrap_and_index(class, e, account_of(i)).map(|(new, index)| {
+                            serde_json::json!({ "envelope": new, "blind_index": index })
+                        })
+                    } else {
+                        keyring
+                            .rewrap_for(class, e, account_of(i))
+                            .map(|new| serde_json::json!({ "envelope": new }))
+                    };
+                    match done {
+                    Ok(result) => result,
                     Err(err) => serde_json::json!({ "error": crate::crypto::keyring::open_error(&err).to_string() }),
+                    }
                 })
                 .collect();
             Ok(json(
                 StatusCode::OK,
-                &serde_json::json!({ "results": results }),
+                &serde_json::json!({
+                    "results": results,
+                    "index_generation": keyring.index_generation(),
+                }),
                 id,
             ))
         }
@@ -332,6 +365,17 @@ async fn route(
 struct RewrapRequest {
     class: String,
     envelopes: Vec<String>,
+    /// The account whose record holds the envelopes: they come back bound
+    /// to it (`mg2.`), which migrates `mg1.` envelopes.
+    #[serde(default)]
+    account: Option<String>,
+    /// Instead of `account`: each envelope's account, in the same order.
+    #[serde(default)]
+    accounts: Option<Vec<String>>,
+    /// Also return each value's blind index under the current index key
+    /// (re-indexing after `maskgate keys rotate-index`).
+    #[serde(default)]
+    reindex: bool,
 }
 
 fn audit_filter(query: Option<&str>) -> Result<crate::audit::Filter, GatewayError> {

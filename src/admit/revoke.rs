@@ -10,7 +10,8 @@ use crate::identity::PeerCertificate;
 /// which to the client).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Revoked {
-    /// The client certificate's serial is in `[revocations] cert_serials`.
+    /// The client certificate is in `[[revocations.certs]]` (issuer and
+    /// serial) or its serial in `[revocations] cert_serials`.
     #[error("certificate revoked")]
     Certificate,
     /// The API key's hash is in `[revocations] api_key_sha256`.
@@ -43,7 +44,7 @@ pub fn check(
     cert: Option<&PeerCertificate>,
 ) -> Result<(), Revoked> {
     let r = &policy.revocations;
-    if cert.is_some_and(|c| r.cert_serial(&c.serial)) {
+    if cert.is_some_and(|c| r.cert(&c.issuer, &c.serial)) {
         return Err(Revoked::Certificate);
     }
     if api_key_sha256.is_some_and(|h| r.api_key(h)) {

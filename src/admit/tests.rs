@@ -320,6 +320,7 @@ async fn an_attempt_is_counted_per_source_certificate_and_key() {
     let cert = PeerCertificate {
         names: vec!["billing".to_owned(), "billing.city.example".to_owned()],
         serial: "0a1b".to_owned(),
+        ..PeerCertificate::default()
     };
     let hash = crate::identity::api_key_hash(b"k");
     let source: IpAddr = "192.0.2.5".parse().unwrap();
@@ -924,6 +925,7 @@ fn revoked_principals_keys_and_serials_are_refused() {
     let cert = |serial: &str| PeerCertificate {
         names: vec!["alice".to_owned()],
         serial: serial.to_owned(),
+        ..PeerCertificate::default()
     };
     assert_eq!(
         revoke::check(policy, &p("alice"), Some(&good_key), Some(&cert("0b"))),

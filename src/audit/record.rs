@@ -506,47 +506,69 @@ fn check_route(route: &str) -> Result<(), DraftError> {
     }
 }
 
-/// Cleans a reason: control characters become spaces, SSN/EIN/ITIN- and
-/// card-shaped digit runs are masked with `#`, and the result is cut to
-/// [`MAX_REASON_CHARS`] characters.
+/// Cleans a reason, failing closed: control characters become spaces,
+/// Unicode decimal digits (full-width, Arabic-Indic, Devanagari,
+/// mathematical …) become ASCII digits ([`fold_digits`]), the digits of
+/// every value a red-flag detector finds become `#`, and so do those of any
+/// run of 9 or more digits joined by single `-`, `.`, `/`, spaces or nothing
+/// (an SSN, card or account number in a shape no validator accepts), except
+/// a case reference: the whole run is `YYYY-N…` (a year 1900–2099, then up
+/// to 6 digits) right after `<letter>-` (`COLL-2026-00042`). The result is
+/// cut to [`MAX_REASON_CHARS`] characters.
 pub fn clean_reason(reason: &str) -> String {
-    let chars: Vec<char> = reason
+    let folded: String = reason
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let mut out = chars.clone();
+    let folded = fold_digits(&folded);
+    let mut findings = Vec::new();
+    crate::detect::Detectors::new().scan(
+        folded.as_bytes(),
+        crate::detect::DetectorSet::ALL,
+        &mut findings,
+    );
+    let mut scrub: Vec<bool> = vec![false; folded.len()];
+    for f in &findings {
+        if let Some(span) = scrub.get_mut(f.start..f.end) {
+            span.fill(true);
+        }
+    }
+    let chars: Vec<(usize, char)> = folded.char_indices().collect();
+    let is_digit = |c: char| c.is_ascii_digit() || c.is_numeric();
     let mut i = 0;
     while i < chars.len() {
-        if !chars[i].is_ascii_digit() {
+        if !is_digit(chars[i].1) {
             i += 1;
             continue;
         }
-        // A run: digits, with single '-' or ' ' between digits.
         let start = i;
         let mut end = i;
+        let mut digits = 0;
         let mut j = i;
         while j < chars.len() {
-            if chars[j].is_ascii_digit() {
+            if is_digit(chars[j].1) {
+                digits += 1;
                 end = j + 1;
                 j += 1;
-            } else if (chars[j] == '-' || chars[j] == ' ')
-                && j + 1 < chars.len()
-                && chars[j + 1].is_ascii_digit()
+            } else if matches!(chars[j].1, '-' | '.' | '/' | ' ')
+                && chars.get(j + 1).is_some_and(|&(_, c)| is_digit(c))
             {
                 j += 1;
             } else {
                 break;
             }
         }
-        if run_is_sensitive(&chars[start..end]) {
-            for c in &mut out[start..end] {
-                if c.is_ascii_digit() {
-                    *c = '#';
-                }
+        if digits >= 9 && !is_case_reference(&chars, start, end) {
+            for &(at, _) in &chars[start..end] {
+                scrub[at] = true;
             }
         }
         i = end.max(start + 1);
     }
+    let out: Vec<char> = chars
+        .iter()
+        .map(|&(at, c)| if scrub[at] && is_digit(c) { '#' } else { c })
+        .collect();
     let mut cleaned: String = out.iter().take(MAX_REASON_CHARS).collect();
     if out.len() > MAX_REASON_CHARS {
         cleaned.pop();
@@ -555,36 +577,62 @@ pub fn clean_reason(reason: &str) -> String {
     cleaned
 }
 
-/// True for a digit run shaped like an SSN/EIN/ITIN or a card number.
-fn run_is_sensitive(run: &[char]) -> bool {
-    let digits: Vec<u32> = run.iter().filter_map(|c| c.to_digit(10)).collect();
-    let groups: Vec<usize> = run
-        .split(|c| !c.is_ascii_digit())
-        .map(<[char]>::len)
-        .collect();
-    let tax_id = digits.len() == 9 && matches!(groups.as_slice(), [9] | [3, 2, 4] | [2, 7]);
-    tax_id || ((13..=19).contains(&digits.len()) && luhn(&digits))
+/// True when `chars[start..end]` is a whole case reference: `YYYY-N…` (a
+/// year 1900–2099, a dash, 1 to 6 digits) right after `<ASCII letter>-`.
+fn is_case_reference(chars: &[(usize, char)], start: usize, end: usize) -> bool {
+    let text: String = chars[start..end].iter().map(|&(_, c)| c).collect();
+    let after_label =
+        start >= 2 && chars[start - 1].1 == '-' && chars[start - 2].1.is_ascii_alphabetic();
+    let Some((year, number)) = text.split_once('-') else {
+        return false;
+    };
+    after_label
+        && year.len() == 4
+        && (year.starts_with("19") || year.starts_with("20"))
+        && year.bytes().all(|b| b.is_ascii_digit())
+        && (1..=6).contains(&number.len())
+        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn luhn(digits: &[u32]) -> bool {
-    let sum: u32 = digits
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &d)| {
-            if i % 2 == 1 {
-                let d2 = d * 2;
-                if d2 > 9 {
-                    d2 - 9
-                } else {
-                    d2
-                }
-            } else {
-                d
-            }
+/// Unicode decimal digits of the blocks below become their ASCII digit,
+/// and look-alike dashes, slashes, dots and spaces (full-width, Unicode
+/// hyphens and minus, no-break and other spaces) their ASCII character;
+/// every other character is kept. Covers full-width, Arabic-Indic (both),
+/// Devanagari and the other Indic scripts, Thai, Lao, Tibetan, Myanmar,
+/// Khmer, Mongolian and the five mathematical digit sets. Other numeric
+/// characters (superscripts, circled digits) are not folded but still
+/// count as digits in [`clean_reason`]'s runs.
+pub fn fold_digits(text: &str) -> String {
+    const ZEROS: [u32; 24] = [
+        0x0660, 0x06F0, 0x07C0, 0x0966, 0x09E6, 0x0A66, 0x0AE6, 0x0B66, 0x0BE6, 0x0C66, 0x0CE6,
+        0x0D66, 0x0DE6, 0x0E50, 0x0ED0, 0x0F20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x19D0, 0xA8D0,
+        0xA9D0, 0xFF10,
+    ];
+    text.chars()
+        .map(|c| {
+            let code = u32::from(c);
+            let digit = ZEROS
+                .iter()
+                .find(|&&zero| (zero..zero + 10).contains(&code))
+                .map(|zero| code - zero)
+                .or_else(|| {
+                    (0x1D7CE..=0x1D7FF)
+                        .contains(&code)
+                        .then(|| (code - 0x1D7CE) % 10)
+                });
+            let separator = match c {
+                '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE63}' | '\u{FF0D}' => Some('-'),
+                '\u{FF0E}' | '\u{2024}' => Some('.'),
+                '\u{FF0F}' | '\u{2044}' | '\u{2215}' => Some('/'),
+                '\u{00A0}' | '\u{2000}'..='\u{200B}' | '\u{202F}' | '\u{3000}' => Some(' '),
+                _ => None,
+            };
+            digit
+                .and_then(|d| char::from_digit(d, 10))
+                .or(separator)
+                .unwrap_or(c)
         })
-        .sum();
-    sum % 10 == 0
+        .collect()
 }
 
 /// A sealed record as read back from the log.
@@ -979,11 +1027,28 @@ mod tests {
             clean_reason("card 4111 1111 1111 1111 declined"),
             "card #### #### #### #### declined"
         );
-        // Case references stay.
+        // Case references stay; any other long digit run goes, valid or not.
         assert_eq!(
             clean_reason("COLL-2026-00123 case 4111111111111112"),
-            "COLL-2026-00123 case 4111111111111112"
+            "COLL-2026-00123 case ################"
         );
+        for (dirty, clean) in [
+            ("ssn 123.45.6789 ok", "ssn ###.##.#### ok"),
+            ("ssn 123/45/6789", "ssn ###/##/####"),
+            ("ssn １２３－４５－６７８９", "ssn ###-##-####"),
+            ("ssn 123\u{2013}45\u{2013}6789", "ssn ###-##-####"),
+            ("ssn １２３456789", "ssn #########"),
+            ("ssn ١٢٣٤٥٦٧٨٩ and १२३४५६७८९", "ssn ######### and #########"),
+            ("ssn 𝟏𝟐𝟑𝟒𝟓𝟔𝟕𝟖𝟗", "ssn #########"),
+            ("acct 1234 5678 9", "acct #### #### #"),
+            ("card 4111-1111-1111-1111", "card ####-####-####-####"),
+            ("COLL-2026-00042 123 45 6789", "COLL-####-##### ### ## ####"),
+            ("ticket 2026-00042", "ticket ####-#####"),
+            ("COLL-2026-00042 2 accounts", "COLL-####-##### # accounts"),
+            ("５ accounts", "5 accounts"),
+        ] {
+            assert_eq!(clean_reason(dirty), clean, "{dirty}");
+        }
         assert_eq!(clean_reason("a\nb\tc"), "a b c");
         let long = clean_reason(&"x".repeat(MAX_REASON_CHARS + 10));
         assert_eq!(long.chars().count(), MAX_REASON_CHARS);

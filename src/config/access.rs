@@ -159,8 +159,12 @@ pub struct Revocations {
     pub principals: BTreeSet<String>,
     /// SHA-256 hashes of revoked API keys.
     pub api_key_sha256: HashSet<[u8; 32]>,
-    /// Revoked certificate serials, normalized by [`normalize_serial`].
+    /// Revoked certificate serials, normalized by [`normalize_serial`],
+    /// whatever their issuer (weaker: serials are unique per CA only).
     pub cert_serials: BTreeSet<String>,
+    /// Revoked certificates by issuer ([`crate::identity::normalize_dn`])
+    /// and serial ([`normalize_serial`]).
+    pub cert_issuer_serials: BTreeSet<(String, String)>,
 }
 
 impl Revocations {
@@ -180,9 +184,21 @@ impl Revocations {
         normalize_serial(serial).is_some_and(|s| self.cert_serials.contains(&s))
     }
 
+    /// True when the certificate of `issuer` (normalized) with `serial` is
+    /// revoked, by issuer and serial or by serial alone.
+    pub fn cert(&self, issuer: &str, serial: &str) -> bool {
+        normalize_serial(serial).is_some_and(|s| {
+            self.cert_serials.contains(&s)
+                || self.cert_issuer_serials.contains(&(issuer.to_owned(), s))
+        })
+    }
+
     /// True when nothing is revoked.
     pub fn is_empty(&self) -> bool {
-        self.principals.is_empty() && self.api_key_sha256.is_empty() && self.cert_serials.is_empty()
+        self.principals.is_empty()
+            && self.api_key_sha256.is_empty()
+            && self.cert_serials.is_empty()
+            && self.cert_issuer_serials.is_empty()
     }
 }
 
@@ -192,6 +208,7 @@ impl fmt::Debug for Revocations {
             .field("principals", &self.principals)
             .field("api_key_sha256", &self.api_key_sha256.len())
             .field("cert_serials", &self.cert_serials)
+            .field("cert_issuer_serials", &self.cert_issuer_serials)
             .finish()
     }
 }

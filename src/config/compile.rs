@@ -1636,12 +1636,25 @@ impl Compiler<'_> {
                 keys.insert(hash, (name.clone(), src.place(&v.span())));
                 Some(hash)
             });
+            let cert_issuer = p.cert_issuer.and_then(|issuer| {
+                let dn = crate::identity::normalize_dn(issuer.get_ref());
+                if dn.is_empty() || !dn.split(", ").all(|a| a.contains('=')) {
+                    self.err(
+                        src,
+                        &issuer.span(),
+                        "cert_issuer must be the issuing CA's distinguished name, such as \"CN=Client CA, O=City\" (values without `,`, `+` or `=`)",
+                    );
+                    return None;
+                }
+                Some(dn)
+            });
             let window = self.window(src, &name, &p.valid_from, &p.valid_until, p.hours);
             if self.diag_len() == before {
                 out.push(Principal {
                     name,
                     roles: role_names,
                     cert_names,
+                    cert_issuer,
                     api_key_sha256,
                     may_delegate: p.may_delegate.unwrap_or(false),
                     revoked: p.revoked.unwrap_or(false),
@@ -1866,6 +1879,19 @@ impl Compiler<'_> {
                             }
                         }
                     }
+                }
+            }
+            for cert in raw.certs.iter().flatten() {
+                let issuer = crate::identity::normalize_dn(&cert.get_ref().issuer);
+                match normalize_serial(&cert.get_ref().serial) {
+                    Some(serial) if !issuer.is_empty() => {
+                        out.cert_issuer_serials.insert((issuer, serial));
+                    }
+                    _ => self.err(
+                        src,
+                        &cert.span(),
+                        "a revoked certificate needs issuer (the CA's distinguished name) and serial (hexadecimal, as `openssl x509 -noout -serial` prints it)",
+                    ),
                 }
             }
             for serial in raw.cert_serials.iter().flatten() {

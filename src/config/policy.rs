@@ -281,8 +281,13 @@ pub struct Principal {
     pub name: String,
     /// The roles held; at least one, each defined.
     pub roles: Vec<String>,
-    /// Client-certificate CN or DNS SAN values that identify this principal.
+    /// Client-certificate names that identify this principal: DNS, URI or
+    /// email SANs, or the CN of a certificate without SANs.
     pub cert_names: Vec<String>,
+    /// The issuing CA its certificates must come from (`cert_issuer`, a
+    /// distinguished name normalized by [`crate::identity::normalize_dn`]);
+    /// `None`: any CA in `server.client_ca`.
+    pub cert_issuer: Option<String>,
     /// SHA-256 of the principal's API key.
     pub api_key_sha256: Option<[u8; 32]>,
     /// May call on behalf of another principal (`X-On-Behalf-Of`).
@@ -300,6 +305,7 @@ impl fmt::Debug for Principal {
             .field("name", &self.name)
             .field("roles", &self.roles)
             .field("cert_names", &self.cert_names)
+            .field("cert_issuer", &self.cert_issuer)
             .field("api_key_sha256", &self.api_key_sha256.map(|_| "<set>"))
             .field("may_delegate", &self.may_delegate)
             .field("revoked", &self.revoked)

@@ -255,6 +255,15 @@ pub(crate) struct RawRevocations {
     pub principals: Option<Vec<Spanned<String>>>,
     pub api_key_sha256: Option<Spanned<RawKeyList>>,
     pub cert_serials: Option<Vec<Spanned<String>>>,
+    pub certs: Option<Vec<Spanned<RawRevokedCert>>>,
+}
+
+/// `[[revocations.certs]]`: a certificate named by its issuer and serial.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRevokedCert {
+    pub issuer: String,
+    pub serial: String,
 }
 
 /// A list of API key hashes. Anything but a list is [`RawKeyList::NotList`],
@@ -451,6 +460,8 @@ pub(crate) struct RawPrincipal {
     pub name: Spanned<String>,
     pub roles: Option<Vec<Spanned<String>>>,
     pub cert_names: Option<Vec<Spanned<String>>>,
+    /// The issuing CA's distinguished name (`CN=Client CA, O=City`).
+    pub cert_issuer: Option<Spanned<String>>,
     /// Any TOML value: checked by hand so that no error message repeats it.
     pub api_key_sha256: Option<Spanned<toml::Value>>,
     pub may_delegate: Option<bool>,

@@ -18,8 +18,9 @@
 //!   characters. Truncation does not weaken secrecy: card numbers have few
 //!   enough candidates that the index is only as strong as the key's secrecy,
 //!   at any length.
-//! - **No rotation.** Changing the index key would require recomputing every
-//!   stored index; the index key is made once, by `keys init`.
+//! - **Rotation.** `maskgate keys rotate-index` replaces the key (the keyring
+//!   counts its generation); stored indexes are then recomputed through
+//!   `POST /_maskgate/rewrap` with `"reindex": true` (docs/security.md).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! What `maskgate keys init|rotate|list|retire` do. The binary parses the
+//! What `maskgate keys init|rotate|rotate-index|list|retire` do. The binary parses the
 //! arguments, reads the KEK ([`Kek::from_file`] or [`Kek::from_env`]) and
 //! prints what these functions return; none of them prints key bytes.
 
@@ -32,6 +32,16 @@ pub fn rotate(keyring_path: &Path, kek: &Kek) -> Result<String, KeyringError> {
         ),
         None => format!("{} is now the key for new writes", new.id),
     })
+}
+
+/// `keys rotate-index`: a new blind index key replaces the old one, which is
+/// not kept. Running gateways adopt it at their next keyring write or reload.
+pub fn rotate_index(keyring_path: &Path, kek: &Kek) -> Result<String, KeyringError> {
+    let ring = Keyring::load(keyring_path, kek.clone(), KeyringOptions::default())?;
+    let generation = ring.rotate_index()?;
+    Ok(format!(
+        "blind index key generation {generation} is now used for new writes and searches; the old key is gone: re-index stored cards (POST /_maskgate/rewrap with \"reindex\": true) and write the new indexes back"
+    ))
 }
 
 /// `keys list`: every key's id, state, creation time and encryption count.

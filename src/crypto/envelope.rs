@@ -1,4 +1,5 @@
-//! Card envelopes: `mg1.<key-id>.<last4>.<base64url-no-pad(nonce ‖ ciphertext ‖ tag)>`.
+//! Card envelopes: `mg2.<key-id>.<last4>.<base64url-no-pad(nonce ‖ ciphertext ‖ tag)>`
+//! (bound to an account) and the older, unbound `mg1.` form.
 //!
 //! AES-256-GCM (the `aes-gcm` crate) with a 96-bit nonce from a
 //! [`NonceSource`] (ring's `SystemRandom` in production). The associated data
@@ -8,9 +9,15 @@
 //! from an envelope that did not authenticate.
 //!
 //! The associated data is the byte string
-//! `"maskgate-envelope-v1" 0x00 <class name> 0x00 <key id> 0x00 <last4>`.
-//! No component can contain a 0x00 byte (class names are fixed, key ids and
-//! last four are checked ASCII), so the encoding is injective.
+//! `"maskgate-envelope-v1" 0x00 <class name> 0x00 <key id> 0x00 <last4>`
+//! for `mg1.`, and
+//! `"maskgate-envelope-v2" 0x00 <class name> 0x00 <key id> 0x00 <last4> 0x00 <account id>`
+//! for `mg2.`: an `mg2.` envelope opens only for the account it was sealed
+//! for ([`seal_bound`], [`open_bound`]), so one moved to another customer's
+//! record does not open. No component can contain a 0x00 byte (class names
+//! are fixed, key ids and last four are checked ASCII, account ids are
+//! checked by [`valid_account_id`]), so the encoding is injective. `mg1.`
+//! envelopes still open (for any account) until rewrapped to `mg2.`.
 //!
 //! **Last four.** The envelope keeps four characters outside the ciphertext so
 //! masked display needs no key. They are the last four ASCII letters or digits
@@ -33,8 +40,12 @@ use zeroize::Zeroizing;
 
 use crate::class::FieldClass;
 
-/// The prefix of every envelope of this format version.
+/// The prefix of unbound envelopes (format version 1).
 pub const PREFIX: &str = "mg1.";
+/// The prefix of envelopes bound to an account (format version 2).
+pub const PREFIX_BOUND: &str = "mg2.";
+/// Longest account id an envelope can be bound to.
+pub const MAX_ACCOUNT_ID_LEN: usize = 128;
 /// Bytes in a nonce (96 bits).
 pub const NONCE_LEN: usize = 12;
 /// Bytes in an AES-GCM tag.
@@ -57,6 +68,15 @@ pub const MAX_ENVELOPE_LEN: usize =
     PREFIX.len() + MAX_KEY_ID_LEN + 1 + 4 + 1 + b64_len(NONCE_LEN + MAX_PLAINTEXT_LEN + TAG_LEN);
 
 const AAD_LABEL: &[u8] = b"maskgate-envelope-v1";
+const AAD_LABEL_BOUND: &[u8] = b"maskgate-envelope-v2";
+
+/// True for an account id an envelope can be bound to: 1 to
+/// [`MAX_ACCOUNT_ID_LEN`] bytes, no control character.
+pub fn valid_account_id(account: &str) -> bool {
+    !account.is_empty()
+        && account.len() <= MAX_ACCOUNT_ID_LEN
+        && !account.chars().any(char::is_control)
+}
 
 const fn b64_len(bytes: usize) -> usize {
     (bytes * 4).div_ceil(3)
@@ -125,9 +145,14 @@ pub enum EnvelopeError {
     /// The envelope's key was destroyed.
     #[error("envelope key was destroyed")]
     KeyDestroyed,
-    /// Authentication failed: tampered with, bound to another class or key, or forged.
+    /// Authentication failed: tampered with, bound to another class, key or
+    /// account, or forged.
     #[error("envelope failed its integrity check")]
     Integrity,
+    /// The account id to bind to (or open for) is empty, too long or has a
+    /// control character.
+    #[error("account id cannot be bound to an envelope")]
+    BadAccountId,
     /// The plaintext has fewer than four ASCII letters or digits.
     #[error("value has fewer than {MIN_PLAINTEXT_ALNUM} letters or digits")]
     PlaintextTooShort,
@@ -319,24 +344,61 @@ pub fn public_last4(plaintext: &str) -> Option<[u8; 4]> {
     Some(out)
 }
 
-/// The associated data of an envelope (see the module docs).
-fn aad(class: FieldClass, key_id: &str, last4: &[u8]) -> Vec<u8> {
-    let mut a = Vec::with_capacity(AAD_LABEL.len() + 3 + 16 + key_id.len() + 4);
-    a.extend_from_slice(AAD_LABEL);
+/// The associated data of an envelope (see the module docs): `account` is
+/// `Some` exactly for `mg2.`.
+fn aad(class: FieldClass, key_id: &str, last4: &[u8], account: Option<&str>) -> Vec<u8> {
+    let label = if account.is_some() {
+        AAD_LABEL_BOUND
+    } else {
+        AAD_LABEL
+    };
+    let extra = account.map_or(0, |a| a.len() + 1);
+    let mut a = Vec::with_capacity(label.len() + 3 + 16 + key_id.len() + 4 + extra);
+    a.extend_from_slice(label);
     a.push(0);
     a.extend_from_slice(class.name().as_bytes());
     a.push(0);
     a.extend_from_slice(key_id.as_bytes());
     a.push(0);
     a.extend_from_slice(last4);
+    if let Some(account) = account {
+        a.push(0);
+        a.extend_from_slice(account.as_bytes());
+    }
     a
 }
 
-/// Seals `plaintext` of `class` under `key` with a nonce from `nonces`.
+/// Seals `plaintext` of `class` under `key` with a nonce from `nonces`, as
+/// an unbound `mg1.` envelope (see [`seal_bound`]).
 pub fn seal(
     key: &DataKey,
     class: FieldClass,
     plaintext: &str,
+    nonces: &dyn NonceSource,
+) -> Result<String, EnvelopeError> {
+    seal_with(key, class, plaintext, None, nonces)
+}
+
+/// Seals `plaintext` of `class` for `account` as an `mg2.` envelope: it
+/// opens only for that account.
+pub fn seal_bound(
+    key: &DataKey,
+    class: FieldClass,
+    plaintext: &str,
+    account: &str,
+    nonces: &dyn NonceSource,
+) -> Result<String, EnvelopeError> {
+    if !valid_account_id(account) {
+        return Err(EnvelopeError::BadAccountId);
+    }
+    seal_with(key, class, plaintext, Some(account), nonces)
+}
+
+fn seal_with(
+    key: &DataKey,
+    class: FieldClass,
+    plaintext: &str,
+    account: Option<&str>,
     nonces: &dyn NonceSource,
 ) -> Result<String, EnvelopeError> {
     if plaintext.len() > MAX_PLAINTEXT_LEN {
@@ -355,13 +417,17 @@ pub fn seal(
         .cipher
         .encrypt_in_place_detached(
             Nonce::from_slice(&nonce),
-            &aad(class, key.id.as_str(), &last4),
+            &aad(class, key.id.as_str(), &last4, account),
             &mut buf[NONCE_LEN..],
         )
         .map_err(|_| EnvelopeError::PlaintextTooLong)?;
     buf.extend_from_slice(&tag);
     let mut out = String::with_capacity(PREFIX.len() + key.id.0.len() + 6 + b64_len(buf.len()));
-    out.push_str(PREFIX);
+    out.push_str(if account.is_some() {
+        PREFIX_BOUND
+    } else {
+        PREFIX
+    });
     out.push_str(key.id.as_str());
     out.push('.');
     // last4 holds ASCII letters and digits only.
@@ -374,6 +440,8 @@ pub fn seal(
 /// An envelope whose shape has been checked; nothing is authenticated yet.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ParsedEnvelope<'a> {
+    /// Bound to an account (`mg2.`).
+    bound: bool,
     key_id: &'a str,
     last4: &'a str,
     /// nonce ‖ ciphertext ‖ tag.
@@ -381,6 +449,11 @@ pub struct ParsedEnvelope<'a> {
 }
 
 impl<'a> ParsedEnvelope<'a> {
+    /// True for an `mg2.` envelope, which opens only for its account.
+    pub fn is_bound(&self) -> bool {
+        self.bound
+    }
+
     /// The key id (unauthenticated until opened).
     pub fn key_id(&self) -> &'a str {
         self.key_id
@@ -395,6 +468,7 @@ impl<'a> ParsedEnvelope<'a> {
 impl fmt::Debug for ParsedEnvelope<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParsedEnvelope")
+            .field("bound", &self.bound)
             .field("key_id", &self.key_id)
             .field("last4", &self.last4)
             .field("body_len", &self.body.len())
@@ -430,8 +504,12 @@ impl<'a> Reader<'a> {
 /// Checks an envelope's shape and decodes its body, without a key.
 pub fn parse(envelope: &str) -> Result<ParsedEnvelope<'_>, EnvelopeError> {
     let malformed = |m| Err(EnvelopeError::Malformed(m));
-    let Some(rest) = envelope.strip_prefix(PREFIX) else {
-        return Err(version_error(envelope));
+    let (bound, rest) = match envelope.strip_prefix(PREFIX_BOUND) {
+        Some(rest) => (true, rest),
+        None => match envelope.strip_prefix(PREFIX) {
+            Some(rest) => (false, rest),
+            None => return Err(version_error(envelope)),
+        },
     };
     if envelope.len() > MAX_ENVELOPE_LEN {
         return malformed(Malformation::TooLong);
@@ -470,6 +548,7 @@ pub fn parse(envelope: &str) -> Result<ParsedEnvelope<'_>, EnvelopeError> {
         return malformed(Malformation::BodyTooShort);
     }
     Ok(ParsedEnvelope {
+        bound,
         key_id,
         last4,
         body: decoded,
@@ -491,15 +570,23 @@ fn version_error(envelope: &str) -> EnvelopeError {
 }
 
 /// Opens a parsed envelope of `class` with `key`, which must be the key the
-/// envelope names. Returns the plaintext only when it authenticates.
+/// envelope names. Returns the plaintext only when it authenticates. An
+/// `mg2.` envelope opens only for the `account` it was sealed for (`None`:
+/// it does not open); an `mg1.` envelope ignores `account`.
 pub fn open_parsed(
     key: &DataKey,
     class: FieldClass,
     env: &ParsedEnvelope<'_>,
+    account: Option<&str>,
 ) -> Result<Zeroizing<String>, EnvelopeError> {
     if key.id.as_str() != env.key_id {
         return Err(EnvelopeError::UnknownKeyId);
     }
+    let account = match (env.bound, account) {
+        (false, _) => None,
+        (true, Some(a)) if valid_account_id(a) => Some(a),
+        (true, _) => return Err(EnvelopeError::Integrity),
+    };
     let (nonce, rest) = env
         .body
         .split_first_chunk::<NONCE_LEN>()
@@ -511,7 +598,7 @@ pub fn open_parsed(
     key.cipher
         .decrypt_in_place_detached(
             Nonce::from_slice(nonce),
-            &aad(class, env.key_id, env.last4.as_bytes()),
+            &aad(class, env.key_id, env.last4.as_bytes(), account),
             &mut buf[..],
             Tag::from_slice(tag),
         )
@@ -525,13 +612,23 @@ pub fn open_parsed(
     Ok(Zeroizing::new(text.to_owned()))
 }
 
-/// Parses and opens `envelope` of `class` with `key`.
+/// Parses and opens an unbound (`mg1.`) `envelope` of `class` with `key`.
 pub fn open(
     key: &DataKey,
     class: FieldClass,
     envelope: &str,
 ) -> Result<Zeroizing<String>, EnvelopeError> {
-    open_parsed(key, class, &parse(envelope)?)
+    open_parsed(key, class, &parse(envelope)?, None)
+}
+
+/// Parses and opens `envelope` of `class` with `key` for `account`.
+pub fn open_bound(
+    key: &DataKey,
+    class: FieldClass,
+    envelope: &str,
+    account: Option<&str>,
+) -> Result<Zeroizing<String>, EnvelopeError> {
+    open_parsed(key, class, &parse(envelope)?, account)
 }
 
 #[cfg(test)]

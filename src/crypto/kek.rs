@@ -138,6 +138,19 @@ impl Kek {
         Kek::parse(&value, format!("environment variable {var}"))
     }
 
+    /// [`Kek::from_env`], then removes `var` from the process environment
+    /// (also when it does not parse), so child processes and later
+    /// environment reads do not see the key. The kernel's copy of the
+    /// starting environment (`/proc/<pid>/environ`, readable by the same
+    /// user and root) keeps the original bytes: prefer `kek_file`.
+    ///
+    /// Call it at start, before other threads read the environment.
+    pub fn take_from_env(var: &str) -> Result<Kek, KekError> {
+        let kek = Kek::from_env(var);
+        std::env::remove_var(var);
+        kek
+    }
+
     /// Parses 64 hex digits or base64 text; `from` names the source in errors.
     pub fn parse(text: &str, from: String) -> Result<Kek, KekError> {
         let text = text.trim();

@@ -354,6 +354,8 @@ struct Ring {
     keyring_id: String,
     created: u64,
     index: Arc<BlindIndexKey>,
+    /// The index key's generation (see `keys rotate-index`).
+    index_generation: u32,
     /// Sorted by `seq`.
     slots: Vec<Slot>,
 }
@@ -480,6 +482,7 @@ impl Keyring {
             keyring_id: hex::encode(id),
             created: unix_now(),
             index: Arc::new(BlindIndexKey::from_bytes(&index)),
+            index_generation: first_index_generation(),
             slots: Vec::new(),
         };
         ring.add_key(KeyState::Active, &rng)?;
@@ -546,9 +549,23 @@ impl Keyring {
         self.read().current().map(|s| s.id.to_string())
     }
 
-    /// Seals `plaintext` of `class` under the current key, counting the
-    /// encryption (rotating or refusing at the soft limit).
+    /// Seals `plaintext` of `class` under the current key as an unbound
+    /// `mg1.` envelope, counting the encryption (rotating or refusing at the
+    /// soft limit). [`Keyring::seal_for`] binds it to an account.
     pub fn seal(&self, class: FieldClass, plaintext: &str) -> Result<String, EnvelopeError> {
+        self.seal_for(class, plaintext, None)
+    }
+
+    /// [`Keyring::seal`], bound to `account` (an `mg2.` envelope) when one is given.
+    pub fn seal_for(
+        &self,
+        class: FieldClass,
+        plaintext: &str,
+        account: Option<&str>,
+    ) -> Result<String, EnvelopeError> {
+        if account.is_some_and(|a| !envelope::valid_account_id(a)) {
+            return Err(EnvelopeError::BadAccountId);
+        }
         // Refuse bad values before they use up a count.
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(EnvelopeError::PlaintextTooLong);
@@ -565,7 +582,14 @@ impl Keyring {
                     .and_then(|s| s.key.clone())
             };
             match key {
-                Some(key) => return envelope::seal(&key, class, plaintext, &self.nonces),
+                Some(key) => {
+                    return match account {
+                        Some(account) => {
+                            envelope::seal_bound(&key, class, plaintext, account, &self.nonces)
+                        }
+                        None => envelope::seal(&key, class, plaintext, &self.nonces),
+                    }
+                }
                 None => self.make_room()?,
             }
         }
@@ -598,15 +622,28 @@ impl Keyring {
     }
 
     /// Opens `envelope` of `class` under whichever key it names, if that key
-    /// may open envelopes.
+    /// may open envelopes. An `mg2.` envelope does not open here (it needs
+    /// its account: [`Keyring::open_for`]).
     pub fn open(
         &self,
         class: FieldClass,
         envelope: &str,
     ) -> Result<Zeroizing<String>, EnvelopeError> {
+        self.open_for(class, envelope, None)
+    }
+
+    /// Opens `envelope` of `class` found in `account`'s record: an `mg2.`
+    /// envelope opens only for the account it was sealed for, an `mg1.`
+    /// envelope for any.
+    pub fn open_for(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<Zeroizing<String>, EnvelopeError> {
         let env = envelope::parse(envelope)?;
         let key = self.opening_key(env.key_id())?.0;
-        envelope::open_parsed(&key, class, &env)
+        envelope::open_parsed(&key, class, &env, account)
     }
 
     /// The key that opens envelopes under `id`, and whether it is current.
@@ -623,19 +660,76 @@ impl Keyring {
     /// again. An envelope already under the current key is checked and
     /// returned unchanged.
     pub fn rewrap(&self, class: FieldClass, envelope: &str) -> Result<String, EnvelopeError> {
+        self.rewrap_for(class, envelope, None)
+    }
+
+    /// [`Keyring::rewrap`] for an envelope of `account`'s record: the result
+    /// is bound to `account` (`mg2.`), so this also migrates `mg1.`
+    /// envelopes. An `mg2.` envelope opens only for its own account. Without
+    /// an account, an `mg1.` envelope stays `mg1.`.
+    pub fn rewrap_for(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<String, EnvelopeError> {
         let env = envelope::parse(envelope)?;
         let (key, current) = self.opening_key(env.key_id())?;
-        let plaintext = envelope::open_parsed(&key, class, &env)?;
-        if current {
+        let plaintext = envelope::open_parsed(&key, class, &env, account)?;
+        let bound_to = if env.is_bound() { account } else { None };
+        if current && bound_to == account {
             return Ok(envelope.to_owned());
         }
-        self.seal(class, &plaintext)
+        self.seal_for(class, &plaintext, account)
     }
 
     /// The blind index of `value` of `class` under this keyring's index key.
     pub fn blind_index(&self, class: FieldClass, value: &str) -> Result<String, BlindIndexError> {
         let index = Arc::clone(&self.read().index);
         index.index(class, value)
+    }
+
+    /// Replaces the blind index key with a fresh one (PCI DSS 3.7.4 at the
+    /// end of its cryptoperiod, 3.7.5 when it may be known to others). The
+    /// old key is not kept: stored indexes stop matching searches until they
+    /// are recomputed ([`Keyring::rewrap_and_index`]). Returns the new
+    /// generation.
+    pub fn rotate_index(&self) -> Result<u32, KeyringError> {
+        self.update(|ring| {
+            let mut bytes = Zeroizing::new([0u8; INDEX_KEY_LEN]);
+            self.rng
+                .fill(bytes.as_mut())
+                .map_err(|_| KeyringError::Random)?;
+            ring.index = Arc::new(BlindIndexKey::from_bytes(&bytes));
+            ring.index_generation = ring
+                .index_generation
+                .checked_add(1)
+                .ok_or(KeyringError::Random)?;
+            Ok((ring.index_generation, true))
+        })
+    }
+
+    /// The blind index key's generation.
+    pub fn index_generation(&self) -> u32 {
+        self.read().index_generation
+    }
+
+    /// [`Keyring::rewrap_for`], and the blind index of the plaintext under
+    /// the current index key: the re-indexing step after
+    /// [`Keyring::rotate_index`]. The plaintext never leaves the keyring.
+    pub fn rewrap_and_index(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<(String, String), EnvelopeError> {
+        let env = envelope::parse(envelope)?;
+        let key = self.opening_key(env.key_id())?.0;
+        let plaintext = envelope::open_parsed(&key, class, &env, account)?;
+        let index = self
+            .blind_index(class, &plaintext)
+            .map_err(|_| EnvelopeError::PlaintextTooShort)?;
+        Ok((self.rewrap_for(class, envelope, account)?, index))
     }
 
     /// Makes a new active key; new envelopes use it from now on.
@@ -768,12 +862,20 @@ fn take_count(counter: &Counter, soft_limit: u64) -> bool {
 
 /// Merges the file's state into this process's (see the module docs).
 fn merge(path: &Path, mine: &Ring, disk: Ring) -> Result<Ring, KeyringError> {
-    if disk.keyring_id != mine.keyring_id || disk.index.secret() != mine.index.secret() {
+    let same_index = disk.index_generation != mine.index_generation
+        || disk.index.secret() == mine.index.secret();
+    if disk.keyring_id != mine.keyring_id || !same_index {
         return Err(KeyringError::Replaced {
             path: path.to_owned(),
         });
     }
     let mut out = mine.clone();
+    if disk.index_generation > mine.index_generation {
+        // Another process rotated the index key: searches and new writes
+        // use the new one from now on.
+        out.index = Arc::clone(&disk.index);
+        out.index_generation = disk.index_generation;
+    }
     for s in &mut out.slots {
         s.reserve = s.counter.reserved.load(Ordering::Acquire);
     }
@@ -899,7 +1001,15 @@ struct FileV1 {
     keyring_id: String,
     created: u64,
     index_key: SecretHex,
+    /// Generation of the blind index key: 1 from `keys init`, one more per
+    /// `keys rotate-index`. Files written before rotation existed have none.
+    #[serde(default = "first_index_generation")]
+    index_generation: u32,
     keys: Vec<FileKey>,
+}
+
+const fn first_index_generation() -> u32 {
+    1
 }
 
 #[derive(Serialize, Deserialize)]
@@ -922,6 +1032,7 @@ fn seal_file(ring: &Ring, kek: &Kek, rng: &SystemRandom) -> Result<Vec<u8>, Keyr
         keyring_id: ring.keyring_id.clone(),
         created: ring.created,
         index_key: SecretHex(Zeroizing::new(*ring.index.secret())),
+        index_generation: ring.index_generation,
         keys: ring
             .slots
             .iter()
@@ -1063,6 +1174,7 @@ fn ring_from_file(file: FileV1) -> Result<Ring, &'static str> {
         keyring_id: file.keyring_id,
         created: file.created,
         index: Arc::new(BlindIndexKey::from_bytes(&file.index_key.0)),
+        index_generation: file.index_generation,
         slots,
     })
 }
@@ -1080,11 +1192,49 @@ pub fn open_error(e: &EnvelopeError) -> OpenError {
 }
 
 impl EnvelopeOpener for Keyring {
-    fn open(&self, class: FieldClass, envelope: &str) -> Result<String, OpenError> {
-        match Keyring::open(self, class, envelope) {
-            Ok(mut plaintext) => Ok(std::mem::take(&mut *plaintext)),
-            Err(e) => Err(open_error(&e)),
-        }
+    fn open(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<Zeroizing<String>, OpenError> {
+        Keyring::open_for(self, class, envelope, account).map_err(|e| open_error(&e))
+    }
+
+    fn verify(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<(), OpenError> {
+        Keyring::open_for(self, class, envelope, account)
+            .map(drop)
+            .map_err(|e| open_error(&e))
+    }
+}
+
+/// The keyring as a verifier only: masked display checks envelopes with it
+/// ([`EnvelopeOpener::verify`]) but nothing is ever decrypted for display.
+#[derive(Debug)]
+pub struct VerifyOnly(pub Arc<Keyring>);
+
+impl EnvelopeOpener for VerifyOnly {
+    fn open(
+        &self,
+        _class: FieldClass,
+        _envelope: &str,
+        _account: Option<&str>,
+    ) -> Result<Zeroizing<String>, OpenError> {
+        Err(OpenError::NotAllowed)
+    }
+
+    fn verify(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<(), OpenError> {
+        EnvelopeOpener::verify(self.0.as_ref(), class, envelope, account)
     }
 }
 
@@ -1104,6 +1254,24 @@ impl EnvelopeSealer for Keyring {
 
     fn verify(&self, class: FieldClass, envelope: &str) -> bool {
         Keyring::open(self, class, envelope).is_ok()
+    }
+
+    fn seal_for(
+        &self,
+        class: FieldClass,
+        plaintext: &str,
+        account: Option<&str>,
+    ) -> Result<String, SealError> {
+        Keyring::seal_for(self, class, plaintext, account).map_err(|e| match e {
+            EnvelopeError::PlaintextTooShort
+            | EnvelopeError::PlaintextTooLong
+            | EnvelopeError::BadAccountId => SealError::Unsealable,
+            _ => SealError::NoKey,
+        })
+    }
+
+    fn verify_for(&self, class: FieldClass, envelope: &str, account: Option<&str>) -> bool {
+        Keyring::open_for(self, class, envelope, account).is_ok()
     }
 }
 

@@ -3,14 +3,15 @@
 //! Pure core: no async, no HTTP. Files are touched only by the keyring (its
 //! one encrypted file, written atomically) and the KEK reader.
 //!
-//! - [`envelope`]: `mg1.<key-id>.<last4>.<base64url(nonce ‖ ciphertext ‖ tag)>`,
-//!   AES-256-GCM with associated data binding version, class, key id and last four.
+//! - [`envelope`]: `mg2.<key-id>.<last4>.<base64url(nonce ‖ ciphertext ‖ tag)>`,
+//!   AES-256-GCM with associated data binding version, class, key id, last
+//!   four and the record's account (`mg1.`: without the account).
 //! - [`keyring`]: data keys with states and counted encryptions, rotation,
 //!   retirement, rewrap, the blind index key; [`Keyring`] implements the
 //!   rewriter's [`EnvelopeOpener`](crate::rewrite::EnvelopeOpener).
 //! - [`kek`]: the key-encryption key that wraps the keyring file.
 //! - [`blind_index`]: HMAC-SHA-256 search tokens.
-//! - [`cli`]: what `maskgate keys init|rotate|list|retire` do.
+//! - [`cli`]: what `maskgate keys init|rotate|rotate-index|list|retire` do.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -27,7 +28,9 @@ mod testutil;
 pub use blind_index::{BlindIndexError, BlindIndexKey};
 pub use envelope::{DataKey, EnvelopeError, KeyId, NonceSource, SystemNonces};
 pub use kek::{Kek, KekError};
-pub use keyring::{open_error, KeyInfo, KeyState, Keyring, KeyringError, KeyringOptions};
+pub use keyring::{
+    open_error, KeyInfo, KeyState, Keyring, KeyringError, KeyringOptions, VerifyOnly,
+};
 
 use crate::class::FieldClass;
 

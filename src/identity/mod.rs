@@ -7,15 +7,36 @@ use rustls_pki_types::CertificateDer;
 
 use crate::config::{Policy, Principal};
 
-/// Names a verified client certificate presents (its subject CN and DNS/email
-/// SANs) and its serial. Extracted once per connection, after rustls has
-/// verified the chain against the configured client CA.
+/// Names a verified client certificate presents, its issuer and its serial.
+/// Extracted once per connection, after rustls has verified the chain
+/// against the configured client CA.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerCertificate {
-    /// Subject common name and DNS SANs, in that order.
+    /// The names that identify it: its DNS, URI and email SANs, in
+    /// certificate order; only a certificate without any of those is named
+    /// by its subject common name(s). So a CN cannot claim a principal the
+    /// certificate's SANs do not name.
     pub names: Vec<String>,
     /// Serial number, lower-case hex.
     pub serial: String,
+    /// The issuer's distinguished name, normalized by [`normalize_dn`].
+    pub issuer: String,
+}
+
+/// A distinguished name in one spelling, for comparing a certificate's
+/// issuer with the one a policy names: `TYPE=value` attributes in
+/// certificate order, separated by `, `, types upper-case, spaces around
+/// separators removed (`cn = Client CA,O=City` → `CN=Client CA, O=City`).
+/// Values that hold `,` or `=` are not supported (refused by the policy).
+pub fn normalize_dn(dn: &str) -> String {
+    dn.split([',', '+'])
+        .map(|part| match part.split_once('=') {
+            Some((t, v)) => format!("{}={}", t.trim().to_ascii_uppercase(), v.trim()),
+            None => part.trim().to_owned(),
+        })
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl PeerCertificate {
@@ -23,23 +44,30 @@ impl PeerCertificate {
     /// (rustls accepted it, so this should not happen; the caller then has no
     /// certificate identity).
     pub fn from_der(cert: &CertificateDer<'_>) -> Option<PeerCertificate> {
+        use x509_parser::extensions::GeneralName;
         let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
         let mut names = Vec::new();
-        for cn in parsed.subject().iter_common_name() {
-            if let Ok(s) = cn.as_str() {
-                names.push(s.to_owned());
-            }
-        }
         if let Ok(Some(san)) = parsed.subject_alternative_name() {
             for gn in &san.value.general_names {
-                if let x509_parser::extensions::GeneralName::DNSName(d) = gn {
-                    names.push((*d).to_owned());
+                match gn {
+                    GeneralName::DNSName(n) | GeneralName::URI(n) | GeneralName::RFC822Name(n) => {
+                        names.push((*n).to_owned())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if names.is_empty() {
+            for cn in parsed.subject().iter_common_name() {
+                if let Ok(s) = cn.as_str() {
+                    names.push(s.to_owned());
                 }
             }
         }
         Some(PeerCertificate {
             names,
             serial: parsed.raw_serial_as_string().replace(':', ""),
+            issuer: normalize_dn(&parsed.issuer().to_string()),
         })
     }
 }
@@ -61,6 +89,9 @@ pub enum IdentifyError {
     /// The certificate's names match no principal.
     #[error("unknown certificate")]
     UnknownCertificate,
+    /// The certificate names a principal pinned to another issuing CA.
+    #[error("certificate from another issuer than the principal's")]
+    WrongIssuer,
     /// Certificate and API key name different principals.
     #[error("certificate and API key disagree")]
     ConflictingCredentials,
@@ -153,12 +184,21 @@ pub fn identify_hashed(
     key_hash: Option<[u8; 32]>,
 ) -> Result<Caller, IdentifyError> {
     let by_cert = match cert {
-        Some(cert) => Some(
-            cert.names
+        Some(cert) => {
+            let principal = cert
+                .names
                 .iter()
                 .find_map(|n| policy.principal_by_cert_name(n))
-                .ok_or(IdentifyError::UnknownCertificate)?,
-        ),
+                .ok_or(IdentifyError::UnknownCertificate)?;
+            if principal
+                .cert_issuer
+                .as_deref()
+                .is_some_and(|pinned| pinned != cert.issuer)
+            {
+                return Err(IdentifyError::WrongIssuer);
+            }
+            Some(principal)
+        }
         None => None,
     };
     let key_hash =

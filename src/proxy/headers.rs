@@ -566,6 +566,7 @@ mod tests {
         let cert = crate::identity::PeerCertificate {
             names: vec!["billing".to_owned(), "billing.example".to_owned()],
             serial: "0a1b".to_owned(),
+            ..Default::default()
         };
         let mut h = HeaderMap::new();
         set_client_cert_headers(&mut h, Some(&cert), &names);

@@ -203,6 +203,13 @@ pub fn reload_and_log(
     match shared.reload() {
         Ok(report) => {
             tracing::info!(target: "maskgate::reload", source, "configuration reloaded");
+            // Key changes made by `maskgate keys` (a rotated blind index key,
+            // retired data keys) apply from here on.
+            if let Some(keyring) = &shared.keyring {
+                if let Err(e) = keyring.reload() {
+                    tracing::error!(target: "maskgate::reload", source, error = %e, "keyring not reloaded; the keys in force stay");
+                }
+            }
             for section in &report.needs_restart {
                 tracing::warn!(target: "maskgate::reload", section, "this section changed on disk; it takes effect after a restart");
             }
@@ -322,8 +329,8 @@ fn crypto_setup(config: &Config) -> Result<CryptoSetup, ServeError> {
     }
     let kek = match (&c.kek_file, &c.kek_env) {
         (Some(path), _) => crate::crypto::kek::Kek::from_file(path),
-        (None, Some(var)) => crate::crypto::kek::Kek::from_env(var),
-        (None, None) => crate::crypto::kek::Kek::from_env(crate::crypto::kek::DEFAULT_KEK_ENV),
+        (None, Some(var)) => crate::crypto::kek::Kek::take_from_env(var),
+        (None, None) => crate::crypto::kek::Kek::take_from_env(crate::crypto::kek::DEFAULT_KEK_ENV),
     }
     .map_err(|e| ServeError::Crypto(e.to_string()))?;
     let ring = crate::crypto::keyring::Keyring::load(&c.keyring, kek, Default::default())

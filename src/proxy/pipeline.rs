@@ -250,6 +250,12 @@ async fn proxy(
             max_body_bytes: limit,
             max_token_bytes: config.limits.max_token_bytes,
         };
+        let path_account = policy
+            .routes
+            .get(auth.route_index)
+            .and_then(|route| route.params(&auth.path))
+            .and_then(|params| params.into_iter().find(|(k, _)| *k == "id"))
+            .map(|(_, v)| v.to_owned());
         let protected = protect_body(
             &headers,
             body,
@@ -257,6 +263,7 @@ async fn proxy(
             &shared.detectors,
             &shared.protection,
             limits,
+            path_account.as_deref(),
         )
         .await?;
         headers.remove(header::CONTENT_ENCODING);
@@ -288,11 +295,15 @@ async fn proxy(
             max_body_bytes: config.limits.max_response_body_bytes,
             max_token_bytes: config.limits.max_token_bytes,
         },
-        opener: shared
-            .keyring
-            .clone()
-            .filter(|_| unmasking.is_some())
-            .map(|k| k as Arc<dyn crate::rewrite::EnvelopeOpener>),
+        // Decrypts only for an audited unmask; otherwise it only checks
+        // envelopes before their last four are shown.
+        opener: shared.keyring.clone().map(|k| {
+            if unmasking.is_some() {
+                k as Arc<dyn crate::rewrite::EnvelopeOpener>
+            } else {
+                Arc::new(crate::crypto::VerifyOnly(k)) as Arc<dyn crate::rewrite::EnvelopeOpener>
+            }
+        }),
         drop_accounts: allowance
             .hide_accounts
             .clone()
@@ -539,20 +550,23 @@ async fn audit_then_release(
     };
     let counts = body.counts();
     let over = counts.records > u64::from(unmasking.grant.record_limit);
-    let refused = refused.or_else(|| {
-        over.then(|| {
-            (
-                "over_record_limit",
-                GatewayError::Refused {
-                    code: "unmask_denied",
-                    detail: format!(
+    let refused = refused
+        .or_else(|| uncountable_release(&counts, rewritten))
+        .or_else(|| outside_grant_account(&counts, &unmasking, live, auth))
+        .or_else(|| {
+            over.then(|| {
+                (
+                    "over_record_limit",
+                    GatewayError::Refused {
+                        code: "unmask_denied",
+                        detail: format!(
                 "over_record_limit: this request may unmask at most {} record(s); ask for fewer",
                 unmasking.grant.record_limit
             ),
-                },
-            )
-        })
-    });
+                    },
+                )
+            })
+        });
     if let Some((why, err)) = refused {
         drop(body);
         audit::append(
@@ -579,6 +593,85 @@ async fn audit_then_release(
     protect_response_headers(&mut parts_out.headers, rewritten, spec);
     set_request_id(&mut parts_out.headers, id);
     Ok(release(&receipt, parts_out, bytes))
+}
+
+/// Most clear values of one class a single customer record may release
+/// (a record holds up to two cards, and its notes may repeat a value).
+pub const MAX_CLEAR_PER_RECORD: u64 = 4;
+
+/// Refuses an unmask whose clear values the record limit cannot bound,
+/// whatever the response's shape: a body that was not rewritten
+/// (pass-through), clear values outside any counted record (a top-level
+/// array, text, values beside the records), or more clear values of one
+/// class in a record than one customer has (`{"items":[…]}` read as a
+/// single record). So an unmask of at most `n` records releases at most
+/// `n` × [`MAX_CLEAR_PER_RECORD`] values of each class.
+fn uncountable_release(
+    counts: &crate::rewrite::Counts,
+    rewritten: bool,
+) -> Option<(&'static str, GatewayError)> {
+    let refuse = |why: &'static str, detail: &str| {
+        Some((
+            why,
+            GatewayError::Refused {
+                code: "unmask_uncountable",
+                detail: format!("{why}: {detail}"),
+            },
+        ))
+    };
+    if !rewritten {
+        return refuse(
+            "records_uncountable",
+            "this response is not rewritten, so its records cannot be counted",
+        );
+    }
+    for class in crate::class::FieldClass::ALL {
+        let clear = counts.clear_of(class);
+        if clear > counts.clear_in_records[class.index()] {
+            return refuse(
+                "records_uncountable",
+                "clear values outside the customer records cannot be counted; ask a record route",
+            );
+        }
+        if counts.most_clear_in_a_record[class.index()] > MAX_CLEAR_PER_RECORD {
+            return refuse(
+                "too_many_values_per_record",
+                "a record holds more values of one class than one customer has",
+            );
+        }
+    }
+    None
+}
+
+/// A decrypt under a grant on a route that names one account (`{id}`, the
+/// account the grant's scope was checked against) releases nothing unless
+/// every record of the response is that account's: a record the upstream
+/// returns for another account, or without an id, is refused.
+fn outside_grant_account(
+    counts: &crate::rewrite::Counts,
+    unmasking: &audit::Unmasking,
+    live: &Live,
+    auth: &Authorized,
+) -> Option<(&'static str, GatewayError)> {
+    unmasking.grant.grant.as_ref()?;
+    let params = live
+        .config
+        .policy
+        .routes
+        .get(auth.route_index)?
+        .params(&auth.path)?;
+    let account = params.into_iter().find(|(k, _)| *k == "id")?.1;
+    let all_of_it = counts.account_ids.len() as u64 == counts.records
+        && counts.account_ids.iter().all(|a| a == account);
+    (!all_of_it).then(|| {
+        (
+            "account_outside_grant",
+            GatewayError::Refused {
+                code: "unmask_denied",
+                detail: "account_outside_grant: the response holds records of accounts the grant does not cover".to_owned(),
+            },
+        )
+    })
 }
 
 /// Sends an unmasked body: only with the receipt of its durable audit record.

@@ -53,6 +53,7 @@ pub async fn protect_body(
     detectors: &std::sync::Arc<Detectors>,
     protection: &std::sync::Arc<RequestProtection>,
     limits: Limits,
+    path_account: Option<&str>,
 ) -> Result<Bytes, GatewayError> {
     let limit = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let bytes = Limited::new(body, limit)
@@ -92,9 +93,31 @@ pub async fn protect_body(
         drop_accounts: None,
     };
     let protect = std::sync::Arc::clone(protection);
+    // JSON records may name their id after their card fields: a first pass
+    // notes every record's id, so each envelope is bound to its account.
+    let record_ids = |mut first: JsonRewriter| -> Result<Vec<Option<String>>, GatewayError> {
+        first.collect_record_ids();
+        rewrite_all(&mut first, &bytes).map_err(unprocessable)?;
+        let mut ids = first.take_record_ids();
+        // A body sent to `/accounts/{id}` without its own id is that account's.
+        if let (Some(root @ None), Some(account)) = (ids.first_mut(), path_account) {
+            *root = Some(account.to_owned());
+        }
+        Ok(ids)
+    };
     let mut rewriter: Box<dyn BodyRewriter> = match kind {
-        BodyKind::Json => Box::new(JsonRewriter::for_request(spec, protect)),
-        BodyKind::Ndjson => Box::new(JsonRewriter::ndjson_for_request(spec, protect)),
+        BodyKind::Json => {
+            let ids = record_ids(JsonRewriter::new(spec.clone()))?;
+            let mut rw = JsonRewriter::for_request(spec, protect);
+            rw.use_record_ids(ids);
+            Box::new(rw)
+        }
+        BodyKind::Ndjson => {
+            let ids = record_ids(JsonRewriter::ndjson(spec.clone()))?;
+            let mut rw = JsonRewriter::ndjson_for_request(spec, protect);
+            rw.use_record_ids(ids);
+            Box::new(rw)
+        }
         BodyKind::Csv => Box::new(CsvRewriter::for_request(spec, protect)),
         BodyKind::Text => {
             // Free text cannot carry an encrypted field: any card in it is refused.

@@ -43,7 +43,8 @@ use memchr::memchr2;
 
 use super::json::effective_plain;
 use super::mask::looks_like_envelope;
-use super::text::{envelope_display, mask_detected, mask_named};
+use super::sealed::envelope_display;
+use super::text::{mask_detected, mask_named};
 use super::{BodyRewriter, Counts, RequestProtection, RewriteError, RewriteSpec};
 use crate::class::{Action, FieldClass};
 use crate::detect::Finding;
@@ -117,8 +118,11 @@ pub struct CsvRewriter {
     protect: Option<std::sync::Arc<RequestProtection>>,
     /// Write requests: the header's names, for error messages.
     names: Vec<String>,
-    /// Drop filter: the columns holding the record's id.
+    /// The columns holding the record's id (drop filter, envelope binding).
     id_columns: Vec<usize>,
+    /// The current row's account id (its first id cell): envelopes bound to
+    /// an account open (and are sealed) only for it.
+    row_account: Option<String>,
     /// The field separator, decided from the header line.
     delim: u8,
     /// The header line has been seen and `delim` decided.
@@ -233,6 +237,7 @@ impl CsvRewriter {
             delim: b',',
             delim_known: false,
             first_line: Vec::new(),
+            row_account: None,
         }
     }
 
@@ -275,10 +280,9 @@ impl CsvRewriter {
                 }
                 if looks_like_envelope(&value) {
                     let genuine = super::mask::envelope_view(&value).is_some()
-                        && protect
-                            .sealer
-                            .as_ref()
-                            .is_some_and(|s| s.verify(class, &value));
+                        && protect.sealer.as_ref().is_some_and(|s| {
+                            s.verify_for(class, &value, self.row_account.as_deref())
+                        });
                     if genuine {
                         out.extend_from_slice(raw.as_bytes());
                         return Ok(());
@@ -290,7 +294,7 @@ impl CsvRewriter {
                     .as_ref()
                     .ok_or_else(|| RewriteError::CannotEncrypt { path: path() })?;
                 let envelope = sealer
-                    .seal(class, &value)
+                    .seal_for(class, &value, self.row_account.as_deref())
                     .map_err(|_| RewriteError::CannotEncrypt { path: path() })?;
                 write_cell(&envelope, self.delim, out);
                 self.counts.sealed += 1;
@@ -573,7 +577,7 @@ impl CsvRewriter {
             // A column's name read by its words classes its cells like an
             // exact name (`Primary Holder SSN`, `Checking Acct No`).
             m.class = m.class.or(m.word_class);
-            if m.record_id && self.spec.drop_accounts.is_some() {
+            if m.record_id {
                 self.id_columns.push(index);
             }
             let action = m.class.map(|c| self.spec.actions.get(c));
@@ -638,6 +642,11 @@ impl CsvRewriter {
             return Ok(false);
         }
         self.counts.records += 1;
+        self.row_account = match self.id_columns.first().and_then(|&c| fields.get(c)) {
+            Some(f) => Some(unquote(self.raw(text, f)?, f.quoted).into_owned()),
+            None => None,
+        };
+        let clear_before = self.counts.clear_mark();
         let start = out.len();
         let mut first = true;
         for (index, (column, f)) in columns.iter().zip(fields).enumerate() {
@@ -679,6 +688,7 @@ impl CsvRewriter {
             }
         }
         keep_nonblank(first, start, out);
+        self.counts.record_done(&clear_before);
         Ok(true)
     }
 
@@ -700,10 +710,15 @@ impl CsvRewriter {
                 &value,
                 class,
                 action,
+                self.row_account.as_deref(),
                 &mut self.counts,
                 &mut self.text,
             );
             write_cell(&self.text, self.delim, out);
+            if action == Action::Decrypt {
+                // The plaintext's last copy before the response buffer.
+                zeroize::Zeroize::zeroize(&mut self.text);
+            }
             return;
         }
         match class {

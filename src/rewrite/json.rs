@@ -25,13 +25,12 @@ use std::sync::Arc;
 use memchr::memchr2;
 
 use super::mask::{
-    self, decode_json_string, envelope_view, looks_like_envelope, masked_envelope,
-    write_json_string, DAMAGED_ENVELOPE_MASK,
+    self, decode_json_string, envelope_view, looks_like_envelope, write_json_string,
 };
 use super::rules::{MemberMatch, NodeSet};
 use super::value::{mask_unnamed_at, may_hide_value};
 use super::{
-    BodyRewriter, Counts, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
+    BodyRewriter, ClearMark, Counts, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
     MAX_ACCOUNT_IDS,
 };
 use crate::class::{Action, ActionTable, FieldClass};
@@ -193,6 +192,19 @@ struct OpenRecord {
     /// The parent container's `emitted_any` before this record.
     parent_emitted: bool,
     counts: CountsMark,
+}
+
+/// A counted record being read: the clear values released since it started
+/// are its own (see [`Counts::record_done`]). Only the outermost record is
+/// marked; the document root only until a record below it starts.
+#[derive(Clone, Copy, Debug)]
+struct RecordMark {
+    /// `stack.len()` while the record's own frame is the innermost.
+    depth: usize,
+    /// The document root (or an NDJSON line): counted when it ends, if no
+    /// record was found below it.
+    root: bool,
+    clear: ClearMark,
 }
 
 /// Output held for records whose fate is not known yet (drop filter only).
@@ -376,6 +388,19 @@ pub struct JsonRewriter {
     /// How many encodings this document was found inside (JSON in a string,
     /// base64): bounds how deep strings are looked into.
     decode_depth: u8,
+    /// The counted record being read, if any (for per-record clear counts).
+    record_mark: Option<RecordMark>,
+    /// The id of that record, once read: envelopes bound to an account
+    /// open (and are sealed) only for it.
+    record_account: Option<String>,
+    /// Records marked so far (their index in document order).
+    records_marked: usize,
+    /// Each marked record's id, in order (collected by a first pass over a
+    /// write body, see [`JsonRewriter::collect_record_ids`]).
+    record_ids: Option<Vec<Option<String>>>,
+    /// Record ids from a first pass: a record's id is known from its first
+    /// byte, wherever its id member is.
+    record_id_hints: Vec<Option<String>>,
 }
 
 /// Bytes that may appear in a JSON string as they are and need no further
@@ -491,6 +516,11 @@ impl JsonRewriter {
             typed_value: false,
             descriptor_value: false,
             decode_depth: 0,
+            record_mark: None,
+            record_account: None,
+            records_marked: 0,
+            record_ids: None,
+            record_id_hints: Vec::new(),
         }
     }
 
@@ -502,6 +532,34 @@ impl JsonRewriter {
         let mut rw = JsonRewriter::new(spec);
         rw.protect = Some(protect);
         rw
+    }
+
+    /// Makes this rewriter note each record's id ([`JsonRewriter::take_record_ids`]).
+    pub fn collect_record_ids(&mut self) {
+        self.record_ids = Some(Vec::new());
+    }
+
+    /// Each record's id (`None`: no plain id; an empty id: two ids), in
+    /// document order, as noted since [`JsonRewriter::collect_record_ids`].
+    pub fn take_record_ids(&mut self) -> Vec<Option<String>> {
+        self.record_ids.take().unwrap_or_default()
+    }
+
+    /// Record ids a first pass over the same body noted: envelopes are bound
+    /// to (and checked against) their record's account even when its id
+    /// member comes after them.
+    pub fn use_record_ids(&mut self, ids: Vec<Option<String>>) {
+        self.record_id_hints = ids;
+    }
+
+    /// A record was marked: its id, if a first pass knows it.
+    fn next_record(&mut self) -> Option<String> {
+        let index = self.records_marked;
+        self.records_marked += 1;
+        if let Some(ids) = &mut self.record_ids {
+            ids.push(None);
+        }
+        self.record_id_hints.get(index).cloned().flatten()
     }
 
     /// [`JsonRewriter::for_request`] for NDJSON bodies.
@@ -765,6 +823,12 @@ impl JsonRewriter {
             descriptor: None,
         };
         self.want_id = false;
+        self.record_mark = ctx.record.then(|| RecordMark {
+            depth: 1,
+            root: true,
+            clear: self.counts.clear_mark(),
+        });
+        self.record_account = if ctx.record { self.next_record() } else { None };
         if self.protect.is_some() {
             self.path.clear();
             self.seg.clear();
@@ -902,6 +966,16 @@ impl JsonRewriter {
         }
         if member.record {
             self.counts.records += 1;
+            if self.record_mark.is_none_or(|m| m.root) && matches!(b, b'{' | b'[') {
+                // A record below the root: the root is not one, and values
+                // up to here were outside any record.
+                self.record_mark = Some(RecordMark {
+                    depth: self.stack.len() + 1,
+                    root: false,
+                    clear: self.counts.clear_mark(),
+                });
+                self.record_account = self.next_record();
+            }
         }
         self.start_value(io, pos, b, ctx)
     }
@@ -1058,6 +1132,14 @@ impl JsonRewriter {
         {
             self.close_record(io, pos + 1)?;
         }
+        if let Some(mark) = self
+            .record_mark
+            .filter(|m| !m.root && m.depth == self.stack.len() + 1)
+        {
+            self.counts.record_done(&mark.clear);
+            self.record_mark = None;
+            self.record_account = None;
+        }
         self.after_scalar(io, pos + 1);
         Ok(pos + 1)
     }
@@ -1190,12 +1272,16 @@ impl JsonRewriter {
         }
         if self.stack.is_empty() {
             let root_id = self.root_id.take();
+            let root_mark = self.record_mark.take().filter(|m| m.root);
             if self.spec.rules.root_is_record()
                 && self.counts.records == self.top_records
                 && self.top_object
                 && !self.top_nested
             {
                 self.counts.records += 1;
+                if let Some(mark) = root_mark {
+                    self.counts.record_done(&mark.clear);
+                }
                 if let Some(id) = root_id {
                     if self.counts.account_ids.len() < MAX_ACCOUNT_IDS {
                         self.counts.account_ids.push(id);
@@ -1585,6 +1671,27 @@ impl JsonRewriter {
         let mut id_dropped = None;
         if self.want_id {
             self.want_id = false;
+            if self
+                .record_mark
+                .is_some_and(|m| m.depth == self.stack.len())
+            {
+                // A second, different id in one record names no single
+                // account: nothing opens for the empty id.
+                let id = account_id(raw, number);
+                self.record_account = match (self.record_account.take(), id) {
+                    (None, id) => id,
+                    (Some(known), Some(id)) if known == id => Some(known),
+                    _ => Some(String::new()),
+                };
+                let marked = self.records_marked;
+                if let Some(slot) = self
+                    .record_ids
+                    .as_mut()
+                    .and_then(|ids| ids.get_mut(marked.wrapping_sub(1)))
+                {
+                    *slot = self.record_account.clone();
+                }
+            }
             if self.stack.len() == 1 {
                 self.root_id = account_id(raw, number);
             } else if let Some(id) = account_id(raw, number) {
@@ -1711,7 +1818,7 @@ impl JsonRewriter {
         let inner = &raw[1..raw.len() - 1];
         let detectors = self.spec.rules.detector_set();
         if ctx.class.is_none()
-            && !inner.starts_with(mask::ENVELOPE_PREFIX.as_bytes())
+            && !mask::starts_like_envelope(inner)
             && count_digits(inner) < self.spec.detectors.min_digits(detectors)
             && !may_hide_value(inner)
         {
@@ -1722,7 +1829,7 @@ impl JsonRewriter {
             let action = effective_plain(self.spec.actions.get(class));
             if action == Action::Last4
                 && !self.str_has_escape
-                && !inner.starts_with(mask::ENVELOPE_PREFIX.as_bytes())
+                && !mask::starts_like_envelope(inner)
                 && mask::last4_ascii_json(inner, out)
             {
                 self.counts.add(class, Action::Last4);
@@ -1754,6 +1861,10 @@ impl JsonRewriter {
             }
             self.envelope(&text, class, action);
             write_json_string(&self.text, out);
+            if action == Action::Decrypt {
+                // The plaintext's last copy before the response buffer.
+                zeroize::Zeroize::zeroize(&mut self.text);
+            }
             return Ok(());
         }
         match ctx.class {
@@ -1829,10 +1940,9 @@ impl JsonRewriter {
                     // it only if it is genuine — a look-alike could carry
                     // anything in the clear.
                     let genuine = envelope_view(&text).is_some()
-                        && protect
-                            .sealer
-                            .as_ref()
-                            .is_some_and(|s| s.verify(class, &text));
+                        && protect.sealer.as_ref().is_some_and(|s| {
+                            s.verify_for(class, &text, self.record_account.as_deref())
+                        });
                     return if genuine {
                         out.extend_from_slice(raw);
                         Ok(())
@@ -1845,7 +1955,9 @@ impl JsonRewriter {
                 let path = self.value_path();
                 let cannot = || RewriteError::CannotEncrypt { path: path.clone() };
                 let sealer = protect.sealer.as_ref().ok_or_else(cannot)?;
-                let envelope = sealer.seal(class, &text).map_err(|_| cannot())?;
+                let envelope = sealer
+                    .seal_for(class, &text, self.record_account.as_deref())
+                    .map_err(|_| cannot())?;
                 write_json_string(&envelope, out);
                 self.counts.sealed += 1;
                 let in_object = self.stack.last().is_some_and(|f| f.object);
@@ -1894,40 +2006,15 @@ impl JsonRewriter {
 
     /// Writes the display of an envelope into `self.text`.
     fn envelope(&mut self, text: &str, class: FieldClass, action: Action) {
-        let Some(view) = envelope_view(text) else {
-            self.counts.integrity_errors += 1;
-            self.counts.add(class, Action::Last4);
-            self.text.push_str(DAMAGED_ENVELOPE_MASK);
-            return;
-        };
-        match action {
-            Action::Decrypt => {
-                let opened = self.spec.opener.as_ref().map(|o| o.open(class, text));
-                match opened {
-                    Some(Ok(plain)) => {
-                        self.counts.add(class, Action::Decrypt);
-                        self.text.push_str(&plain);
-                    }
-                    Some(Err(_)) => {
-                        self.counts.integrity_errors += 1;
-                        self.counts.add(class, Action::Last4);
-                        masked_envelope(&view, &mut self.text);
-                    }
-                    None => {
-                        self.counts.add(class, Action::Last4);
-                        masked_envelope(&view, &mut self.text);
-                    }
-                }
-            }
-            Action::Redact | Action::Remove => {
-                self.counts.add(class, Action::Redact);
-                self.text.push_str(self.spec.rules.redact_token());
-            }
-            Action::Last4 | Action::Clear => {
-                self.counts.add(class, Action::Last4);
-                masked_envelope(&view, &mut self.text);
-            }
-        }
+        super::sealed::envelope_display(
+            &self.spec,
+            text,
+            class,
+            action,
+            self.record_account.as_deref(),
+            &mut self.counts,
+            &mut self.text,
+        );
     }
 
     fn poison<T>(&mut self, r: Result<T, RewriteError>) -> Result<T, RewriteError> {

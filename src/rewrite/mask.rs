@@ -62,7 +62,7 @@ pub fn last4_ascii_json(inner: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// The public parts of an `mg1.` card envelope.
+/// The public parts of an `mg1.` or `mg2.` card envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EnvelopeView<'a> {
     /// Key id.
@@ -71,19 +71,29 @@ pub struct EnvelopeView<'a> {
     pub last4: &'a str,
 }
 
-/// The prefix every envelope starts with.
+/// The prefix of an unbound envelope.
 pub const ENVELOPE_PREFIX: &str = "mg1.";
+/// The prefix of an envelope bound to its account.
+pub const BOUND_ENVELOPE_PREFIX: &str = "mg2.";
 
 /// True when `value` claims to be an envelope (it may still be damaged).
 pub fn looks_like_envelope(value: &str) -> bool {
-    value.starts_with(ENVELOPE_PREFIX)
+    starts_like_envelope(value.as_bytes())
+}
+
+/// True when `bytes` start like an envelope of either version.
+pub fn starts_like_envelope(bytes: &[u8]) -> bool {
+    bytes.starts_with(ENVELOPE_PREFIX.as_bytes())
+        || bytes.starts_with(BOUND_ENVELOPE_PREFIX.as_bytes())
 }
 
 /// Splits an envelope's public parts without touching a key. Returns `None`
 /// for anything malformed (which the caller masks and counts as an integrity
 /// error, never shows raw).
 pub fn envelope_view(value: &str) -> Option<EnvelopeView<'_>> {
-    let rest = value.strip_prefix(ENVELOPE_PREFIX)?;
+    let rest = value
+        .strip_prefix(ENVELOPE_PREFIX)
+        .or_else(|| value.strip_prefix(BOUND_ENVELOPE_PREFIX))?;
     let mut parts = rest.split('.');
     let key_id = parts.next()?;
     let last4 = parts.next()?;

@@ -25,6 +25,7 @@ pub mod header;
 pub mod json;
 pub mod mask;
 pub mod rules;
+mod sealed;
 pub mod sniff;
 pub mod text;
 pub mod value;
@@ -214,7 +215,16 @@ pub struct Counts {
     /// `sealed`) except `integrity_errors`: a damaged envelope is reported
     /// even when its record is withheld.
     pub dropped_records: u64,
+    /// Clear values (actions `clear` and successful `decrypt`) of each class
+    /// released inside counted records; the rest were outside any record.
+    pub clear_in_records: [u64; FieldClass::COUNT],
+    /// The most clear values of each class released inside one record.
+    pub most_clear_in_a_record: [u64; FieldClass::COUNT],
 }
+
+/// Clear values released so far, by class: what [`Counts::record_done`]
+/// compares against.
+pub type ClearMark = [u64; FieldClass::COUNT];
 
 impl Counts {
     /// Counts one value of `class` handled with `action`.
@@ -233,6 +243,33 @@ impl Counts {
             .iter()
             .map(|per| per[Action::Clear.index()] + per[Action::Decrypt.index()])
             .sum()
+    }
+
+    /// Clear values of `class` released (actions `clear` and successful `decrypt`).
+    pub fn clear_of(&self, class: FieldClass) -> u64 {
+        let per = &self.acted[class.index()];
+        per[Action::Clear.index()] + per[Action::Decrypt.index()]
+    }
+
+    /// Clear values released so far, by class (taken when a record starts).
+    pub fn clear_mark(&self) -> ClearMark {
+        let mut mark = [0; FieldClass::COUNT];
+        for class in FieldClass::ALL {
+            mark[class.index()] = self.clear_of(class);
+        }
+        mark
+    }
+
+    /// A counted record that started at `mark` ended: the clear values
+    /// released since belong to it.
+    pub fn record_done(&mut self, mark: &ClearMark) {
+        for class in FieldClass::ALL {
+            let i = class.index();
+            // A withheld record's counts were rolled back below the mark.
+            let in_record = self.clear_of(class).saturating_sub(mark[i]);
+            self.clear_in_records[i] += in_record;
+            self.most_clear_in_a_record[i] = self.most_clear_in_a_record[i].max(in_record);
+        }
     }
 
     /// Values masked, removed or redacted.
@@ -258,14 +295,37 @@ pub enum OpenError {
     /// No usable key has the envelope's key id.
     #[error("envelope key is unknown or retired")]
     UnknownKey,
+    /// This opener only verifies: nothing is decrypted (the response is not
+    /// an audited unmask).
+    #[error("envelope may not be decrypted here")]
+    NotAllowed,
 }
 
-/// Opens card envelopes for the `decrypt` action. Implemented by the crypto
-/// core; the rewriter only calls it when the response's action table says
-/// `decrypt` for the class.
+/// Opens card envelopes for the `decrypt` action and checks them for masked
+/// display. Implemented by the crypto core; the rewriter only calls `open`
+/// when the response's action table says `decrypt` for the class.
+///
+/// `account` is the id of the record the envelope was found in, when the
+/// rewriter read it before the envelope: an envelope bound to an account
+/// (`mg2.`) opens and verifies only for that account.
 pub trait EnvelopeOpener: Send + Sync {
-    /// Returns the plaintext of `envelope`, which must be of `class`.
-    fn open(&self, class: FieldClass, envelope: &str) -> Result<String, OpenError>;
+    /// Returns the plaintext of `envelope`, which must be of `class`. The
+    /// plaintext stays in a zeroizing buffer until it is written out.
+    fn open(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<zeroize::Zeroizing<String>, OpenError>;
+
+    /// `Ok` when `envelope` is genuine (it would open), so its last four
+    /// may be shown; otherwise why not.
+    fn verify(
+        &self,
+        class: FieldClass,
+        envelope: &str,
+        account: Option<&str>,
+    ) -> Result<(), OpenError>;
 }
 
 /// Why a value could not be sealed. Never carries the value.
@@ -290,6 +350,22 @@ pub trait EnvelopeSealer: Send + Sync {
     /// True when `envelope` is genuine: it opens under a usable key as
     /// `class`. A write may only carry envelopes that pass this.
     fn verify(&self, class: FieldClass, envelope: &str) -> bool;
+    /// An envelope for `plaintext` of `class`, bound to `account` when the
+    /// record's id is known (so it opens only in that account's record).
+    fn seal_for(
+        &self,
+        class: FieldClass,
+        plaintext: &str,
+        account: Option<&str>,
+    ) -> Result<String, SealError> {
+        let _ = account;
+        self.seal(class, plaintext)
+    }
+    /// [`EnvelopeSealer::verify`] for an envelope in `account`'s record.
+    fn verify_for(&self, class: FieldClass, envelope: &str, account: Option<&str>) -> bool {
+        let _ = account;
+        self.verify(class, envelope)
+    }
 }
 
 /// What to do with a card number found by a detector in a request field no

@@ -10,7 +10,7 @@
 use memchr::memchr;
 
 use super::json::effective_plain;
-use super::mask::{self, envelope_view, masked_envelope, DAMAGED_ENVELOPE_MASK};
+use super::mask;
 use super::{BodyRewriter, Counts, RewriteError, RewriteSpec};
 use crate::class::{Action, FieldClass};
 use crate::detect::Finding;
@@ -53,51 +53,6 @@ pub(crate) fn mask_named(
         Action::Clear => out.push_str(text),
         Action::Redact | Action::Remove => out.push_str(spec.rules.redact_token()),
         Action::Last4 | Action::Decrypt => mask::last4(text, out),
-    }
-}
-
-/// Writes into `out` the display of a card envelope of `class` under
-/// `action` (which is not `clear`: a clear envelope is shown as it is), the
-/// same way the JSON rewriter does: decrypted with a grant, otherwise masked
-/// to its public last four; a damaged envelope shows nothing of itself.
-pub(crate) fn envelope_display(
-    spec: &RewriteSpec,
-    text: &str,
-    class: FieldClass,
-    action: Action,
-    counts: &mut Counts,
-    out: &mut String,
-) {
-    let Some(view) = envelope_view(text) else {
-        counts.integrity_errors += 1;
-        counts.add(class, Action::Last4);
-        out.push_str(DAMAGED_ENVELOPE_MASK);
-        return;
-    };
-    match action {
-        Action::Decrypt => match spec.opener.as_ref().map(|o| o.open(class, text)) {
-            Some(Ok(plain)) => {
-                counts.add(class, Action::Decrypt);
-                out.push_str(&plain);
-            }
-            Some(Err(_)) => {
-                counts.integrity_errors += 1;
-                counts.add(class, Action::Last4);
-                masked_envelope(&view, out);
-            }
-            None => {
-                counts.add(class, Action::Last4);
-                masked_envelope(&view, out);
-            }
-        },
-        Action::Redact | Action::Remove => {
-            counts.add(class, Action::Redact);
-            out.push_str(spec.rules.redact_token());
-        }
-        Action::Last4 | Action::Clear => {
-            counts.add(class, Action::Last4);
-            masked_envelope(&view, out);
-        }
     }
 }
 

@@ -7,7 +7,7 @@
 
 use http::header::{HeaderMap, HeaderName};
 
-use crate::audit::record::{clean_reason, MAX_REASON_CHARS};
+use crate::audit::record::{clean_reason, fold_digits, MAX_REASON_CHARS};
 use crate::class::FieldClass;
 
 /// `X-Unmask: ssn, card_number`: the classes asked for.
@@ -174,9 +174,10 @@ pub(crate) fn parse_grant_id(bytes: &[u8]) -> Result<String, UnmaskError> {
 /// Checks a reason (from a header, or given with a grant): trims it; `None`
 /// when blank. Refuses control characters, more than [`MAX_REASON_CHARS`]
 /// characters, and red-flag-shaped digits: anything the audit core's
-/// [`clean_reason`] would scrub (SSN/EIN/ITIN shapes, Luhn-valid 13–19
-/// digit runs) and any run of 9 or more consecutive digits (account
-/// numbers). A reference such as `COLL-2026-00042` passes.
+/// [`clean_reason`] would scrub (whatever a detector finds, and any run of
+/// 9 or more digits joined by `-`, `.`, `/` or spaces, in any script's
+/// digits). A reference such as `COLL-2026-00042` passes. Returns the
+/// reason with its digits folded to ASCII ([`fold_digits`]).
 pub fn check_reason(raw: &str) -> Result<Option<String>, UnmaskError> {
     let text = raw.trim();
     if text.is_empty() {
@@ -188,10 +189,13 @@ pub fn check_reason(raw: &str) -> Result<Option<String>, UnmaskError> {
     if text.chars().count() > MAX_REASON_CHARS {
         return Err(UnmaskError::ReasonTooLong);
     }
-    if has_long_digit_run(text, 9) || clean_reason(text) != text {
+    // Compared in the folded form clean_reason writes: only its scrubbing
+    // counts, not the folding of full-width digits.
+    let folded = fold_digits(text);
+    if has_long_digit_run(&folded, 9) || clean_reason(text) != folded {
         return Err(UnmaskError::ReasonRedFlag);
     }
-    Ok(Some(text.to_owned()))
+    Ok(Some(folded))
 }
 
 /// True when `text` has `n` or more consecutive ASCII digits.

@@ -481,3 +481,40 @@ impl Upstream {
         }
     }
 }
+
+impl TestClient {
+    /// A request whose header values are raw bytes (UTF-8 beyond ASCII, obs-text).
+    pub async fn send_raw_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &[u8])],
+    ) -> Result<Reply, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            let value = http::HeaderValue::from_bytes(v).map_err(|e| e.to_string())?;
+            req = req.header(*k, value);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| format!("{e:?}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e:?}"))?
+            .to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            version: parts.version,
+        })
+    }
+}

@@ -95,7 +95,7 @@ fn known_answer_vectors_from_file() {
         let parsed = parse(&env).unwrap();
         let aad = hex::decode(&v.aad_hex).unwrap();
         assert_eq!(
-            super::aad(class, parsed.key_id(), parsed.last4().as_bytes()),
+            super::aad(class, parsed.key_id(), parsed.last4().as_bytes(), None),
             aad
         );
         let head = format!("mg1.{}.{}.", parsed.key_id(), parsed.last4());
@@ -356,7 +356,7 @@ fn parse_names_what_is_wrong() {
     assert_eq!(m("4111111111111111"), Some(Malformation::NotAnEnvelope));
     assert_eq!(m("MG1.k1.1111.AAAA"), Some(Malformation::NotAnEnvelope));
     assert!(matches!(
-        parse(&env.replacen("mg1.", "mg2.", 1)),
+        parse(&env.replacen("mg1.", "mg3.", 1)),
         Err(EnvelopeError::UnknownVersion)
     ));
     assert!(matches!(
@@ -423,4 +423,40 @@ proptest! {
     fn parse_never_panics(s in "mg1\\.[a-z0-9._-]{0,120}") {
         let _ = parse(&s);
     }
+}
+
+#[test]
+fn bound_envelopes_open_only_for_their_account() {
+    const CARD: FieldClass = FieldClass::CardNumber;
+    let key = DataKey::from_bytes(KeyId::new("k1").unwrap(), &[7; KEY_LEN]);
+    let pan = "4111 1111 1111 1111";
+    let bound = seal_bound(&key, CARD, pan, "ACC-1", &SystemNonces::new()).unwrap();
+    assert!(bound.starts_with("mg2.k1.1111."), "{bound}");
+    assert!(parse(&bound).unwrap().is_bound());
+    assert_eq!(
+        &*open_bound(&key, CARD, &bound, Some("ACC-1")).unwrap(),
+        pan
+    );
+    for other in [Some("ACC-2"), Some("ACC-1 "), Some(""), None] {
+        assert!(
+            matches!(
+                open_bound(&key, CARD, &bound, other),
+                Err(EnvelopeError::Integrity)
+            ),
+            "{other:?}"
+        );
+    }
+    // The v1 form of the same body does not open either (other label).
+    let as_v1 = bound.replacen("mg2.", "mg1.", 1);
+    assert!(open_bound(&key, CARD, &as_v1, Some("ACC-1")).is_err());
+    // Unbound envelopes open for any account.
+    let unbound = seal(&key, CARD, pan, &SystemNonces::new()).unwrap();
+    assert_eq!(
+        &*open_bound(&key, CARD, &unbound, Some("ACC-9")).unwrap(),
+        pan
+    );
+    assert!(matches!(
+        seal_bound(&key, CARD, pan, "A\u{0}B", &SystemNonces::new()),
+        Err(EnvelopeError::BadAccountId)
+    ));
 }

@@ -283,20 +283,32 @@ fn rotation_retirement_and_rewrap() {
 
     // The rewriter's view: retired → unknown key, tampered → integrity.
     let opener: &dyn EnvelopeOpener = &ring;
-    assert_eq!(opener.open(CARD, &old), Err(OpenError::UnknownKey));
-    assert_eq!(opener.open(CARD, &moved).as_deref(), Ok(PAN));
-    let tampered = moved.replacen(".1111.", ".1112.", 1);
-    assert_eq!(opener.open(CARD, &tampered), Err(OpenError::Integrity));
+    assert_eq!(opener.open(CARD, &old, None), Err(OpenError::UnknownKey));
     assert_eq!(
-        opener.open(FieldClass::Ssn, &moved),
+        opener
+            .open(CARD, &moved, None)
+            .as_deref()
+            .map(|s| s.as_str()),
+        Ok(PAN)
+    );
+    let tampered = moved.replacen(".1111.", ".1112.", 1);
+    assert_eq!(
+        opener.open(CARD, &tampered, None),
         Err(OpenError::Integrity)
     );
     assert_eq!(
-        opener.open(CARD, "mg1.k9.1111.AAAA"),
+        opener.open(FieldClass::Ssn, &moved, None),
+        Err(OpenError::Integrity)
+    );
+    assert_eq!(
+        opener.open(CARD, "mg1.k9.1111.AAAA", None),
         Err(OpenError::Integrity)
     );
     let unknown = moved.replacen("mg1.k2.", "mg1.k9.", 1);
-    assert_eq!(opener.open(CARD, &unknown), Err(OpenError::UnknownKey));
+    assert_eq!(
+        opener.open(CARD, &unknown, None),
+        Err(OpenError::UnknownKey)
+    );
 
     // And all of it survived in the file.
     let again = Keyring::load(&path, kek(), KeyringOptions::default()).unwrap();
@@ -568,7 +580,7 @@ fn keyring_is_send_and_sync() {
     assert_send_sync::<Arc<dyn EnvelopeOpener>>();
     let (_d, _p, ring) = new_ring("dyn");
     let opener: Arc<dyn EnvelopeOpener> = Arc::new(ring);
-    let _ = opener.open(CARD, "x");
+    let _ = opener.open(CARD, "x", None);
 }
 
 #[test]
