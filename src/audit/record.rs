@@ -84,11 +84,15 @@ pub enum Kind {
     Unlock,
     /// An alert was raised (for example a red-flag budget crossed).
     Alert,
+    /// An administrative action: a configuration reload, a rewrap.
+    Admin,
+    /// A search by blind index (`?card_number=`), allowed or refused.
+    CardSearch,
 }
 
 impl Kind {
     /// Every kind, in declaration order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Unmask,
         Kind::Decrypt,
         Kind::GrantIssued,
@@ -99,6 +103,8 @@ impl Kind {
         Kind::Lockout,
         Kind::Unlock,
         Kind::Alert,
+        Kind::Admin,
+        Kind::CardSearch,
     ];
 
     /// The name used in records and on the command line (`grant_issued`).
@@ -114,6 +120,8 @@ impl Kind {
             Kind::Lockout => "lockout",
             Kind::Unlock => "unlock",
             Kind::Alert => "alert",
+            Kind::Admin => "admin",
+            Kind::CardSearch => "card_search",
         }
     }
 

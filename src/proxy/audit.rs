@@ -122,12 +122,10 @@ pub async fn decide(
             .find(|(k, _)| *k == "id")
             .map(|(_, v)| v.to_owned())
     });
-    let charged = caller
-        .on_behalf_of
-        .clone()
-        .unwrap_or_else(|| caller.principal.name.clone());
+    // Unmask budgets and grants belong to the principal: a delegated
+    // person's name is the caller's claim, never a grantee nor a bucket.
     let ctx = EvalContext {
-        principal: &charged,
+        principal: &caller.principal.name,
         route_name: &auth.route_name,
         account_id: account.as_deref(),
         counters: &shared.unmask_counters,
@@ -140,7 +138,27 @@ pub async fn decide(
         Kind::Unmask
     };
     match crate::unmask::evaluate(&auth.role, auth.route_index, &request, &ctx).await {
-        Ok(grant) => Ok(Unmasking { grant, request }),
+        Ok(grant) => {
+            // The use is spent now: it is recorded now, so that a response
+            // that never reaches the release (HEAD, 204/304, an upstream
+            // error, a later refusal) still leaves its trace.
+            if let Some(used) = &grant.grant {
+                let d = draft(
+                    Kind::GrantUsed,
+                    caller,
+                    auth,
+                    method,
+                    request_id,
+                    Outcome::Granted,
+                    "ok",
+                )
+                .classes(class_names(&request.classes))
+                .accounts(account.clone())
+                .grant_id(used.grant_id.clone());
+                append(audit, d).await?;
+            }
+            Ok(Unmasking { grant, request })
+        }
         Err(denial) => {
             let mut d = draft(
                 kind,
