@@ -207,7 +207,8 @@ enum AuditCommand {
         /// markdown | json | html.
         #[arg(long, default_value = "markdown")]
         format: String,
-        /// The gateway config, to list who holds which role.
+        /// The gateway config, to list who holds which role and to read
+        /// business hours in the policy's time zone (`[admit] budget_tz`).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -545,18 +546,29 @@ fn audit(what: AuditCommand) -> Result<ExitCode, String> {
                     ))
                 }
             };
-            let roles: Vec<(String, Vec<String>)> = match config {
+            // With the policy, business hours are read in its time zone
+            // (`[admit] budget_tz`), as its people keep them; without it, UTC.
+            let (roles, options): (Vec<(String, Vec<String>)>, _) = match config {
                 Some(path) => {
                     let cfg = config::load(&path).map_err(|e| e.to_string())?;
-                    cfg.policy
+                    let roles = cfg
+                        .policy
                         .principals
                         .iter()
                         .map(|p| (p.name.clone(), p.roles.clone()))
-                        .collect()
+                        .collect();
+                    let options = maskgate::audit::ReportOptions {
+                        tz: cfg.policy.admit.budget_tz.clone(),
+                        tz_name: cfg.policy.admit.budget_tz_name.clone(),
+                        ..maskgate::audit::ReportOptions::default()
+                    };
+                    (roles, options)
                 }
-                None => Vec::new(),
+                None => (Vec::new(), maskgate::audit::ReportOptions::default()),
             };
-            on_log(dir, postgres, |d| cli::report(d, &quarter, format, &roles))?
+            on_log(dir, postgres, |d| {
+                cli::report_with(d, &quarter, format, &roles, &options)
+            })?
         }
     };
     print!("{}", out.stdout);

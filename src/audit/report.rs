@@ -9,10 +9,11 @@
 //! Definitions:
 //! - an *unmask* is a granted `unmask` or `decrypt` record;
 //! - *off-hours* is outside [`ReportOptions::work_start_hour`]..
-//!   [`ReportOptions::work_end_hour`] at [`ReportOptions::utc_offset`]
-//!   (default 07:00–19:00 UTC), and Saturdays and Sundays unless
+//!   [`ReportOptions::work_end_hour`] in [`ReportOptions::tz`] (the
+//!   policy's `[admit] budget_tz` when the report is given the policy;
+//!   default 07:00–19:00 UTC), and Saturdays and Sundays unless
 //!   [`ReportOptions::weekends_off_hours`] is false; the quarter's bounds
-//!   are midnights at the same offset;
+//!   are midnights in the same zone (daylight saving time followed);
 //! - *far above peers*: for each role, the peers are the principals the
 //!   policy gives that role plus those seen using it in the quarter; a
 //!   principal is flagged when their unmask count is more than
@@ -26,8 +27,9 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+use jiff::tz::TimeZone;
 use serde::Serialize;
-use time::{Date, Month, OffsetDateTime, UtcOffset, Weekday};
+use time::OffsetDateTime;
 
 use crate::audit::query::{for_each_record, QueryError};
 use crate::audit::record::{format_time, Kind, Outcome, Record};
@@ -71,33 +73,47 @@ impl fmt::Display for Quarter {
 }
 
 impl Quarter {
-    /// The first instant of the quarter at `offset`.
-    pub fn start(&self, offset: UtcOffset) -> OffsetDateTime {
-        month_start(self.year, (self.quarter - 1) * 3 + 1, offset)
+    /// The first instant of the quarter in `tz`.
+    pub fn start(&self, tz: &TimeZone) -> OffsetDateTime {
+        month_start(self.year, (self.quarter - 1) * 3 + 1, tz)
     }
 
-    /// The first instant after the quarter at `offset`.
-    pub fn end(&self, offset: UtcOffset) -> OffsetDateTime {
+    /// The first instant after the quarter in `tz`.
+    pub fn end(&self, tz: &TimeZone) -> OffsetDateTime {
         if self.quarter == 4 {
-            month_start(self.year + 1, 1, offset)
+            month_start(self.year + 1, 1, tz)
         } else {
-            month_start(self.year, self.quarter * 3 + 1, offset)
+            month_start(self.year, self.quarter * 3 + 1, tz)
         }
     }
 }
 
-fn month_start(year: i32, month: u8, offset: UtcOffset) -> OffsetDateTime {
-    let month = Month::try_from(month).unwrap_or(Month::January);
-    Date::from_calendar_date(year, month, 1)
-        .map(|d| d.midnight().assume_offset(offset))
+fn month_start(year: i32, month: u8, tz: &TimeZone) -> OffsetDateTime {
+    let (Ok(year), Ok(month)) = (i16::try_from(year), i8::try_from(month)) else {
+        return OffsetDateTime::UNIX_EPOCH;
+    };
+    jiff::civil::Date::new(year, month, 1)
+        .and_then(|d| tz.to_timestamp(d.to_datetime(jiff::civil::Time::midnight())))
+        .ok()
+        .and_then(|ts| OffsetDateTime::from_unix_timestamp(ts.as_second()).ok())
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// `t` as the wall-clock time in `tz`; `None` outside jiff's range.
+fn wall_clock(t: OffsetDateTime, tz: &TimeZone) -> Option<jiff::civil::DateTime> {
+    let nanos = i32::try_from(t.nanosecond()).unwrap_or(0);
+    jiff::Timestamp::new(t.unix_timestamp(), nanos)
+        .ok()
+        .map(|ts| tz.to_datetime(ts))
 }
 
 /// Report settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReportOptions {
-    /// The local offset for business hours and quarter bounds (default UTC).
-    pub utc_offset: UtcOffset,
+    /// The time zone of business hours and quarter bounds (default UTC).
+    pub tz: TimeZone,
+    /// Its name, as the report prints it.
+    pub tz_name: String,
     /// Business hours start (default 7).
     pub work_start_hour: u8,
     /// Business hours end, exclusive (default 19).
@@ -113,7 +129,8 @@ pub struct ReportOptions {
 impl Default for ReportOptions {
     fn default() -> ReportOptions {
         ReportOptions {
-            utc_offset: UtcOffset::UTC,
+            tz: TimeZone::UTC,
+            tz_name: "UTC".to_owned(),
             work_start_hour: 7,
             work_end_hour: 19,
             weekends_off_hours: true,
@@ -125,9 +142,14 @@ impl Default for ReportOptions {
 
 impl ReportOptions {
     fn is_off_hours(&self, t: OffsetDateTime) -> bool {
-        let local = t.to_offset(self.utc_offset);
-        let hour = local.hour();
-        let weekend = matches!(local.weekday(), Weekday::Saturday | Weekday::Sunday);
+        let Some(local) = wall_clock(t, &self.tz) else {
+            return true;
+        };
+        let hour = u8::try_from(local.hour()).unwrap_or(0);
+        let weekend = matches!(
+            local.weekday(),
+            jiff::civil::Weekday::Saturday | jiff::civil::Weekday::Sunday
+        );
         hour < self.work_start_hour
             || hour >= self.work_end_hour
             || (self.weekends_off_hours && weekend)
@@ -376,8 +398,8 @@ pub fn report_with(
     roles_by_principal: &[(String, Vec<String>)],
     options: &ReportOptions,
 ) -> Result<Report, ReportError> {
-    let start = quarter.start(options.utc_offset);
-    let end = quarter.end(options.utc_offset);
+    let start = quarter.start(&options.tz);
+    let end = quarter.end(&options.tz);
     let mut records = Vec::new();
     let unreadable = for_each_record(dir, |r| {
         if r.time >= start && r.time < end {
@@ -390,11 +412,13 @@ pub fn report_with(
 }
 
 fn local_time(t: OffsetDateTime, options: &ReportOptions) -> String {
-    let local = t.to_offset(options.utc_offset);
+    let Some(local) = wall_clock(t, &options.tz) else {
+        return format_time(t).unwrap_or_default();
+    };
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}",
         local.year(),
-        u8::from(local.month()),
+        local.month(),
         local.day(),
         local.hour(),
         local.minute()
@@ -433,7 +457,7 @@ pub fn build(
     roles_by_principal: &[(String, Vec<String>)],
     options: &ReportOptions,
 ) -> Report {
-    let offset = options.utc_offset;
+    let tz = &options.tz;
     let mut holders: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut policy_roles: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (principal, roles) in roles_by_principal {
@@ -661,13 +685,11 @@ pub fn build(
     };
     Report {
         quarter: quarter.to_string(),
-        period_start: format_time(quarter.start(offset)).unwrap_or_default(),
-        period_end: format_time(quarter.end(offset)).unwrap_or_default(),
+        period_start: format_time(quarter.start(tz)).unwrap_or_default(),
+        period_end: format_time(quarter.end(tz)).unwrap_or_default(),
         business_hours: format!(
-            "{:02}:00 to {:02}:00{weekdays}, at UTC{}",
-            options.work_start_hour,
-            options.work_end_hour,
-            offset_text(offset)
+            "{:02}:00 to {:02}:00{weekdays}, in {}",
+            options.work_start_hour, options.work_end_hour, options.tz_name
         ),
         peer_rule: format!(
             "more than {} times the median unmask count of the principals with the same role \
@@ -724,12 +746,6 @@ fn median(sorted: &[u64]) -> f64 {
         n if n % 2 == 1 => sorted[n / 2] as f64,
         n => (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0,
     }
-}
-
-fn offset_text(offset: UtcOffset) -> String {
-    let (h, m, _) = offset.as_hms();
-    let sign = if offset.is_negative() { '-' } else { '+' };
-    format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs())
 }
 
 /// One table of the rendered report.

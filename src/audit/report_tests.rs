@@ -1,7 +1,7 @@
 // Compiled only under #[cfg(test)] (see the parent module).
 //! Tests of the quarterly access review.
 
-use time::macros::{datetime, offset};
+use time::macros::datetime;
 
 use super::*;
 use crate::audit::file::{AuditLog, AuditOptions};
@@ -166,10 +166,16 @@ fn quarter_parses_and_bounds() {
             quarter: 3
         }
     );
-    assert_eq!(q.start(UtcOffset::UTC), datetime!(2026-07-01 0:00 UTC));
-    assert_eq!(q.end(UtcOffset::UTC), datetime!(2026-10-01 0:00 UTC));
+    let utc = jiff::tz::TimeZone::UTC;
+    assert_eq!(q.start(&utc), datetime!(2026-07-01 0:00 UTC));
+    assert_eq!(q.end(&utc), datetime!(2026-10-01 0:00 UTC));
     let q4: Quarter = "2026-q4".parse().expect("quarter");
-    assert_eq!(q4.end(offset!(-5)), datetime!(2027-01-01 0:00 -5));
+    let minus5 = jiff::tz::TimeZone::fixed(jiff::tz::offset(-5));
+    assert_eq!(q4.end(&minus5), datetime!(2027-01-01 0:00 -5));
+    // Midnight in Palo Alto: -07:00 in summer (daylight saving), -08:00 in winter.
+    let pacific = jiff::tz::TimeZone::get("America/Los_Angeles").expect("zone");
+    assert_eq!(q.start(&pacific), datetime!(2026-07-01 0:00 -7));
+    assert_eq!(q4.end(&pacific), datetime!(2027-01-01 0:00 -8));
     for bad in ["2026Q5", "2026", "26Q1", "Q3", "2026Q0"] {
         assert!(bad.parse::<Quarter>().is_err(), "{bad}");
     }
@@ -267,7 +273,8 @@ fn report_counts_the_quarter() {
 fn off_hours_follow_the_offset() {
     let dir = quarter_log();
     let options = ReportOptions {
-        utc_offset: offset!(+8),
+        tz: jiff::tz::TimeZone::fixed(jiff::tz::offset(8)),
+        tz_name: "UTC+08:00".to_owned(),
         ..ReportOptions::default()
     };
     let q = "2026Q3".parse().expect("quarter");
