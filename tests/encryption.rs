@@ -216,7 +216,7 @@ async fn upstream_send(env: &Env, method: Method, path: &str, body: &Value) -> (
 /// `maskgate_envelope_integrity_errors_total`, from `GET /_maskgate/metrics`.
 async fn integrity_errors(env: &Env) -> u64 {
     let r = env
-        .client(Some("billing"), false)
+        .client(Some("security-auditor"), false)
         .get("/_maskgate/metrics")
         .await;
     assert_eq!(r.status, 200);

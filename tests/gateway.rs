@@ -493,7 +493,12 @@ async fn metrics_count_requests_and_values_without_values() {
     let env = Env::demo("metrics").await;
     let cs = env.client(Some("customer-service"), false);
     cs.get("/accounts/ACC-100001").await;
-    let m = cs.get("/_maskgate/metrics").await;
+    // Metrics are for the roles `[admit] metrics_roles` names.
+    assert_eq!(cs.get("/_maskgate/metrics").await.status, 403);
+    let m = env
+        .client(Some("security-auditor"), false)
+        .get("/_maskgate/metrics")
+        .await;
     assert_eq!(m.status, 200);
     let text = m.text();
     assert!(

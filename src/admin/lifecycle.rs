@@ -261,12 +261,7 @@ async fn reload(
             detail: "use POST".to_owned(),
         });
     }
-    // Reading and checking the files is blocking work: off the request threads.
-    let reloading = Arc::clone(shared);
-    let result =
-        tokio::task::spawn_blocking(move || crate::proxy::reload_and_log(&reloading, "admin API"))
-            .await
-            .map_err(|_| GatewayError::Internal)?;
+    let result = crate::proxy::reload_audited(shared, &caller.principal.name, Some(id)).await?;
     match result {
         Ok(report) => Ok(json(
             StatusCode::OK,

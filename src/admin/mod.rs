@@ -117,12 +117,25 @@ async fn route(
     }
     let grants = &config.policy.grants;
     match (path.as_str(), &method) {
-        ("/_maskgate/metrics", _) if get => Ok(text(
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.metrics.render(),
-            id,
-        )),
+        ("/_maskgate/metrics", _) if get => {
+            // Counts by role, route and refusal tell an attacker what is
+            // watched: only the roles `[admit] metrics_roles` names read them.
+            if !config
+                .policy
+                .admit
+                .metrics_roles
+                .iter()
+                .any(|r| holds(&caller, r))
+            {
+                return Err(GatewayError::Forbidden);
+            }
+            Ok(text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                shared.metrics.render(),
+                id,
+            ))
+        }
         ("/_maskgate/grants", &Method::POST) => {
             if !holds(&caller, &grants.approver_role) {
                 return Err(GatewayError::Forbidden);
@@ -323,6 +336,7 @@ async fn route(
                 Some(accounts) => accounts.get(i).map(String::as_str),
                 None => request.account.as_deref(),
             };
+            let mut rewrapped = 0u64;
             let results: Vec<serde_json::Value> = request
                 .envelopes
                 .iter()
@@ -338,11 +352,33 @@ async fn route(
                             .map(|new| serde_json::json!({ "envelope": new }))
                     };
                     match done {
-                    Ok(result) => result,
+                    Ok(result) => {
+                        rewrapped += 1;
+                        result
+                    }
                     Err(err) => serde_json::json!({ "error": crate::crypto::keyring::open_error(&err).to_string() }),
                     }
                 })
                 .collect();
+            // Who moved how many envelopes of which class: recorded before
+            // the new envelopes are handed out (no envelope in the record).
+            if let Some(audit) = &shared.audit {
+                let draft = RecordDraft::new(
+                    Kind::Admin,
+                    caller.principal.name.clone(),
+                    Outcome::Granted,
+                    "rewrap",
+                )
+                .request_id(id)
+                .roles(caller.principal.roles.iter().cloned())
+                .request(method.as_str(), "rewrap")
+                .classes([class.name()])
+                .reason(format!(
+                    "{rewrapped} of {} envelopes rewrapped",
+                    request.envelopes.len()
+                ));
+                crate::proxy::audit::append(audit, draft).await?;
+            }
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({

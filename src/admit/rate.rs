@@ -55,19 +55,41 @@ type KeyedLimiter = governor::RateLimiter<
 type DirectLimiter =
     governor::RateLimiter<NotKeyed, InMemoryState, ClockAdapter, NoOpMiddleware<SystemTime>>;
 
+/// A limiter with the limit it was built for: a reload keeps the limiter
+/// (and so its buckets) when the limit is unchanged.
+struct Kept<L> {
+    spec: RateSpec,
+    limiter: Arc<L>,
+}
+
+impl<L> Kept<L> {
+    /// The limiter of `previous` when it was built for `spec`, else a new
+    /// one from `build`.
+    fn carry(spec: RateSpec, previous: Option<&Kept<L>>, build: impl FnOnce() -> L) -> Kept<L> {
+        let limiter = match previous {
+            Some(p) if p.spec == spec => Arc::clone(&p.limiter),
+            _ => Arc::new(build()),
+        };
+        Kept { spec, limiter }
+    }
+}
+
 /// The limiters of one role on one route.
 #[derive(Default)]
 struct RouteLimiters {
-    per_principal: Option<KeyedLimiter>,
-    role: Option<DirectLimiter>,
+    per_principal: Option<Kept<KeyedLimiter>>,
+    role: Option<Kept<DirectLimiter>>,
 }
 
-/// The rate limiters of one policy. Built once per policy (a reload builds
-/// new ones, with full buckets); thread-safe.
+/// The rate limiters of one policy. Built once per policy; a reload builds
+/// them from the previous set ([`RateLimiter::carried_over`]), keeping the
+/// buckets of every limit that did not change. Thread-safe.
 pub struct RateLimiter {
     clock: ClockAdapter,
     /// Role name → limiters by route index (routes the role is granted).
     roles: HashMap<String, Vec<RouteLimiters>>,
+    /// Route names by index, to find a route's limiters after a reload.
+    route_names: Vec<String>,
 }
 
 impl fmt::Debug for RateLimiter {
@@ -89,8 +111,28 @@ fn quota(spec: &RateSpec) -> Quota {
 
 impl RateLimiter {
     /// Limiters for every role of `policy` on every route granted to it,
-    /// reading time from `clock`.
+    /// reading time from `clock`, all buckets full.
     pub fn new(policy: &Policy, clock: Arc<dyn Clock>) -> RateLimiter {
+        RateLimiter::build(policy, clock, None)
+    }
+
+    /// Limiters for `policy` after a reload: a limit of the same role on
+    /// the same route (by name) that did not change keeps its limiter and
+    /// buckets from `previous`, so a reload refills nothing it did not
+    /// change; new or changed limits start full.
+    pub fn carried_over(
+        policy: &Policy,
+        clock: Arc<dyn Clock>,
+        previous: &RateLimiter,
+    ) -> RateLimiter {
+        RateLimiter::build(policy, clock, Some(previous))
+    }
+
+    fn build(
+        policy: &Policy,
+        clock: Arc<dyn Clock>,
+        previous: Option<&RateLimiter>,
+    ) -> RateLimiter {
         let clock = ClockAdapter(clock);
         let mut roles = HashMap::new();
         for (name, role) in &policy.roles {
@@ -99,41 +141,60 @@ impl RateLimiter {
             let mut any = false;
             for (index, _) in role.grants() {
                 let rates = role.rates(index);
+                let before = previous.and_then(|p| {
+                    let route = policy.routes.get(index)?;
+                    p.limiters_by_name(name, &route.name)
+                });
                 let Some(slot) = routes.get_mut(index) else {
                     continue;
                 };
-                slot.per_principal = rates
-                    .rate
-                    .map(|r| KeyedLimiter::dashmap_with_clock(quota(&r), &clock));
-                slot.role = rates
-                    .role_rate
-                    .map(|r| DirectLimiter::direct_with_clock(quota(&r), &clock));
+                slot.per_principal = rates.rate.map(|r| {
+                    Kept::carry(r, before.and_then(|b| b.per_principal.as_ref()), || {
+                        KeyedLimiter::dashmap_with_clock(quota(&r), &clock)
+                    })
+                });
+                slot.role = rates.role_rate.map(|r| {
+                    Kept::carry(r, before.and_then(|b| b.role.as_ref()), || {
+                        DirectLimiter::direct_with_clock(quota(&r), &clock)
+                    })
+                });
                 any |= slot.per_principal.is_some() || slot.role.is_some();
             }
             if any {
                 roles.insert(name.clone(), routes);
             }
         }
-        RateLimiter { clock, roles }
+        RateLimiter {
+            clock,
+            roles,
+            route_names: policy.routes.iter().map(|r| r.name.clone()).collect(),
+        }
+    }
+
+    fn limiters_by_name(&self, role: &str, route: &str) -> Option<&RouteLimiters> {
+        let index = self.route_names.iter().position(|n| n == route)?;
+        self.roles.get(role)?.get(index)
     }
 
     /// Takes one request of `principal` acting in `role` on the route with
     /// index `route_index` ([`Policy::match_route`]). `Err` with the wait
     /// when a bucket is empty. Roles and routes without limits always pass.
     ///
-    /// `principal` is whom the request is counted for: the person an
-    /// application calls for (`X-On-Behalf-Of`) when there is one.
+    /// `principal` is the principal itself, never the person it calls for
+    /// (`X-On-Behalf-Of`): invented names share the principal's bucket.
     pub fn check(&self, principal: &str, role: &str, route_index: usize) -> Result<(), RetryAfter> {
         let Some(limiters) = self.roles.get(role).and_then(|r| r.get(route_index)) else {
             return Ok(());
         };
         if let Some(per_principal) = &limiters.per_principal {
             per_principal
+                .limiter
                 .check_key(&principal.to_owned())
                 .map_err(|not_until| RetryAfter(not_until.wait_time_from(self.clock.now())))?;
         }
         if let Some(role) = &limiters.role {
-            role.check()
+            role.limiter
+                .check()
                 .map_err(|not_until| RetryAfter(not_until.wait_time_from(self.clock.now())))?;
         }
         Ok(())
@@ -145,8 +206,8 @@ impl RateLimiter {
     pub fn retain_recent(&self) {
         for limiters in self.roles.values().flatten() {
             if let Some(l) = &limiters.per_principal {
-                l.retain_recent();
-                l.shrink_to_fit();
+                l.limiter.retain_recent();
+                l.limiter.shrink_to_fit();
             }
         }
     }
@@ -157,7 +218,7 @@ impl RateLimiter {
             .values()
             .flatten()
             .filter_map(|l| l.per_principal.as_ref())
-            .map(governor::RateLimiter::len)
+            .map(|k| k.limiter.len())
             .sum()
     }
 }

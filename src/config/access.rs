@@ -240,6 +240,14 @@ pub struct AdmitSettings {
     /// The role that freezes and unfreezes accounts and still sees frozen
     /// ones (default `privacy-officer`).
     pub freeze_role: String,
+    /// The roles that may read `/_maskgate/metrics` (default
+    /// `security-auditor` and `it-data-management`).
+    pub metrics_roles: Vec<String>,
+}
+
+impl AdmitSettings {
+    /// The default `metrics_roles`.
+    pub const DEFAULT_METRICS_ROLES: [&'static str; 2] = ["security-auditor", "it-data-management"];
 }
 
 impl Default for AdmitSettings {
@@ -248,6 +256,9 @@ impl Default for AdmitSettings {
             budget_tz: TimeZone::UTC,
             budget_tz_name: "UTC".to_owned(),
             freeze_role: "privacy-officer".to_owned(),
+            metrics_roles: AdmitSettings::DEFAULT_METRICS_ROLES
+                .map(str::to_owned)
+                .to_vec(),
         }
     }
 }

@@ -1944,6 +1944,23 @@ impl Compiler<'_> {
             }
             out.freeze_role = name.clone();
         }
+        if let Some(list) = &raw.metrics_roles {
+            out.metrics_roles.clear();
+            for role in list {
+                let name = role.get_ref();
+                let known = roles.contains_key(name) || broken_roles.contains(name);
+                if !known && self.complete {
+                    self.err(
+                        src,
+                        &role.span(),
+                        format!("unknown role `{name}` in admit.metrics_roles; define it under [roles] or name a defined role"),
+                    );
+                }
+                if !out.metrics_roles.contains(name) {
+                    out.metrics_roles.push(name.clone());
+                }
+            }
+        }
         out
     }
 

@@ -321,6 +321,7 @@ impl<'de> Deserialize<'de> for RawKeyList {
 pub(crate) struct RawAdmit {
     pub budget_tz: Option<Spanned<String>>,
     pub freeze_role: Option<Spanned<String>>,
+    pub metrics_roles: Option<Vec<Spanned<String>>>,
 }
 
 /// `[grants]`: the limits and roles of decrypt grants.

@@ -6,11 +6,13 @@ use std::path::Path;
 /// The account every example line fetches.
 pub const EXAMPLE_ACCOUNT: &str = "ACC-100006";
 
-/// The path the example line for `role` requests: the gateway's metrics for
-/// the roles that see no customer data, else one account.
+/// The path the example line for `role` requests: for the roles that see
+/// no customer data, the gateway's metrics (security auditor) or the
+/// decrypt grants (PMO approver); else one account.
 pub fn example_path(role: &str) -> String {
     match role {
-        "security-auditor" | "pmo-approver" => "/_maskgate/metrics".to_string(),
+        "security-auditor" => "/_maskgate/metrics".to_string(),
+        "pmo-approver" => "/_maskgate/grants".to_string(),
         _ => format!("/accounts/{EXAMPLE_ACCOUNT}"),
     }
 }
@@ -68,7 +70,7 @@ mod tests {
             [
                 "curl --cacert certs/ca.pem --cert certs/billing.pem --key certs/billing.key https://127.0.0.1:8443/accounts/ACC-100006",
                 "curl --cacert certs/ca.pem --cert certs/security-auditor.pem --key certs/security-auditor.key https://127.0.0.1:8443/_maskgate/metrics",
-                "curl --cacert certs/ca.pem --cert certs/pmo-approver.pem --key certs/pmo-approver.key https://127.0.0.1:8443/_maskgate/metrics",
+                "curl --cacert certs/ca.pem --cert certs/pmo-approver.pem --key certs/pmo-approver.key https://127.0.0.1:8443/_maskgate/grants",
             ]
         );
         assert!(curl_lines(Path::new("certs"), "https://x", &[]).is_empty());

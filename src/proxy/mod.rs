@@ -52,7 +52,8 @@ pub struct ConnInfo {
 pub struct Live {
     /// The configuration in force.
     pub config: Arc<Config>,
-    /// Rate limiters of this policy (a reload starts them full).
+    /// Rate limiters of this policy (a reload keeps the buckets of every
+    /// limit it does not change).
     pub rates: crate::admit::RateLimiter,
     /// The lockout rule (`[lockout]`) over the state store.
     pub lockout: crate::admit::Lockout,
@@ -65,9 +66,16 @@ impl Live {
         config: Arc<Config>,
         state: &Arc<dyn crate::admit::StateStore>,
         clock: &Arc<dyn crate::unmask::Clock>,
+        previous: Option<&Live>,
     ) -> Live {
+        let rates = match previous {
+            Some(p) => {
+                crate::admit::RateLimiter::carried_over(&config.policy, Arc::clone(clock), &p.rates)
+            }
+            None => crate::admit::RateLimiter::new(&config.policy, Arc::clone(clock)),
+        };
         Live {
-            rates: crate::admit::RateLimiter::new(&config.policy, Arc::clone(clock)),
+            rates,
             lockout: crate::admit::Lockout::new(Arc::clone(state), config.lockout),
             budget: crate::admit::Budget::new(Arc::clone(state), &config.policy.admit),
             config,
@@ -187,15 +195,65 @@ impl Shared {
         next.crypto = current.crypto.clone();
         next.audit = current.audit.clone();
         next.state = current.state.clone();
-        let live = Live::new(Arc::new(next), &self.state, &self.clock);
+        let previous = self.live.load_full();
+        let live = Live::new(Arc::new(next), &self.state, &self.clock, Some(&previous));
         self.live.store(Arc::new(live));
         self.metrics.reloaded();
         Ok(ReloadReport { needs_restart })
     }
 }
 
+/// The audit record of a reload asked for by `by` (a principal's name, or
+/// `SIGHUP`): granted with the sections that wait for a restart, or denied
+/// when the new files were refused.
+pub fn reload_record(
+    by: &str,
+    result: &Result<ReloadReport, crate::config::ConfigErrors>,
+) -> crate::audit::RecordDraft {
+    use crate::audit::{Kind, Outcome, RecordDraft};
+    match result {
+        Ok(report) => {
+            let draft = RecordDraft::new(Kind::Admin, by, Outcome::Granted, "reload");
+            if report.needs_restart.is_empty() {
+                draft
+            } else {
+                draft.reason(format!(
+                    "changed on disk, applied at the next restart: {}",
+                    report.needs_restart.join(", ")
+                ))
+            }
+        }
+        Err(errors) => RecordDraft::new(Kind::Admin, by, Outcome::Denied, "reload_refused").reason(
+            format!("{} error(s) in the new configuration", errors.0.len()),
+        ),
+    }
+}
+
+/// Reloads for `by` (a principal's name, or `SIGHUP`), logs it and waits
+/// until its audit record is durable.
+pub async fn reload_audited(
+    shared: &Arc<Shared>,
+    by: &str,
+    request_id: Option<&str>,
+) -> Result<Result<ReloadReport, crate::config::ConfigErrors>, GatewayError> {
+    // Reading and checking the files is blocking work: off the request threads.
+    let reloading = Arc::clone(shared);
+    let source = by.to_owned();
+    let result = tokio::task::spawn_blocking(move || reload_and_log(&reloading, &source))
+        .await
+        .map_err(|_| GatewayError::Internal)?;
+    if let Some(audit) = &shared.audit {
+        let mut draft = reload_record(by, &result);
+        if let Some(id) = request_id {
+            draft = draft.request_id(id);
+        }
+        audit::append(audit, draft).await?;
+    }
+    Ok(result)
+}
+
 /// [`Shared::reload`], logged and counted; `source` says who asked
-/// (`SIGHUP`, `admin API`).
+/// (`SIGHUP`, the calling principal).
 pub fn reload_and_log(
     shared: &Shared,
     source: &str,
@@ -281,9 +339,22 @@ impl GatewayHandle {
         let _ = self.task.await;
     }
 
-    /// Re-reads the configuration ([`Shared::reload`]), as SIGHUP does.
+    /// Re-reads the configuration ([`Shared::reload`]), as SIGHUP does,
+    /// and records it (as asked for by `handle`) without waiting for the
+    /// record to be durable.
     pub fn reload(&self) -> Result<ReloadReport, crate::config::ConfigErrors> {
-        reload_and_log(&self.shared, "handle")
+        let result = reload_and_log(&self.shared, "handle");
+        if let Some(audit) = &self.shared.audit {
+            audit.append(
+                reload_record("handle", &result),
+                Box::new(|written| {
+                    if written.is_err() {
+                        tracing::error!(target: "maskgate::audit", "reload could not be recorded");
+                    }
+                }),
+            );
+        }
+        result
     }
 
     /// The state shared by the gateway's requests.
@@ -405,7 +476,9 @@ async fn reload_on_hangup(shared: std::sync::Weak<Shared>) {
             let Some(shared) = shared.upgrade() else {
                 return;
             };
-            let _ = tokio::task::spawn_blocking(move || reload_and_log(&shared, "SIGHUP")).await;
+            if reload_audited(&shared, "SIGHUP", None).await.is_err() {
+                tracing::error!(target: "maskgate::audit", "reload by SIGHUP could not be recorded");
+            }
         }
     }
     #[cfg(not(unix))]
@@ -482,6 +555,12 @@ pub async fn start_with_clock(
                 },
                 rotate_bytes: Some(a.rotate_bytes),
                 witness: a.witness_dir.clone(),
+                // Records are timed by the gateway's clock, like the grants,
+                // budgets and windows they are about.
+                clock: {
+                    let clock = Arc::clone(&clock);
+                    crate::audit::Clock::from_fn(move || time::OffsetDateTime::from(clock.now()))
+                },
                 ..Default::default()
             };
             let log = crate::audit::AuditLog::open(&a.dir, key, options)
@@ -511,7 +590,7 @@ pub async fn start_with_clock(
         .into_iter()
         .map(|f| f.account)
         .collect();
-    let live = Live::new(Arc::new(config), &state, &clock);
+    let live = Live::new(Arc::new(config), &state, &clock, None);
     let shared = Arc::new(Shared {
         live: arc_swap::ArcSwap::from_pointee(live),
         state,

@@ -1,0 +1,281 @@
+//! The findings of the security review (issue 22), each through the real
+//! gateway over TLS: reloads keep buckets and are recorded, a spent grant
+//! always leaves a record, metrics are for the roles named, and the access
+//! review reads business hours in the policy's time zone.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use http::Method;
+use maskgate::audit::{Kind, Outcome, Record};
+
+const COLLECTIONS_REASON: &str = "COLL-2026-00042 skip trace for agency";
+const IT_REASON: &str = "CHG-1234 chargeback dispute";
+
+/// Replaces `old` (which must be there) by `new` in a policy file of `env`.
+fn edit_policy(env: &Env, file: &str, old: &str, new: &str) {
+    let path = env.dir.join("policies").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(old), "{file} has no `{old}`");
+    std::fs::write(&path, text.replacen(old, new, 1)).unwrap();
+}
+
+fn reload(env: &Env) {
+    env.gateway
+        .as_ref()
+        .expect("gateway running")
+        .reload()
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+fn records_of(env: &Env, kind: Kind) -> Vec<Record> {
+    env.audit_records()
+        .into_iter()
+        .filter(|r| r.kind == kind)
+        .collect()
+}
+
+/// The first demo account (of the default 60) with an SSN.
+fn account_with_ssn() -> String {
+    maskgate::demo::data::generate(maskgate::demo::run::DEMO_SEED, 60)
+        .into_iter()
+        .find_map(|a| {
+            a["ssn"].as_str()?;
+            Some(a["id"].as_str()?.to_owned())
+        })
+        .expect("a demo account with an SSN")
+}
+
+async fn secure_env(tag: &str, clock: Option<Arc<maskgate::unmask::ManualClock>>) -> Env {
+    let dir = temp_dir(tag);
+    let upstream = demo_upstream(&dir, 60).await;
+    let options = Options {
+        clock,
+        ..Options::default()
+    };
+    Env::secure(dir, upstream, options, |_| {}).await
+}
+
+// ------------------------------------------------------------ item 5
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_is_recorded_with_its_caller_and_keeps_the_buckets() {
+    let env = secure_env("review-reload", None).await;
+    edit_policy(
+        &env,
+        "roles.toml",
+        "rate = { per_second = 50, burst = 100 }\n[roles.customer-service.actions]",
+        "rate = { per_second = 1, burst = 2 }\n[roles.customer-service.actions]",
+    );
+    reload(&env);
+    let cs = env.client(Some("customer-service"), false);
+    for _ in 0..2 {
+        assert_eq!(cs.get("/accounts/ACC-100001").await.status, 200);
+    }
+    assert_eq!(cs.get("/accounts/ACC-100001").await.status, 429);
+
+    // A reload that changes nothing for customer service refills nothing.
+    let it = env.client(Some("it-data-management"), false);
+    let r = it
+        .send(Method::POST, "/_maskgate/reload", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(cs.get("/accounts/ACC-100001").await.status, 429);
+
+    // A changed limit starts full.
+    edit_policy(
+        &env,
+        "roles.toml",
+        "rate = { per_second = 1, burst = 2 }",
+        "rate = { per_second = 1, burst = 3 }",
+    );
+    let r = it
+        .send(Method::POST, "/_maskgate/reload", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(cs.get("/accounts/ACC-100001").await.status, 200);
+
+    // A refused reload is recorded too.
+    edit_policy(
+        &env,
+        "roles.toml",
+        "[roles.billing]",
+        "[roles.billing]\nbogus = 1",
+    );
+    let r = it
+        .send(Method::POST, "/_maskgate/reload", &[], b"")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 422, "{}", r.text());
+
+    let reloads = records_of(&env, Kind::Admin);
+    let seen: Vec<(&str, &str, Outcome)> = reloads
+        .iter()
+        .map(|r| (r.principal.as_str(), r.why.as_str(), r.outcome))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("handle", "reload", Outcome::Granted),
+            ("it-data-management", "reload", Outcome::Granted),
+            ("it-data-management", "reload", Outcome::Granted),
+            ("it-data-management", "reload_refused", Outcome::Denied),
+        ]
+    );
+    assert!(reloads[1].request_id.is_some());
+    env.stop().await;
+}
+
+// ------------------------------------------------------------ item 6
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_spent_by_a_head_request_leaves_a_record() {
+    let env = secure_env("review-head", None).await;
+    let account = "ACC-100001";
+    let g = env
+        .client(Some("pmo-approver"), false)
+        .send(
+            Method::POST,
+            "/_maskgate/grants",
+            &[("content-type", "application/json")],
+            serde_json::json!({
+                "grantee": "it-data-management",
+                "scope": {"kind": "accounts", "accounts": [account]},
+                "classes": ["card_number"],
+                "reason": IT_REASON,
+                "validity_minutes": 30,
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(g.status, 201, "{}", g.text());
+    let grant = g.json()["grant"]["id"].as_str().unwrap().to_owned();
+    let it = env.client(Some("it-data-management"), false);
+    let headers = [
+        ("x-unmask", "card_number"),
+        ("x-unmask-reason", IT_REASON),
+        ("x-unmask-grant", grant.as_str()),
+    ];
+    let path = format!("/accounts/{account}");
+    let r = it.send(Method::HEAD, &path, &headers, b"").await.unwrap();
+    assert!(r.body.is_empty());
+    let used: Vec<Record> = records_of(&env, Kind::GrantUsed);
+    assert_eq!(used.len(), 1, "{used:?}");
+    assert_eq!(used[0].grant_id.as_deref(), Some(grant.as_str()));
+    assert_eq!(used[0].principal, "it-data-management");
+    assert_eq!(used[0].accounts, [account]);
+    // The use is spent: the single-use grant opens nothing more.
+    let r = it.get_with(&path, &headers).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    env.stop().await;
+}
+
+// ------------------------------------------------------------ item 11
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_for_the_roles_named_and_a_rewrap_is_recorded() {
+    let env = secure_env("review-metrics", None).await;
+    for (role, status) in [
+        ("greenwaste", 403),
+        ("customer-service", 403),
+        ("pmo-approver", 403),
+        ("security-auditor", 200),
+        ("it-data-management", 200),
+    ] {
+        let r = env
+            .client(Some(role), false)
+            .get("/_maskgate/metrics")
+            .await;
+        assert_eq!(r.status, status, "{role}: {}", r.text());
+    }
+    let r = env
+        .client(Some("it-data-management"), false)
+        .send(
+            Method::POST,
+            "/_maskgate/rewrap",
+            &[("content-type", "application/json")],
+            br#"{"class":"card_number","envelopes":[]}"#,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let admin = records_of(&env, Kind::Admin);
+    let rewrap = admin
+        .iter()
+        .find(|r| r.why == "rewrap")
+        .expect("a rewrap record");
+    assert_eq!(rewrap.principal, "it-data-management");
+    assert_eq!(rewrap.classes, ["card_number"]);
+    env.stop().await;
+}
+
+/// 2026-07-15T23:42:00Z: 16:42 in Palo Alto (PDT), a Wednesday.
+const WEDNESDAY_1642_PALO_ALTO: u64 = 1_784_158_920;
+
+fn report_json(audit_dir: &Path, config: Option<&Path>) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_maskgate"));
+    cmd.args([
+        "audit",
+        "report",
+        "--quarter",
+        "2026Q3",
+        "--format",
+        "json",
+        "--dir",
+    ])
+    .arg(audit_dir);
+    if let Some(config) = config {
+        cmd.arg("--config").arg(config);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_review_reads_business_hours_in_the_policys_time_zone() {
+    let clock = Arc::new(maskgate::unmask::ManualClock::at_unix(
+        WEDNESDAY_1642_PALO_ALTO,
+    ));
+    let env = secure_env("review-report", Some(clock)).await;
+    let r = env
+        .client(Some("collections"), false)
+        .get_with(
+            &format!("/accounts/{}", account_with_ssn()),
+            &[("x-unmask", "ssn"), ("x-unmask-reason", COLLECTIONS_REASON)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let config = env.dir.join(maskgate::demo::config::CONFIG_FILE);
+    let report = report_json(&env.audit_dir(), Some(&config));
+    assert!(
+        report["business_hours"]
+            .as_str()
+            .is_some_and(|h| h.contains("America/Los_Angeles")),
+        "{}",
+        report["business_hours"]
+    );
+    assert_eq!(
+        report["unusual"]["off_hours"],
+        serde_json::json!([]),
+        "{report}"
+    );
+    // Read in UTC (no policy given), 23:42 is off-hours: the zone matters.
+    let utc = report_json(&env.audit_dir(), None);
+    assert_eq!(
+        utc["unusual"]["off_hours"][0]["principal"], "collections",
+        "{utc}"
+    );
+    env.stop().await;
+}
