@@ -1,5 +1,6 @@
 //! The findings of the security review (issue 22), each through the real
-//! gateway over TLS: reloads keep buckets and are recorded, a spent grant
+//! gateway over TLS: delegation cannot mint buckets, reloads keep buckets
+//! and are recorded, a spent grant
 //! always leaves a record, metrics are for the roles named, and the access
 //! review reads business hours in the policy's time zone.
 
@@ -7,6 +8,7 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use http::Method;
@@ -57,6 +59,75 @@ async fn secure_env(tag: &str, clock: Option<Arc<maskgate::unmask::ManualClock>>
         ..Options::default()
     };
     Env::secure(dir, upstream, options, |_| {}).await
+}
+
+// ------------------------------------------------------------ item 1
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegation_with_invented_names_hits_the_principals_limits() {
+    let (env, clock) = Env::at_time(
+        temp_dir("review-obo"),
+        demo_upstream(&temp_dir("review-obo-db"), 60).await,
+        WEDNESDAY_NOON_PALO_ALTO,
+        false,
+    )
+    .await;
+    edit_policy(
+        &env,
+        "roles.toml",
+        "rate = { per_second = 50, burst = 100 }\n[roles.customer-service.actions]",
+        "rate = { per_second = 1, burst = 3 }\n[roles.customer-service.actions]",
+    );
+    edit_policy(
+        &env,
+        "principals.toml",
+        "max_per_day = 500 }\n\n[[principals]]\nname = \"billing\"",
+        "max_per_day = 5 }\n\n[[principals]]\nname = \"billing\"",
+    );
+    reload(&env);
+    let cs = env.client(Some("customer-service"), false);
+    let as_person = |name: &'static str| {
+        let cs = &cs;
+        async move {
+            cs.get_with("/accounts/ACC-100001", &[("x-on-behalf-of", name)])
+                .await
+        }
+    };
+    // Each invented name used to open a bucket of its own: now they share
+    // the application's.
+    for name in ["clerk.a", "clerk.b", "clerk.c"] {
+        let r = as_person(name).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+    }
+    let r = as_person("clerk.d").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.headers.contains_key("retry-after"));
+
+    // At most 5 distinct persons a day; known ones still pass.
+    clock.advance(Duration::from_secs(60));
+    for name in ["clerk.d", "clerk.e"] {
+        assert_eq!(as_person(name).await.status, 200, "{name}");
+    }
+    let r = as_person("clerk.f").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.error_code(), "too_many_delegates");
+    assert_eq!(as_person("clerk.a").await.status, 200);
+
+    // Names outside the pattern, or holding an SSN- or card-shaped number,
+    // are refused without being repeated.
+    clock.advance(Duration::from_secs(60));
+    for (name, code) in [
+        ("Clerk.Upper", "delegate_not_allowed"),
+        ("123-45-6789", "delegate_number_shaped"),
+        ("clerk 4111 1111 1111 1111", "delegate_number_shaped"),
+        ("clerk;drop", "delegate_malformed"),
+    ] {
+        let r = as_person(name).await;
+        assert_eq!(r.status, 403, "{name}: {}", r.text());
+        assert_eq!(r.error_code(), code, "{name}");
+        assert!(!r.text().contains(name), "{name} echoed: {}", r.text());
+    }
+    env.stop().await;
 }
 
 // ------------------------------------------------------------ item 5

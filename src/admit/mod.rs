@@ -24,6 +24,7 @@
 //! | records released | [`Budget::charge`] (alert once when `alert`); drop records of frozen accounts ([`StateStore::is_frozen`]) | 403 for further data |
 
 mod budget;
+mod delegates;
 pub mod freeze;
 mod local;
 mod lockout;
@@ -36,6 +37,7 @@ mod tests;
 pub mod window;
 
 pub use budget::{Budget, BudgetError, BudgetExceeded, Remaining};
+pub use delegates::{DelegateCount, TooManyDelegates};
 pub use freeze::FreezeError;
 pub use local::LocalStateStore;
 pub use lockout::{attempt_identities, LockError, LockState, Lockout};

@@ -15,12 +15,13 @@ use super::access::{
 };
 use super::error::{Diag, Source};
 use super::policy::{
-    is_encrypted_class, method_bit, GrantPolicy, Policy, Principal, Role, UnmaskRule, GET, HEAD,
+    is_encrypted_class, method_bit, Delegates, GrantPolicy, Policy, Principal, Role, UnmaskRule,
+    GET, HEAD,
 };
 use super::raw::{
-    Lenient, RawAdmit, RawClass, RawDetectors, RawGrant, RawGrantPolicy, RawHours, RawKeyList,
-    RawPolicyFile, RawPrincipal, RawRate, RawRevocations, RawRole, RawRoute, RawRouteRate,
-    RawUnmask, RawVocabulary,
+    Lenient, RawAdmit, RawClass, RawDelegates, RawDetectors, RawGrant, RawGrantPolicy, RawHours,
+    RawKeyList, RawPolicyFile, RawPrincipal, RawRate, RawRevocations, RawRole, RawRoute,
+    RawRouteRate, RawUnmask, RawVocabulary,
 };
 use super::route::Route;
 use crate::class::words::{PhraseKind, Vocabulary, VocabularyBuilder, VocabularyError};
@@ -1649,6 +1650,27 @@ impl Compiler<'_> {
                 Some(dn)
             });
             let window = self.window(src, &name, &p.valid_from, &p.valid_until, p.hours);
+            let may_delegate = p.may_delegate.unwrap_or(false);
+            let delegates = match p.delegates {
+                Some(d) if !may_delegate => {
+                    self.err(
+                        src,
+                        &d.span(),
+                        format!("principal `{name}` has delegates but not may_delegate = true; add may_delegate = true or remove delegates"),
+                    );
+                    None
+                }
+                Some(d) => self.delegates(src, &name, d),
+                None if may_delegate => {
+                    self.err(
+                        src,
+                        &p.name.span(),
+                        format!("principal `{name}` may delegate but does not say for whom; add delegates = {{ pattern = '^[a-z][a-z0-9._-]{{1,63}}$' }} (the staff user ids it may name) or delegates = {{ names = [\"…\"] }}"),
+                    );
+                    None
+                }
+                None => None,
+            };
             if self.diag_len() == before {
                 out.push(Principal {
                     name,
@@ -1656,13 +1678,100 @@ impl Compiler<'_> {
                     cert_names,
                     cert_issuer,
                     api_key_sha256,
-                    may_delegate: p.may_delegate.unwrap_or(false),
+                    may_delegate,
+                    delegates,
                     revoked: p.revoked.unwrap_or(false),
                     window,
                 });
             }
         }
         (out, names.into_keys().collect())
+    }
+
+    /// A delegating principal's `delegates`; `None` after reporting errors.
+    fn delegates(
+        &mut self,
+        src: &Source,
+        principal: &str,
+        raw: Spanned<RawDelegates>,
+    ) -> Option<Delegates> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let before = self.diag_len();
+        let mut names = std::collections::BTreeSet::new();
+        for n in raw.names.iter().flatten() {
+            let text = n.get_ref();
+            if !Delegates::well_formed(text) {
+                self.err(
+                    src,
+                    &n.span(),
+                    format!("delegate name is not valid; use 1 to {} letters, digits, spaces or '@', '.', '_', '-', '+', with at most {} digits (a longer digit run looks like an SSN or card number)", Delegates::MAX_NAME_BYTES, Delegates::MAX_DIGITS),
+                );
+                continue;
+            }
+            names.insert(text.clone());
+        }
+        let pattern = raw.pattern.as_ref().and_then(|p| {
+            let text = p.get_ref();
+            if text.is_empty() || text.len() > UnmaskRule::LIMIT_PATTERN_BYTES {
+                self.err(
+                    src,
+                    &p.span(),
+                    format!(
+                        "delegates.pattern must be 1 to {} bytes",
+                        UnmaskRule::LIMIT_PATTERN_BYTES
+                    ),
+                );
+                return None;
+            }
+            // The whole name must match, however the pattern is anchored.
+            let built = regex::RegexBuilder::new(&format!("^(?:{text})$"))
+                .unicode(false)
+                .size_limit(1 << 20)
+                .dfa_size_limit(1 << 20)
+                .build();
+            match built {
+                Ok(re) => Some((text.clone(), re)),
+                Err(e) => {
+                    let detail = regex_error_summary(&e);
+                    self.err(
+                        src,
+                        &p.span(),
+                        format!("delegates.pattern is not a valid regular expression: {detail}; patterns use ASCII classes (write [0-9], not \\d with Unicode)"),
+                    );
+                    None
+                }
+            }
+        });
+        if names.is_empty() && raw.pattern.is_none() && self.diag_len() == before {
+            self.err(
+                src,
+                &span,
+                format!("delegates of principal `{principal}` admit nobody; give names = [\"…\"] and/or pattern = '…'"),
+            );
+        }
+        let max_per_day = match &raw.max_per_day {
+            None => Delegates::DEFAULT_MAX_PER_DAY,
+            Some(m) => match u32::try_from(*m.get_ref()) {
+                Ok(n) if (1..=Delegates::LIMIT_PER_DAY).contains(&n) => n,
+                _ => {
+                    self.err(
+                        src,
+                        &m.span(),
+                        format!(
+                            "delegates.max_per_day must be 1 to {}",
+                            Delegates::LIMIT_PER_DAY
+                        ),
+                    );
+                    Delegates::DEFAULT_MAX_PER_DAY
+                }
+            },
+        };
+        (self.diag_len() == before).then_some(Delegates {
+            names,
+            pattern,
+            max_per_day,
+        })
     }
 
     /// A principal's `valid_from`, `valid_until` and `hours`.

@@ -32,7 +32,7 @@ pub use gateway::{
     AuditConfig, ClientCertHeaders, CryptoConfig, IpNet, IpNetError, Limits, LockoutConfig,
     LogConfig, LogFormat, ServerConfig, StateBackend, StateConfig, UpstreamConfig,
 };
-pub use policy::{is_encrypted_class, GrantPolicy, Policy, Principal, Role, UnmaskRule};
+pub use policy::{is_encrypted_class, Delegates, GrantPolicy, Policy, Principal, Role, UnmaskRule};
 pub use route::Route;
 
 use error::{Diag, Source};

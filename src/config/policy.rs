@@ -274,6 +274,75 @@ impl Default for GrantPolicy {
     }
 }
 
+/// The persons a delegating principal may name in `X-On-Behalf-Of`
+/// (`delegates = { names = […], pattern = '…', max_per_day = N }`): a name
+/// is accepted when it is listed or the whole of it matches the pattern.
+#[derive(Clone)]
+pub struct Delegates {
+    /// Names accepted as they are.
+    pub names: std::collections::BTreeSet<String>,
+    /// The pattern as written, and compiled to match a whole name.
+    pub pattern: Option<(String, regex::Regex)>,
+    /// Most distinct persons the principal may name in one day (the
+    /// budget day); past it, new names are refused.
+    pub max_per_day: u32,
+}
+
+impl Delegates {
+    /// Default `max_per_day`.
+    pub const DEFAULT_MAX_PER_DAY: u32 = 500;
+    /// Upper bound of `max_per_day`.
+    pub const LIMIT_PER_DAY: u32 = 100_000;
+    /// Longest name accepted, in bytes.
+    pub const MAX_NAME_BYTES: usize = 128;
+
+    /// Most digits a name may hold: nine would make an SSN, more a card
+    /// or bank account number.
+    pub const MAX_DIGITS: usize = 8;
+
+    /// True for a name that may be a person's: 1 to [`Self::MAX_NAME_BYTES`]
+    /// bytes of ASCII letters, digits, spaces and `@._-+`, with at most
+    /// [`Self::MAX_DIGITS`] digits, not starting or ending with a space.
+    pub fn well_formed(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= Delegates::MAX_NAME_BYTES
+            && name.trim() == name
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"@._-+ ".contains(&b))
+            && name.bytes().filter(u8::is_ascii_digit).count() <= Delegates::MAX_DIGITS
+    }
+
+    /// True when `name` is listed or matches the pattern whole.
+    pub fn admits(&self, name: &str) -> bool {
+        self.names.contains(name)
+            || self
+                .pattern
+                .as_ref()
+                .is_some_and(|(_, re)| re.is_match(name))
+    }
+}
+
+impl PartialEq for Delegates {
+    fn eq(&self, other: &Delegates) -> bool {
+        self.names == other.names
+            && self.pattern.as_ref().map(|(p, _)| p) == other.pattern.as_ref().map(|(p, _)| p)
+            && self.max_per_day == other.max_per_day
+    }
+}
+
+impl Eq for Delegates {}
+
+impl fmt::Debug for Delegates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delegates")
+            .field("names", &self.names.len())
+            .field("pattern", &self.pattern.as_ref().map(|(p, _)| p))
+            .field("max_per_day", &self.max_per_day)
+            .finish()
+    }
+}
+
 /// Someone who calls the gateway: an application or a person.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -290,8 +359,10 @@ pub struct Principal {
     pub cert_issuer: Option<String>,
     /// SHA-256 of the principal's API key.
     pub api_key_sha256: Option<[u8; 32]>,
-    /// May call on behalf of another principal (`X-On-Behalf-Of`).
+    /// May call on behalf of a person (`X-On-Behalf-Of`).
     pub may_delegate: bool,
+    /// Whom it may call for; `Some` exactly when `may_delegate`.
+    pub delegates: Option<Delegates>,
     /// Refused everything.
     pub revoked: bool,
     /// `valid_from`, `valid_until` and `hours`: when the principal may call.
@@ -308,6 +379,7 @@ impl fmt::Debug for Principal {
             .field("cert_issuer", &self.cert_issuer)
             .field("api_key_sha256", &self.api_key_sha256.map(|_| "<set>"))
             .field("may_delegate", &self.may_delegate)
+            .field("delegates", &self.delegates)
             .field("revoked", &self.revoked)
             .field("window", &self.window)
             .finish()

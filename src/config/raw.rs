@@ -466,12 +466,22 @@ pub(crate) struct RawPrincipal {
     /// Any TOML value: checked by hand so that no error message repeats it.
     pub api_key_sha256: Option<Spanned<toml::Value>>,
     pub may_delegate: Option<bool>,
+    pub delegates: Option<Spanned<RawDelegates>>,
     pub revoked: Option<bool>,
     /// RFC 3339 string or TOML offset date-time.
     pub valid_from: Option<Spanned<toml::Value>>,
     /// RFC 3339 string or TOML offset date-time.
     pub valid_until: Option<Spanned<toml::Value>>,
     pub hours: Option<Spanned<RawHours>>,
+}
+
+/// A delegating principal's `delegates`: whom it may call for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDelegates {
+    pub names: Option<Vec<Spanned<String>>>,
+    pub pattern: Option<Spanned<String>>,
+    pub max_per_day: Option<Spanned<u64>>,
 }
 
 /// A principal's allowed days and hours.

@@ -696,6 +696,7 @@ roles = ["reader", "writer", "reader"]
 cert_names = ["app.city.internal", "app"]
 api_key_sha256 = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08"
 may_delegate = true
+delegates = { names = ["clerk.one"], pattern = '[a-z]+@city\.gov', max_per_day = 20 }
 
 [[principals]]
 name = "gone"
@@ -715,6 +716,11 @@ revoked = true
     assert_eq!(app.name, "app@city.gov");
     assert_eq!(app.roles, ["reader", "writer"]);
     assert!(app.may_delegate);
+    let delegates = app.delegates.as_ref().unwrap();
+    assert_eq!(delegates.max_per_day, 20);
+    assert!(delegates.admits("clerk.one") && delegates.admits("ann@city.gov"));
+    // The pattern matches whole names only.
+    assert!(!delegates.admits("ann@city.gov.evil") && !delegates.admits("x ann@city.gov"));
     assert_eq!(
         p.principal_by_cert_name("app").unwrap().name,
         "app@city.gov"

@@ -1,5 +1,7 @@
 //! Who is calling: client certificates and API keys mapped to principals.
 
+pub mod delegation;
+
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -116,7 +118,8 @@ pub struct Caller {
     pub principal: Arc<Principal>,
     /// How it proved it.
     pub credential: Credential,
-    /// The person an application is calling for, if the principal may delegate.
+    /// The person an application is calling for: set once the principal is
+    /// known, by [`delegation::person`] (identification leaves it `None`).
     pub on_behalf_of: Option<String>,
     /// SHA-256 of the API key presented, if any (revocation lists name keys by it).
     pub api_key_sha256: Option<[u8; 32]>,
@@ -132,13 +135,6 @@ pub fn api_key_hash(key: &[u8]) -> [u8; 32] {
 
 /// The header an application uses to name the person it is calling for.
 pub const ON_BEHALF_OF: &str = "x-on-behalf-of";
-
-fn valid_on_behalf_of(v: &str) -> bool {
-    !v.is_empty()
-        && v.len() <= 128
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"@._-+ ".contains(&b))
-}
 
 /// The SHA-256 of the API key a request presents (`Authorization: Bearer
 /// <key>`); `None` without one or when the header is malformed.
@@ -222,20 +218,10 @@ pub fn identify_hashed(
     if principal.revoked {
         return Err(IdentifyError::Revoked);
     }
-    let on_behalf_of = if principal.may_delegate {
-        headers
-            .get(ON_BEHALF_OF)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| valid_on_behalf_of(v))
-            .map(str::to_owned)
-    } else {
-        None
-    };
     Ok(Caller {
         principal: Arc::clone(principal),
         credential,
-        on_behalf_of,
+        on_behalf_of: None,
         api_key_sha256: key_hash,
     })
 }

@@ -79,7 +79,7 @@ pub async fn admit_caller(
             state_failure(shared, live, &e, masked_read)?;
         }
     }
-    let caller = match identify_hashed(policy, conn.cert.as_ref(), headers, key_hash) {
+    let mut caller = match identify_hashed(policy, conn.cert.as_ref(), headers, key_hash) {
         Ok(caller) => caller,
         Err(e) => {
             tracing::info!(target: "maskgate::auth", request_id, reason = %e, "authentication failed");
@@ -130,7 +130,36 @@ pub async fn admit_caller(
             detail: outside.to_string(),
         });
     }
+    caller.on_behalf_of = delegated_person(shared, live, &caller, headers, request_id)?;
     Ok(caller)
+}
+
+/// The person a delegating principal calls for, checked against its
+/// `delegates` and its daily cap on distinct persons. A refusal is logged
+/// and answered by its code only: the name sent is never repeated.
+fn delegated_person(
+    shared: &Shared,
+    live: &Live,
+    caller: &Caller,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<Option<String>, GatewayError> {
+    let refused = |code: &'static str, detail: String| {
+        shared.metrics.event("delegate_refused");
+        tracing::warn!(target: "maskgate::auth", request_id, principal = %caller.principal.name, why = code, "X-On-Behalf-Of refused");
+        GatewayError::Refused { code, detail }
+    };
+    let person = crate::identity::delegation::person(&caller.principal, headers)
+        .map_err(|e| refused(e.code(), e.to_string()))?;
+    let (Some(person), Some(delegates)) = (person, caller.principal.delegates.as_ref()) else {
+        return Ok(None);
+    };
+    let day = live.budget.day(shared.clock.now());
+    shared
+        .delegates
+        .note(&caller.principal.name, &person, &day, delegates.max_per_day)
+        .map_err(|e| refused("too_many_delegates", e.to_string()))?;
+    Ok(Some(person))
 }
 
 /// Counts one failed authentication against each identity; a lock that
@@ -202,12 +231,10 @@ pub fn is_masked_read(method: &http::Method, headers: &HeaderMap) -> bool {
 }
 
 /// Whom a request's rate limits and record budget are counted for: the
-/// person an application calls for, when there is one.
+/// principal, also when it calls for a person (a name in `X-On-Behalf-Of`
+/// is a claim; a new name must not open a new bucket).
 pub fn counted_principal(caller: &Caller) -> &str {
-    caller
-        .on_behalf_of
-        .as_deref()
-        .unwrap_or(&caller.principal.name)
+    &caller.principal.name
 }
 
 /// The account a single-record route is about (its `{id}`).

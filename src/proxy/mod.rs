@@ -112,6 +112,9 @@ pub struct Shared {
     pub grants: Arc<dyn crate::unmask::GrantBackend>,
     /// Per-principal unmask budgets.
     pub unmask_counters: crate::unmask::RateCounters,
+    /// Distinct persons each delegating principal called for today (kept
+    /// across reloads).
+    pub delegates: crate::admit::DelegateCount,
     /// The time, for grants and budgets.
     pub clock: Arc<dyn crate::unmask::Clock>,
 }
@@ -604,6 +607,7 @@ pub async fn start_with_clock(
         audit,
         grants,
         unmask_counters: crate::unmask::RateCounters::new(),
+        delegates: crate::admit::DelegateCount::new(),
         clock,
     });
     tokio::spawn(housekeeping(Arc::clone(&shared)));
