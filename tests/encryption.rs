@@ -1520,7 +1520,15 @@ async fn a_search_by_card_number_finds_the_account_by_blind_index() {
     let all = billing.get("/accounts").await;
     assert_eq!(all.json()["accounts"].as_array().unwrap().len(), 2);
     for h2 in [false, true] {
-        for role in ["billing", "customer-service"] {
+        // Searching by card number is a right of its own: customer service
+        // does not have it (tests/review.rs covers the refusals).
+        let r = env
+            .client(Some("customer-service"), h2)
+            .get("/accounts?card_number=4111111111111111")
+            .await;
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert_eq!(r.error_code(), "card_search_not_allowed");
+        for role in ["billing"] {
             let c = env.client(Some(role), h2);
             for q in [
                 "card_number=4111111111111111",

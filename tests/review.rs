@@ -1,8 +1,8 @@
 //! The findings of the security review (issue 22), each through the real
-//! gateway over TLS: delegation cannot mint buckets, reloads keep buckets
-//! and are recorded, a spent grant
-//! always leaves a record, metrics are for the roles named, and the access
-//! review reads business hours in the policy's time zone.
+//! gateway over TLS: delegation cannot mint buckets, card search is a
+//! right, reloads keep buckets and are recorded, a spent grant always
+//! leaves a record, metrics are for the roles named, and the access review
+//! reads business hours in the policy's time zone.
 
 mod common;
 
@@ -127,6 +127,81 @@ async fn delegation_with_invented_names_hits_the_principals_limits() {
         assert_eq!(r.error_code(), code, "{name}");
         assert!(!r.text().contains(name), "{name} echoed: {}", r.text());
     }
+    env.stop().await;
+}
+
+// ------------------------------------------------------------ item 3
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_search_is_a_right_rate_limited_charged_and_recorded() {
+    let env = secure_env("review-search", None).await;
+    const SEARCH: &str = "/accounts?card_number=4111111111111111";
+    // The contractor and customer service may not search; both refusals
+    // are recorded, without the number.
+    for role in ["greenwaste", "customer-service"] {
+        let r = env.client(Some(role), false).get(SEARCH).await;
+        assert_eq!(r.status, 403, "{role}: {}", r.text());
+        assert_eq!(r.error_code(), "card_search_not_allowed");
+    }
+    let refused = records_of(&env, Kind::CardSearch);
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused.iter().all(|r| r.outcome == Outcome::Denied
+        && r.why == "card_search_not_allowed"
+        && r.classes == ["card_number"]));
+    assert_eq!(refused[0].principal, "greenwaste");
+
+    // IT data management may, 10 at once, then waits; each search is a record.
+    let it = env.client(Some("it-data-management"), false);
+    for n in 0..10 {
+        let r = it.get(SEARCH).await;
+        assert_eq!(r.status, 200, "search {n}: {}", r.text());
+    }
+    let r = it.get(SEARCH).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let it_records: Vec<Record> = records_of(&env, Kind::CardSearch)
+        .into_iter()
+        .filter(|r| r.principal == "it-data-management")
+        .collect();
+    assert_eq!(it_records.len(), 11);
+    assert_eq!(
+        it_records
+            .iter()
+            .filter(|r| r.outcome == Outcome::Granted)
+            .count(),
+        10
+    );
+    assert_eq!(
+        it_records.last().map(|r| r.why.as_str()),
+        Some("card_search_rate_limited")
+    );
+    let log = std::fs::read_dir(env.audit_dir())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default())
+        .collect::<String>();
+    assert!(!log.contains("4111111111111111") && !log.contains("bidx"));
+
+    // A search that finds nothing still costs a record of the budget.
+    edit_policy(
+        &env,
+        "roles.toml",
+        "card_search_rate = { per_minute = 10, burst = 20 }",
+        "card_search_rate = { per_minute = 10, burst = 20 }\nrecord_budget_per_day = 3",
+    );
+    reload(&env);
+    let billing = env.client(Some("billing"), false);
+    let mut misses = 0;
+    let refused = loop {
+        let r = billing.get("/accounts?card_number=6011111111111117").await;
+        if r.status != 200 {
+            break r;
+        }
+        assert_eq!(r.json()["accounts"].as_array().map(Vec::len), Some(0));
+        misses += 1;
+        assert!(misses <= 3, "{misses} misses within a budget of 3 records");
+    };
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(refused.error_code(), "record_budget_exceeded");
+    assert!(misses >= 1);
     env.stop().await;
 }
 

@@ -90,6 +90,8 @@ pub struct RateLimiter {
     roles: HashMap<String, Vec<RouteLimiters>>,
     /// Route names by index, to find a route's limiters after a reload.
     route_names: Vec<String>,
+    /// Role name → the per-principal limit on searches by blind index.
+    card_searches: HashMap<String, Kept<KeyedLimiter>>,
 }
 
 impl fmt::Debug for RateLimiter {
@@ -135,7 +137,17 @@ impl RateLimiter {
     ) -> RateLimiter {
         let clock = ClockAdapter(clock);
         let mut roles = HashMap::new();
+        let mut card_searches = HashMap::new();
         for (name, role) in &policy.roles {
+            if let Some(spec) = role.card_search_rate.filter(|_| role.may_search_cards) {
+                let before = previous.and_then(|p| p.card_searches.get(name));
+                card_searches.insert(
+                    name.clone(),
+                    Kept::carry(spec, before, || {
+                        KeyedLimiter::dashmap_with_clock(quota(&spec), &clock)
+                    }),
+                );
+            }
             let mut routes: Vec<RouteLimiters> = Vec::new();
             routes.resize_with(policy.routes.len(), RouteLimiters::default);
             let mut any = false;
@@ -168,6 +180,7 @@ impl RateLimiter {
             clock,
             roles,
             route_names: policy.routes.iter().map(|r| r.name.clone()).collect(),
+            card_searches,
         }
     }
 
@@ -210,6 +223,22 @@ impl RateLimiter {
                 l.limiter.shrink_to_fit();
             }
         }
+        for l in self.card_searches.values() {
+            l.limiter.retain_recent();
+            l.limiter.shrink_to_fit();
+        }
+    }
+
+    /// Takes one search by blind index of `principal` acting in `role`.
+    /// `Err` with the wait when its bucket is empty; a role without a
+    /// search limit has no search right, which the caller checks first.
+    pub fn check_card_search(&self, principal: &str, role: &str) -> Result<(), RetryAfter> {
+        let Some(kept) = self.card_searches.get(role) else {
+            return Ok(());
+        };
+        kept.limiter
+            .check_key(&principal.to_owned())
+            .map_err(|not_until| RetryAfter(not_until.wait_time_from(self.clock.now())))
     }
 
     /// How many principal buckets are held.

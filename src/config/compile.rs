@@ -895,6 +895,30 @@ impl Compiler<'_> {
             }
             Some(flag) => *flag.get_ref(),
         };
+        let may_search_cards = match &body.may_search_cards {
+            None => false,
+            Some(flag) if *flag.get_ref() && allowlist => {
+                self.err(
+                    src,
+                    &flag.span(),
+                    "allowlist roles may not search by card number: a search tells whether a card is on file; remove may_search_cards or turn allowlist mode off",
+                );
+                false
+            }
+            Some(flag) => *flag.get_ref(),
+        };
+        let card_search_rate = match &body.card_search_rate {
+            Some(r) if !may_search_cards => {
+                self.err(
+                    src,
+                    &r.span(),
+                    "card_search_rate without may_search_cards = true limits nothing; remove it or grant the right",
+                );
+                None
+            }
+            Some(r) => self.rate(src, r, "card_search_rate"),
+            None => may_search_cards.then_some(Role::DEFAULT_CARD_SEARCH_RATE),
+        };
         let grants = self.grants(
             src,
             body.routes.unwrap_or_default(),
@@ -986,6 +1010,8 @@ impl Compiler<'_> {
             route_rates,
             record_budget_per_day,
             may_export,
+            may_search_cards,
+            card_search_rate,
             grants,
         })
     }

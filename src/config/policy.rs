@@ -120,11 +120,32 @@ pub struct Role {
     /// `may_export`: may be granted `export` routes (default: true, but
     /// false for allowlist roles).
     pub may_export: bool,
+    /// `may_search_cards`: may search by blind index (`?card_number=…`);
+    /// default false, never for allowlist roles.
+    pub may_search_cards: bool,
+    /// `card_search_rate`: searches by blind index one principal may make
+    /// ([`Role::DEFAULT_CARD_SEARCH_RATE`] when the right is given without
+    /// it); `None` without the right.
+    pub card_search_rate: Option<super::RateSpec>,
     /// Method bits per route index.
     pub(super) grants: Vec<u8>,
 }
 
 impl Role {
+    /// `card_search_rate` when a role may search without naming one: 10 a
+    /// minute, bursts of 5 (a clerk looking up a payment, not a list).
+    pub const DEFAULT_CARD_SEARCH_RATE: super::RateSpec = super::RateSpec {
+        count: match std::num::NonZeroU32::new(10) {
+            Some(n) => n,
+            None => std::num::NonZeroU32::MIN,
+        },
+        period: super::RatePeriod::Minute,
+        burst: match std::num::NonZeroU32::new(5) {
+            Some(n) => n,
+            None => std::num::NonZeroU32::MIN,
+        },
+    };
+
     /// True when this role may call the route with index `route_index` (from
     /// [`Policy::match_route`]) with `method`. HEAD is allowed where GET is.
     pub fn allows(&self, route_index: usize, method: &Method) -> bool {

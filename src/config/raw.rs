@@ -381,6 +381,8 @@ pub(crate) struct RawRole {
     pub route_rates: Option<BTreeMap<Spanned<String>, Spanned<RawRouteRate>>>,
     pub record_budget_per_day: Option<Spanned<u64>>,
     pub may_export: Option<Spanned<bool>>,
+    pub may_search_cards: Option<Spanned<bool>>,
+    pub card_search_rate: Option<Spanned<RawRate>>,
 }
 
 /// A rate limit: `{ per_second = 20, burst = 40 }` (or `per_minute`).

@@ -391,3 +391,67 @@ pub async fn charge_records(
         }
     }
 }
+
+/// A search by blind index (`?card_number=…`): allowed only to roles with
+/// `may_search_cards`, within their `card_search_rate`; each search costs
+/// one record of the principal's budget (a search that finds nothing still
+/// tells whether a card is on file), and each — allowed or refused — is an
+/// audit record, durable before the search reaches the upstream. Neither
+/// the number nor its index is in the record.
+pub async fn admit_card_search(
+    shared: &Shared,
+    live: &Live,
+    caller: &Caller,
+    auth: &Authorized,
+    method: &http::Method,
+    request_id: &str,
+    classes: &[crate::class::FieldClass],
+) -> Result<(), GatewayError> {
+    let audit_log = shared
+        .audit
+        .as_ref()
+        .ok_or(GatewayError::Unavailable("audit_unavailable"))?;
+    let record = |outcome, why: &str| {
+        super::audit::draft(
+            Kind::CardSearch,
+            caller,
+            auth,
+            method,
+            request_id,
+            outcome,
+            why,
+        )
+        .classes(classes.iter().map(|c| c.name()))
+    };
+    let principal = counted_principal(caller);
+    let refusal = if !auth.role.may_search_cards {
+        Some((
+            "card_search_not_allowed",
+            GatewayError::Refused {
+                code: "card_search_not_allowed",
+                detail: format!("the {} role may not search by card number", auth.role.name),
+            },
+        ))
+    } else {
+        live.rates
+            .check_card_search(principal, &auth.role.name)
+            .err()
+            .map(|wait| {
+                (
+                    "card_search_rate_limited",
+                    GatewayError::TooManyRequests {
+                        retry_after_secs: wait.header_secs(),
+                    },
+                )
+            })
+    };
+    if let Some((why, err)) = refusal {
+        shared.metrics.event("card_search_refused");
+        tracing::info!(target: "maskgate::admit", request_id, principal, role = %auth.role.name, why, "card search refused");
+        super::audit::append(audit_log, record(Outcome::Denied, why)).await?;
+        return Err(err);
+    }
+    super::audit::append(audit_log, record(Outcome::Granted, "ok")).await?;
+    charge_records(shared, live, caller, auth, method, request_id, 1).await;
+    Ok(())
+}

@@ -15,7 +15,9 @@ use crate::rewrite::content::{
 };
 use crate::rewrite::{Limits as RewriteLimits, RewriteSpec};
 
-use super::admit::{admit_caller, admit_request, charge_records, is_masked_read};
+use super::admit::{
+    admit_caller, admit_card_search, admit_request, charge_records, is_masked_read,
+};
 use super::audit;
 use super::authorize::{authorize, Authorized};
 use super::edge_body::TimedOut;
@@ -228,12 +230,21 @@ async fn proxy(
                 .get(auth.route_index)
                 .and_then(|route| crate::admit::page_cap(route, q));
             let q = capped.as_deref().unwrap_or(q);
-            Some(protect_query(
-                q,
-                &auth.role.rules,
-                &shared.detectors,
-                &shared.protection,
-            )?)
+            let protected =
+                protect_query(q, &auth.role.rules, &shared.detectors, &shared.protection)?;
+            if !protected.searched.is_empty() {
+                admit_card_search(
+                    shared,
+                    &live,
+                    &caller,
+                    &auth,
+                    &parts.method,
+                    &log.id,
+                    &protected.searched,
+                )
+                .await?;
+            }
+            Some(protected.query)
         }
         None => None,
     };

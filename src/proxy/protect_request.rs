@@ -199,16 +199,27 @@ const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'.')
     .remove(b'~');
 
+/// A query made safe for the upstream.
+#[derive(Debug)]
+pub struct ProtectedQuery {
+    /// The query to send.
+    pub query: String,
+    /// The classes searched by blind index (a search right is needed).
+    pub searched: Vec<crate::class::FieldClass>,
+}
+
 /// Rewrites a query so no card number reaches the upstream: a parameter of
 /// an encrypted class becomes `<name>_bidx=<blind index>` (or is refused
 /// when the class has no blind index); a card number in any other parameter
-/// is refused.
+/// is refused. Which classes were searched is returned: the caller checks
+/// the search right before the query is used.
 pub fn protect_query(
     query: &str,
     rules: &Rules,
     detectors: &Detectors,
     protection: &RequestProtection,
-) -> Result<String, GatewayError> {
+) -> Result<ProtectedQuery, GatewayError> {
+    let mut searched = Vec::new();
     let mut out = String::with_capacity(query.len());
     let mut findings = Vec::new();
     for (i, pair) in query.split('&').enumerate() {
@@ -235,6 +246,9 @@ pub fn protect_query(
                 out.push_str(BLIND_INDEX_SUFFIX);
                 out.push('=');
                 out.extend(percent_encoding::utf8_percent_encode(&index, QUERY_VALUE));
+                if !searched.contains(&class) {
+                    searched.push(class);
+                }
             }
             _ => {
                 findings.clear();
@@ -248,7 +262,10 @@ pub fn protect_query(
             }
         }
     }
-    Ok(out)
+    Ok(ProtectedQuery {
+        query: out,
+        searched,
+    })
 }
 
 #[cfg(test)]
