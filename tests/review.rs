@@ -1,6 +1,7 @@
-//! The findings of the security review (issue 22), each through the real
-//! gateway over TLS: delegation cannot mint buckets, card search is a
-//! right, reloads keep buckets and are recorded, a spent grant always
+//! The findings of the security review (issue 22, items 1, 3, 4, 5, 6 and
+//! 11), each through the real gateway over TLS: delegation cannot mint
+//! buckets, card search is a right, budgets hold through a state-store
+//! outage, reloads keep buckets and are recorded, a spent grant always
 //! leaves a record, metrics are for the roles named, and the access review
 //! reads business hours in the policy's time zone.
 
@@ -8,11 +9,12 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use http::Method;
 use maskgate::audit::{Kind, Outcome, Record};
+use maskgate::pg::testing::{Cluster, Options as PgOptions};
 
 const COLLECTIONS_REASON: &str = "COLL-2026-00042 skip trace for agency";
 const IT_REASON: &str = "CHG-1234 chargeback dispute";
@@ -202,6 +204,96 @@ async fn card_search_is_a_right_rate_limited_charged_and_recorded() {
     assert_eq!(refused.status, 403, "{}", refused.text());
     assert_eq!(refused.error_code(), "record_budget_exceeded");
     assert!(misses >= 1);
+    env.stop().await;
+}
+
+// ------------------------------------------------------------ item 4
+
+/// A gateway on the shared database at `url`; the contractor's budget
+/// lowered to 30 records a day.
+async fn gateway_on(tag: &str, url: &str, clock: Arc<maskgate::unmask::ManualClock>) -> Env {
+    let dir = temp_dir(tag);
+    let upstream = demo_upstream(&dir, 60).await;
+    let url = url.to_owned();
+    let options = Options {
+        clock: Some(clock),
+        ..Options::default()
+    };
+    let env = Env::start_with(dir, upstream, options, move |cfg| {
+        let mut pg = maskgate::config::PostgresConfig::new(url);
+        pg.connect_timeout = Duration::from_millis(500);
+        pg.statement_timeout = Duration::from_millis(1000);
+        cfg.state.backend = maskgate::config::StateBackend::Postgres;
+        cfg.state.postgres = Some(pg);
+    })
+    .await;
+    edit_policy(
+        &env,
+        "roles.toml",
+        "record_budget_per_day = 2000",
+        "record_budget_per_day = 30",
+    );
+    reload(&env);
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_state_store_outage_keeps_budgets_and_pushes_the_counts_after() {
+    let mut cluster = Cluster::start(PgOptions::default());
+    let url = cluster.new_database().await;
+    let clock = Arc::new(maskgate::unmask::ManualClock::at_unix(
+        WEDNESDAY_NOON_PALO_ALTO,
+    ));
+    let env = gateway_on("review-outage", &url, clock.clone()).await;
+    let contractor = env.client(Some("greenwaste"), false);
+    const PAGE: &str = "/accounts?limit=10";
+    let r = contractor.get(PAGE).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    cluster.stop_server();
+    // Masked reads keep flowing, but only within the budget this gateway
+    // knows of: the store's last total plus what it counted since.
+    let mut served = 0;
+    let refused = loop {
+        clock.advance(Duration::from_secs(1));
+        let r = contractor.get(PAGE).await;
+        match r.status.as_u16() {
+            200 => served += 1,
+            403 => break r,
+            other => panic!("{other}: {}", r.text()),
+        }
+        assert!(
+            served < 5,
+            "30 records a day, yet {served} pages of 10 served in the outage"
+        );
+    };
+    assert_eq!(refused.error_code(), "record_budget_exceeded");
+    assert!(served >= 1, "no masked read served during the outage");
+
+    cluster.start_server();
+    // Once the store is back, the counts kept meanwhile are pushed: another
+    // instance sharing it sees the budget used up.
+    let other = gateway_on("review-outage-b", &url, clock.clone()).await;
+    let contractor_b = other.client(Some("greenwaste"), false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        clock.advance(Duration::from_secs(1));
+        let r = contractor_b.get("/accounts?limit=1").await;
+        if r.status == 403 {
+            assert_eq!(r.error_code(), "record_budget_exceeded");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other instance still serves: {} {}",
+            r.status,
+            r.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The first instance agrees, from the store.
+    assert_eq!(contractor.get(PAGE).await.status, 403);
+    other.stop().await;
     env.stop().await;
 }
 

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+use super::shadow::Shadow;
 use super::state::{StateError, StateStore};
 use crate::config::AdmitSettings;
 
@@ -56,20 +57,100 @@ pub enum BudgetError {
     Store(#[from] StateError),
 }
 
-/// Daily record budgets over a [`StateStore`]. Cheap to clone; thread-safe.
+/// Daily record budgets over a [`StateStore`], with a [`Shadow`] that
+/// holds them while the store is away. Cheap to clone; thread-safe.
 #[derive(Clone, Debug)]
 pub struct Budget {
     store: Arc<dyn StateStore>,
     tz: TimeZone,
+    shadow: Arc<Shadow>,
 }
 
 impl Budget {
-    /// Budgets counted in `store`, by calendar day in `settings.budget_tz`.
-    pub fn new(store: Arc<dyn StateStore>, settings: &AdmitSettings) -> Budget {
+    /// Budgets counted in `store`, by calendar day in `settings.budget_tz`,
+    /// shadowed in `shadow`.
+    pub fn new(
+        store: Arc<dyn StateStore>,
+        settings: &AdmitSettings,
+        shadow: Arc<Shadow>,
+    ) -> Budget {
         Budget {
             store,
             tz: settings.budget_tz.clone(),
+            shadow,
         }
+    }
+
+    /// The records of `principal` on `day` in the store, after pushing
+    /// what the shadow counted while the store was away.
+    async fn stored_records(&self, principal: &str, day: &str) -> Result<u64, StateError> {
+        let pending = self.shadow.take_pending_records(principal, day);
+        let result = if pending > 0 {
+            self.store.add_records(principal, day, pending).await
+        } else {
+            self.store.records(principal, day).await
+        };
+        match result {
+            Ok(total) => {
+                self.shadow.learn_records(principal, day, total);
+                Ok(total)
+            }
+            Err(e) => {
+                self.shadow.restore_pending_records(principal, day, pending);
+                Err(e)
+            }
+        }
+    }
+
+    /// Pushes every count the shadow kept while the store was away; the
+    /// first failure stops it (the rest waits for the next call).
+    pub async fn reconcile(&self) -> Result<(), StateError> {
+        for (principal, day) in self.shadow.pending_record_keys() {
+            self.stored_records(&principal, &day).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Budget::check`] while the store is away: from the shadow (the
+    /// store's last total plus what was counted here since).
+    pub fn check_shadow(
+        &self,
+        principal: &str,
+        limit: Option<u64>,
+        now: SystemTime,
+    ) -> Result<Remaining, BudgetExceeded> {
+        let Some(limit) = limit else {
+            return Ok(Remaining { used: 0, limit });
+        };
+        let used = self.shadow.records(principal, &self.day(now));
+        if used >= limit {
+            return Err(BudgetExceeded {
+                limit,
+                used,
+                over: 0,
+                alert: false,
+            });
+        }
+        Ok(Remaining {
+            used,
+            limit: Some(limit),
+        })
+    }
+
+    /// [`Budget::charge`] while the store is away: counted in the shadow,
+    /// pushed by [`Budget::reconcile`].
+    pub fn charge_shadow(
+        &self,
+        principal: &str,
+        limit: Option<u64>,
+        n: u64,
+        now: SystemTime,
+    ) -> Result<Remaining, BudgetExceeded> {
+        let Some(limit) = limit else {
+            return Ok(Remaining { used: 0, limit });
+        };
+        let used = self.shadow.add_records(principal, &self.day(now), n);
+        exceeded(limit, used, n)
     }
 
     /// The day `now` falls on, `YYYY-MM-DD`, in the budget time zone.
@@ -93,7 +174,7 @@ impl Budget {
         let Some(limit) = limit else {
             return Ok(Remaining { used: 0, limit });
         };
-        let used = self.store.records(principal, &self.day(now)).await?;
+        let used = self.stored_records(principal, &self.day(now)).await?;
         if used >= limit {
             return Err(BudgetExceeded {
                 limit,
@@ -123,20 +204,26 @@ impl Budget {
         let Some(limit) = limit else {
             return Ok(Remaining { used: 0, limit });
         };
-        let used = self.store.add_records(principal, &self.day(now), n).await?;
-        if used < limit {
-            return Ok(Remaining {
-                used,
-                limit: Some(limit),
-            });
-        }
-        let before = used.saturating_sub(n);
-        Err(BudgetExceeded {
-            limit,
-            used,
-            over: (used - limit).min(n),
-            alert: before < limit,
-        }
-        .into())
+        let day = self.day(now);
+        let used = self.store.add_records(principal, &day, n).await?;
+        self.shadow.learn_records(principal, &day, used);
+        Ok(exceeded(limit, used, n)?)
     }
+}
+
+/// `used` records after a charge of `n` against `limit`.
+fn exceeded(limit: u64, used: u64, n: u64) -> Result<Remaining, BudgetExceeded> {
+    if used < limit {
+        return Ok(Remaining {
+            used,
+            limit: Some(limit),
+        });
+    }
+    let before = used.saturating_sub(n);
+    Err(BudgetExceeded {
+        limit,
+        used,
+        over: (used - limit).min(n),
+        alert: before < limit,
+    })
 }

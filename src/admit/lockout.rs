@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::shadow::Shadow;
 use super::state::{IdentityKey, LockEntry, StateError, StateStore};
 use crate::config::LockoutConfig;
 use crate::identity::PeerCertificate;
@@ -50,17 +51,111 @@ pub enum LockError {
     Store(#[from] StateError),
 }
 
-/// The lockout rule over a [`StateStore`]. Cheap to clone; thread-safe.
+/// The lockout rule over a [`StateStore`], with a [`Shadow`] that holds
+/// it while the store is away. Cheap to clone; thread-safe.
 #[derive(Clone, Debug)]
 pub struct Lockout {
     store: Arc<dyn StateStore>,
     config: LockoutConfig,
+    shadow: Arc<Shadow>,
 }
 
 impl Lockout {
-    /// The rule `config` over `store`.
-    pub fn new(store: Arc<dyn StateStore>, config: LockoutConfig) -> Lockout {
-        Lockout { store, config }
+    /// The rule `config` over `store`, shadowed in `shadow`.
+    pub fn new(store: Arc<dyn StateStore>, config: LockoutConfig, shadow: Arc<Shadow>) -> Lockout {
+        Lockout {
+            store,
+            config,
+            shadow,
+        }
+    }
+
+    /// [`Lockout::check_all`] while the store is away: the locks last seen
+    /// in the store and those started here since.
+    pub fn check_all_shadow(
+        &self,
+        identities: &[IdentityKey],
+        now: SystemTime,
+    ) -> Result<(), LockError> {
+        for id in identities {
+            if let Some(lock) = self.shadow.lock_of(id, now) {
+                return Err(LockError::Locked {
+                    identity: lock.identity,
+                    until: lock.until,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Lockout::record_failure`] while the store is away: counted here
+    /// (failures before the outage are not known), locking when this
+    /// gateway alone saw `max_failures` within the window.
+    pub fn record_failure_shadow(&self, identity: &IdentityKey, now: SystemTime) -> LockState {
+        if let Some(lock) = self.shadow.lock_of(identity, now) {
+            return LockState::Locked {
+                until: lock.until,
+                new: false,
+            };
+        }
+        let failures = self.shadow.add_failure(identity, now, self.config.window);
+        if failures < self.config.max_failures {
+            return LockState::Counting {
+                failures,
+                max_failures: self.config.max_failures,
+            };
+        }
+        let until = lock_end(now, self.config.lock);
+        let new = self.shadow.lock(identity, now, until);
+        LockState::Locked { until, new }
+    }
+
+    /// Pushes the failures and locks the shadow kept while the store was
+    /// away; on a failure they stay for the next call.
+    pub async fn reconcile(&self) -> Result<(), StateError> {
+        let (failures, locks) = self.shadow.take_pending_lockouts();
+        let mut failed = None;
+        let mut left_failures = Vec::new();
+        for (identity, times) in failures {
+            if failed.is_some() {
+                left_failures.push((identity, times));
+                continue;
+            }
+            for (i, t) in times.iter().enumerate() {
+                if let Err(e) = self
+                    .store
+                    .add_failure(&identity, *t, self.config.window)
+                    .await
+                {
+                    failed = Some(e);
+                    left_failures.push((identity.clone(), times[i..].to_vec()));
+                    break;
+                }
+            }
+        }
+        let mut left_locks = Vec::new();
+        for lock in locks {
+            if failed.is_some() {
+                left_locks.push(lock);
+                continue;
+            }
+            if let Err(e) = self
+                .store
+                .lock(&lock.identity, lock.since, lock.until)
+                .await
+            {
+                failed = Some(e);
+                left_locks.push(lock);
+            }
+        }
+        match failed {
+            None => Ok(()),
+            Some(e) => {
+                self.shadow
+                    .restore_pending_lockouts(left_failures, left_locks);
+                Err(e)
+            }
+        }
     }
 
     /// The rule's settings.
@@ -70,7 +165,9 @@ impl Lockout {
 
     /// `Err(Locked)` when `identity` is locked at `now`.
     pub async fn check(&self, identity: &IdentityKey, now: SystemTime) -> Result<(), LockError> {
-        match self.store.lock_of(identity, now).await? {
+        let lock = self.store.lock_of(identity, now).await?;
+        self.shadow.learn_lock(identity, lock.as_ref());
+        match lock {
             Some(lock) => Err(LockError::Locked {
                 identity: lock.identity,
                 until: lock.until,
@@ -116,10 +213,7 @@ impl Lockout {
                 max_failures: self.config.max_failures,
             });
         }
-        // Year 9999 if `now + lock` does not fit (it always does in practice).
-        let until = now
-            .checked_add(self.config.lock)
-            .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799));
+        let until = lock_end(now, self.config.lock);
         let new = self.store.lock(identity, now, until).await?;
         let until = match self.store.lock_of(identity, now).await? {
             Some(lock) => lock.until,
@@ -130,6 +224,7 @@ impl Lockout {
 
     /// A successful authentication of `identity`: its failures are forgotten.
     pub async fn record_success(&self, identity: &IdentityKey) -> Result<(), StateError> {
+        self.shadow.clear_failures(identity);
         self.store.clear_failures(identity).await
     }
 
@@ -140,13 +235,22 @@ impl Lockout {
         identity: &IdentityKey,
         now: SystemTime,
     ) -> Result<Option<LockEntry>, StateError> {
-        self.store.unlock(identity, now).await
+        let lifted = self.store.unlock(identity, now).await?;
+        self.shadow.forget(identity);
+        Ok(lifted)
     }
 
     /// Every lock in force at `now`.
     pub async fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError> {
         self.store.locks(now).await
     }
+}
+
+/// When a lock that starts at `now` ends: year 9999 if `now + lock` does
+/// not fit (it always does in practice).
+fn lock_end(now: SystemTime, lock: Duration) -> SystemTime {
+    now.checked_add(lock)
+        .unwrap_or(UNIX_EPOCH + Duration::from_secs(253_402_300_799))
 }
 
 /// The identities an authentication attempt is checked under and counted

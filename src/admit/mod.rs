@@ -31,6 +31,7 @@ mod lockout;
 pub mod page;
 mod rate;
 pub mod revoke;
+mod shadow;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -44,6 +45,7 @@ pub use lockout::{attempt_identities, LockError, LockState, Lockout};
 pub use page::{export_allowed, page_cap, ExportDenied};
 pub use rate::{RateLimiter, RetryAfter};
 pub use revoke::Revoked;
+pub use shadow::Shadow;
 pub use state::{
     check_account_id, BadIdentity, Freeze, FreezeChange, IdentityKey, LockEntry, StateError,
     StateStore, KEY_ID_BYTES, MAX_FREEZE_ACCOUNT_LEN, MAX_IDENTITY_NAME_LEN,

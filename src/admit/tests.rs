@@ -91,7 +91,11 @@ fn ip(s: &str) -> IdentityKey {
 // ------------------------------------------------------------ lockout
 
 fn lockout(dir: &TempDir) -> Lockout {
-    Lockout::new(store(dir), LockoutConfig::default())
+    Lockout::new(
+        store(dir),
+        LockoutConfig::default(),
+        Arc::new(Shadow::new()),
+    )
 }
 
 #[tokio::test]
@@ -186,7 +190,7 @@ async fn a_lock_ends_after_lock_secs() {
         window: Duration::from_secs(900),
         lock: Duration::from_secs(600),
     };
-    let lock = Lockout::new(store(&dir), config);
+    let lock = Lockout::new(store(&dir), config, Arc::new(Shadow::new()));
     let clock = ManualClock::new(at("2026-03-02T10:00:00Z"));
     let id = ip("203.0.113.9");
     for _ in 0..3 {
@@ -569,7 +573,7 @@ fn budget(store: Arc<dyn StateStore>) -> Budget {
         budget_tz_name: "America/Los_Angeles".to_owned(),
         ..config::AdmitSettings::default()
     };
-    Budget::new(store, &settings)
+    Budget::new(store, &settings, Arc::new(Shadow::new()))
 }
 
 #[tokio::test]
@@ -984,4 +988,208 @@ async fn open_state_uses_the_configured_data_dir() {
         .join("state")
         .join(LocalStateStore::FREEZES_FILE)
         .exists());
+}
+
+// ------------------------------------------------------------ the shadow
+
+/// A store that fails every call while `down` is set, like a database that
+/// cannot be reached.
+#[derive(Debug)]
+struct Flaky {
+    inner: Arc<dyn StateStore>,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Flaky {
+    fn up(&self) -> Result<(), StateError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StateError::Storage("unreachable".to_owned()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl StateStore for Flaky {
+    async fn add_failure(
+        &self,
+        identity: &IdentityKey,
+        now: SystemTime,
+        window: Duration,
+    ) -> Result<u32, StateError> {
+        self.up()?;
+        self.inner.add_failure(identity, now, window).await
+    }
+    async fn clear_failures(&self, identity: &IdentityKey) -> Result<(), StateError> {
+        self.up()?;
+        self.inner.clear_failures(identity).await
+    }
+    async fn lock(
+        &self,
+        identity: &IdentityKey,
+        now: SystemTime,
+        until: SystemTime,
+    ) -> Result<bool, StateError> {
+        self.up()?;
+        self.inner.lock(identity, now, until).await
+    }
+    async fn lock_of(
+        &self,
+        identity: &IdentityKey,
+        now: SystemTime,
+    ) -> Result<Option<LockEntry>, StateError> {
+        self.up()?;
+        self.inner.lock_of(identity, now).await
+    }
+    async fn unlock(
+        &self,
+        identity: &IdentityKey,
+        now: SystemTime,
+    ) -> Result<Option<LockEntry>, StateError> {
+        self.up()?;
+        self.inner.unlock(identity, now).await
+    }
+    async fn locks(&self, now: SystemTime) -> Result<Vec<LockEntry>, StateError> {
+        self.up()?;
+        self.inner.locks(now).await
+    }
+    async fn freeze(
+        &self,
+        account: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<FreezeChange, StateError> {
+        self.up()?;
+        self.inner.freeze(account, by, now).await
+    }
+    async fn unfreeze(&self, account: &str) -> Result<Option<Freeze>, StateError> {
+        self.up()?;
+        self.inner.unfreeze(account).await
+    }
+    async fn is_frozen(&self, account: &str) -> Result<bool, StateError> {
+        self.up()?;
+        self.inner.is_frozen(account).await
+    }
+    async fn list_freezes(&self) -> Result<Vec<Freeze>, StateError> {
+        self.up()?;
+        self.inner.list_freezes().await
+    }
+    async fn add_records(&self, principal: &str, day: &str, n: u64) -> Result<u64, StateError> {
+        self.up()?;
+        self.inner.add_records(principal, day, n).await
+    }
+    async fn records(&self, principal: &str, day: &str) -> Result<u64, StateError> {
+        self.up()?;
+        self.inner.records(principal, day).await
+    }
+}
+
+fn flaky(dir: &TempDir) -> Arc<Flaky> {
+    Arc::new(Flaky {
+        inner: store(dir),
+        down: std::sync::atomic::AtomicBool::new(false),
+    })
+}
+
+#[tokio::test]
+async fn a_budget_holds_through_an_outage_and_its_count_is_pushed_after() {
+    let dir = TempDir::new();
+    let flaky = flaky(&dir);
+    let b = budget(flaky.clone());
+    let now = at("2026-03-02T18:00:00Z");
+    let limit = Some(25);
+    b.charge("greenwaste", limit, 10, now).await.unwrap();
+    assert_eq!(b.check("greenwaste", limit, now).await.unwrap().used, 10);
+    flaky.down.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        b.check("greenwaste", limit, now).await,
+        Err(BudgetError::Store(_))
+    ));
+    // The shadow starts from the store's last total.
+    assert_eq!(b.check_shadow("greenwaste", limit, now).unwrap().used, 10);
+    assert_eq!(
+        b.charge_shadow("greenwaste", limit, 10, now).unwrap().used,
+        20
+    );
+    let crossed = b.charge_shadow("greenwaste", limit, 10, now).unwrap_err();
+    assert_eq!((crossed.used, crossed.alert), (30, true));
+    assert!(b.check_shadow("greenwaste", limit, now).is_err());
+    assert!(b.reconcile().await.is_err(), "still away: nothing pushed");
+    flaky.down.store(false, Ordering::SeqCst);
+    b.reconcile().await.unwrap();
+    let day = b.day(now);
+    assert_eq!(flaky.inner.records("greenwaste", &day).await.unwrap(), 30);
+    // Pushed once: a second reconcile adds nothing.
+    b.reconcile().await.unwrap();
+    assert_eq!(flaky.inner.records("greenwaste", &day).await.unwrap(), 30);
+    assert!(b.check("greenwaste", limit, now).await.is_err());
+}
+
+#[tokio::test]
+async fn failed_sign_ons_lock_through_an_outage_and_the_lock_is_pushed_after() {
+    let dir = TempDir::new();
+    let flaky = flaky(&dir);
+    let shadow = Arc::new(Shadow::new());
+    let lock = Lockout::new(flaky.clone(), LockoutConfig::default(), shadow.clone());
+    let now = at("2026-03-02T18:00:00Z");
+    let guesser = ip("192.0.2.9");
+    flaky.down.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        lock.check(&guesser, now).await,
+        Err(LockError::Store(_))
+    ));
+    for n in 1..=2 {
+        assert_eq!(
+            lock.record_failure_shadow(&guesser, now),
+            LockState::Counting {
+                failures: n,
+                max_failures: 3
+            }
+        );
+    }
+    assert!(matches!(
+        lock.record_failure_shadow(&guesser, now),
+        LockState::Locked { new: true, .. }
+    ));
+    assert!(matches!(
+        lock.check_all_shadow(std::slice::from_ref(&guesser), now),
+        Err(LockError::Locked { .. })
+    ));
+    assert!(lock.check_all_shadow(&[ip("192.0.2.10")], now).is_ok());
+    flaky.down.store(false, Ordering::SeqCst);
+    assert!(shadow.has_pending());
+    lock.reconcile().await.unwrap();
+    assert!(!shadow.has_pending());
+    assert!(flaky.inner.lock_of(&guesser, now).await.unwrap().is_some());
+    assert!(matches!(
+        lock.check(&guesser, now).await,
+        Err(LockError::Locked { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_lock_seen_before_an_outage_holds_during_it() {
+    let dir = TempDir::new();
+    let flaky = flaky(&dir);
+    let lock = Lockout::new(
+        flaky.clone(),
+        LockoutConfig::default(),
+        Arc::new(Shadow::new()),
+    );
+    let now = at("2026-03-02T18:00:00Z");
+    let key = ip("192.0.2.20");
+    for _ in 0..3 {
+        lock.record_failure(&key, now).await.unwrap();
+    }
+    assert!(lock.check(&key, now).await.is_err());
+    flaky.down.store(true, Ordering::SeqCst);
+    assert!(lock
+        .check_all_shadow(std::slice::from_ref(&key), now)
+        .is_err());
+    // … until it ends.
+    let later = now + LockoutConfig::default().lock + Duration::from_secs(1);
+    assert!(lock
+        .check_all_shadow(std::slice::from_ref(&key), later)
+        .is_ok());
 }

@@ -74,9 +74,16 @@ pub async fn admit_caller(
             return Err(GatewayError::LockedOut);
         }
         // A lock that cannot be checked may be in force: refused, unless
-        // the deployment keeps masked reads flowing while the store is away.
+        // the deployment keeps masked reads flowing while the store is
+        // away; then the locks this gateway knows of still hold.
         Err(LockError::Store(e)) => {
             state_failure(shared, live, &e, masked_read)?;
+            if let Err(LockError::Locked { identity, .. }) =
+                live.lockout.check_all_shadow(&identities, now)
+            {
+                tracing::info!(target: "maskgate::auth", request_id, identity = %identity, "locked out (as far as this gateway knows: the state store is away)");
+                return Err(GatewayError::LockedOut);
+            }
         }
     }
     let mut caller = match identify_hashed(policy, conn.cert.as_ref(), headers, key_hash) {
@@ -172,32 +179,32 @@ async fn count_failure(
     request_id: &str,
 ) {
     for identity in identities {
-        match live
-            .lockout
-            .record_failure(identity, shared.clock.now())
-            .await
-        {
-            Ok(LockState::Locked { until, new: true }) => {
-                shared.metrics.event("lockout");
-                let until = crate::unmask::unix_secs(until);
-                tracing::warn!(target: "maskgate::auth", request_id, identity = %identity, source = %source, until_unix = until, "identity locked out after repeated failed authentications");
-                if let Some(audit_log) = &shared.audit {
-                    let draft = RecordDraft::new(
-                        Kind::Lockout,
-                        identity.to_string(),
-                        Outcome::Denied,
-                        "too_many_failed_authentications",
-                    )
-                    .request_id(request_id);
-                    if super::audit::append(audit_log, draft).await.is_err() {
-                        tracing::error!(target: "maskgate::audit", "lockout could not be recorded");
-                    }
-                }
-            }
-            Ok(_) => {}
+        let now = shared.clock.now();
+        let state = match live.lockout.record_failure(identity, now).await {
+            Ok(state) => state,
+            // Counted here until the store is back: guessing does not get
+            // easier while it is away.
             Err(e) => {
                 shared.metrics.event("state_unavailable");
-                tracing::warn!(target: "maskgate::state", error = %e, "cannot count a failed authentication");
+                tracing::warn!(target: "maskgate::state", error = %e, "cannot count a failed authentication in the state store; counted locally");
+                live.lockout.record_failure_shadow(identity, now)
+            }
+        };
+        if let LockState::Locked { until, new: true } = state {
+            shared.metrics.event("lockout");
+            let until = crate::unmask::unix_secs(until);
+            tracing::warn!(target: "maskgate::auth", request_id, identity = %identity, source = %source, until_unix = until, "identity locked out after repeated failed authentications");
+            if let Some(audit_log) = &shared.audit {
+                let draft = RecordDraft::new(
+                    Kind::Lockout,
+                    identity.to_string(),
+                    Outcome::Denied,
+                    "too_many_failed_authentications",
+                )
+                .request_id(request_id);
+                if super::audit::append(audit_log, draft).await.is_err() {
+                    tracing::error!(target: "maskgate::audit", "lockout could not be recorded");
+                }
             }
         }
     }
@@ -302,9 +309,24 @@ pub async fn admit_request(
                 ),
             })
         }
+        // While the store is away, the budget this gateway knows of holds.
         Err(crate::admit::BudgetError::Store(e)) => {
             state_failure(shared, live, &e, masked_read)?;
-            None
+            match live
+                .budget
+                .check_shadow(principal, auth.role.record_budget_per_day, now)
+            {
+                Ok(r) => r.remaining(),
+                Err(e) => {
+                    return Err(GatewayError::Refused {
+                        code: "record_budget_exceeded",
+                        detail: format!(
+                            "the daily record budget of {} records is used up; more data tomorrow",
+                            e.limit
+                        ),
+                    })
+                }
+            }
         }
     };
     let officer = crate::admit::freeze::is_freeze_officer(&policy.admit, &caller.principal.roles);
@@ -356,13 +378,20 @@ pub async fn charge_records(
         return;
     }
     let principal = counted_principal(caller);
-    match live
-        .budget
-        .charge(principal, limit, records, shared.clock.now())
-        .await
-    {
+    let now = shared.clock.now();
+    let charged = match live.budget.charge(principal, limit, records, now).await {
+        Ok(r) => Ok(r),
+        Err(crate::admit::BudgetError::Exceeded(e)) => Err(e),
+        // Counted here until the store is back.
+        Err(crate::admit::BudgetError::Store(e)) => {
+            shared.metrics.event("state_unavailable");
+            tracing::warn!(target: "maskgate::state", error = %e, "cannot count records in the state store; counted locally");
+            live.budget.charge_shadow(principal, limit, records, now)
+        }
+    };
+    match charged {
         Ok(_) => {}
-        Err(crate::admit::BudgetError::Exceeded(e)) if e.alert => {
+        Err(e) if e.alert => {
             shared.metrics.event("budget_alert");
             tracing::warn!(target: "maskgate::admit", request_id, principal, role = %auth.role.name, limit = e.limit, used = e.used, "record budget used up: further data refused today");
             if let Some(audit_log) = &shared.audit {
@@ -384,11 +413,7 @@ pub async fn charge_records(
                 }
             }
         }
-        Err(crate::admit::BudgetError::Exceeded(_)) => {}
-        Err(crate::admit::BudgetError::Store(e)) => {
-            shared.metrics.event("state_unavailable");
-            tracing::warn!(target: "maskgate::state", error = %e, "cannot count records against the budget");
-        }
+        Err(_) => {}
     }
 }
 

@@ -65,6 +65,7 @@ impl Live {
     fn new(
         config: Arc<Config>,
         state: &Arc<dyn crate::admit::StateStore>,
+        shadow: &Arc<crate::admit::Shadow>,
         clock: &Arc<dyn crate::unmask::Clock>,
         previous: Option<&Live>,
     ) -> Live {
@@ -76,8 +77,16 @@ impl Live {
         };
         Live {
             rates,
-            lockout: crate::admit::Lockout::new(Arc::clone(state), config.lockout),
-            budget: crate::admit::Budget::new(Arc::clone(state), &config.policy.admit),
+            lockout: crate::admit::Lockout::new(
+                Arc::clone(state),
+                config.lockout,
+                Arc::clone(shadow),
+            ),
+            budget: crate::admit::Budget::new(
+                Arc::clone(state),
+                &config.policy.admit,
+                Arc::clone(shadow),
+            ),
             config,
         }
     }
@@ -88,6 +97,9 @@ pub struct Shared {
     live: arc_swap::ArcSwap<Live>,
     /// Lockouts, freezes and record counts.
     pub state: Arc<dyn crate::admit::StateStore>,
+    /// Record counts, failed sign-ons and locks kept here while the state
+    /// store is away, pushed when it is back (kept across reloads).
+    pub shadow: Arc<crate::admit::Shadow>,
     /// The frozen account ids, as last read from the state store (refreshed
     /// on every change made here and once a second, so freezes made by
     /// other instances arrive within a second).
@@ -199,7 +211,13 @@ impl Shared {
         next.audit = current.audit.clone();
         next.state = current.state.clone();
         let previous = self.live.load_full();
-        let live = Live::new(Arc::new(next), &self.state, &self.clock, Some(&previous));
+        let live = Live::new(
+            Arc::new(next),
+            &self.state,
+            &self.shadow,
+            &self.clock,
+            Some(&previous),
+        );
         self.live.store(Arc::new(live));
         self.metrics.reloaded();
         Ok(ReloadReport { needs_restart })
@@ -443,6 +461,9 @@ async fn housekeeping(shared: Arc<Shared>) {
         if ticks % 60 == 0 {
             shared.live().rates.retain_recent();
         }
+        if shared.shadow.has_pending() {
+            reconcile_shadow(&shared).await;
+        }
         let Some(audit) = shared.audit.clone() else {
             continue;
         };
@@ -463,6 +484,18 @@ async fn housekeeping(shared: Arc<Shared>) {
                 }
             }
         }
+    }
+}
+
+/// Pushes what was counted while the state store was away (record counts,
+/// failed sign-ons, locks); quiet while it is still away.
+async fn reconcile_shadow(shared: &Shared) {
+    let live = shared.live();
+    let budgets = live.budget.reconcile().await;
+    let lockouts = live.lockout.reconcile().await;
+    if budgets.is_ok() && lockouts.is_ok() {
+        shared.metrics.event("state_reconciled");
+        tracing::info!(target: "maskgate::state", "state store reachable again: counts kept meanwhile pushed");
     }
 }
 
@@ -593,10 +626,12 @@ pub async fn start_with_clock(
         .into_iter()
         .map(|f| f.account)
         .collect();
-    let live = Live::new(Arc::new(config), &state, &clock, None);
+    let shadow = Arc::new(crate::admit::Shadow::new());
+    let live = Live::new(Arc::new(config), &state, &shadow, &clock, None);
     let shared = Arc::new(Shared {
         live: arc_swap::ArcSwap::from_pointee(live),
         state,
+        shadow,
         frozen: arc_swap::ArcSwap::from_pointee(frozen),
         tls_certs: Arc::clone(&tls_certs),
         upstream,
