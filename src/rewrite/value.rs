@@ -42,13 +42,17 @@ pub(crate) fn may_hide_value(text: &[u8]) -> bool {
     if matches!(text.trim_ascii_start().first(), Some(b'{' | b'[' | b'"')) {
         return true;
     }
-    // One pass: a non-ASCII byte, or a run that looks encoded.
+    if !text.is_ascii() {
+        return true;
+    }
+    // An encoded run has two capitals at least: most text is ruled out by
+    // one vectorized count before any run is looked at.
+    if text.len() < MIN_BASE64_RUN || text.iter().filter(|b| b.is_ascii_uppercase()).count() < 2 {
+        return false;
+    }
     let mut i = 0;
     while i < text.len() {
         let b = text[i];
-        if b >= 0x80 {
-            return true;
-        }
         if BASE64_CLASS[usize::from(b)] == 0 {
             i += 1;
             continue;
