@@ -41,10 +41,10 @@ use std::borrow::Cow;
 
 use memchr::memchr2;
 
-use super::json::effective_plain;
 use super::mask::looks_like_envelope;
 use super::sealed::envelope_display;
 use super::text::{mask_detected, mask_named};
+use super::value::effective_plain;
 use super::{BodyRewriter, Counts, RequestProtection, RewriteError, RewriteSpec};
 use crate::class::{Action, FieldClass};
 use crate::detect::Finding;

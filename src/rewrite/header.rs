@@ -223,7 +223,15 @@ fn mask_encoded(spec: &RewriteSpec, value: &str) -> Option<String> {
     let mut findings = Vec::new();
     let mut counts = Counts::default();
     let mut out = String::new();
-    super::value::mask_unnamed(&spec, value, &mut findings, &mut counts, &mut out).then_some(out)
+    super::value::mask_unnamed(
+        &spec,
+        value,
+        &mut findings,
+        &mut counts,
+        &mut out,
+        super::json::rewrite_nested,
+    )
+    .then_some(out)
 }
 
 /// Decides what happens to the value of response header `name` (lower

@@ -28,12 +28,12 @@ use super::mask::{
     self, decode_json_string, envelope_view, looks_like_envelope, write_json_string,
 };
 use super::rules::{MemberMatch, NodeSet};
-use super::value::{mask_unnamed_at, may_hide_value};
+use super::value::{apply_findings, effective_plain, mask_unnamed_at, may_hide_value};
 use super::{
     BodyRewriter, ClearMark, Counts, RequestProtection, RewriteError, RewriteSpec, SyntaxError,
     MAX_ACCOUNT_IDS,
 };
-use crate::class::{Action, ActionTable, FieldClass};
+use crate::class::{Action, FieldClass};
 use crate::detect::{DetectorKind, DetectorSet, Finding};
 
 /// Where the bytes between the current span start and the cursor go.
@@ -1489,6 +1489,7 @@ impl JsonRewriter {
                 &mut self.counts,
                 &mut self.text,
                 self.decode_depth,
+                rewrite_nested,
             ) {
                 let mut encoded = Vec::with_capacity(self.text.len() + 2);
                 write_json_string(&self.text, &mut encoded);
@@ -1891,6 +1892,7 @@ impl JsonRewriter {
                     &mut self.counts,
                     &mut self.text,
                     self.decode_depth,
+                    rewrite_nested,
                 );
                 if changed {
                     write_json_string(&self.text, out);
@@ -2103,52 +2105,18 @@ fn drops_id(filter: &dyn super::AccountFilter, raw: &[u8], number: bool) -> bool
     }
 }
 
-/// The action taken on a clear (not enveloped) value: `decrypt` has nothing
-/// to decrypt there, so it masks.
-pub(crate) fn effective_plain(action: Action) -> Action {
-    match action {
-        Action::Decrypt => Action::Last4,
-        a => a,
-    }
-}
-
-/// Writes `text` into `out` with every finding handled per `actions`.
-/// Returns true when anything was changed.
-pub(crate) fn apply_findings(
+/// JSON text found inside a value `depth` encodings deep, rewritten with
+/// the same rules: the rewritten bytes and their counts, `None` when it is
+/// not JSON. The per-value core ([`super::value`]) sits below this rewriter
+/// and reaches it only through this function, handed in by its callers.
+pub(crate) fn rewrite_nested(
+    spec: &RewriteSpec,
     text: &str,
-    findings: &[Finding],
-    actions: &ActionTable,
-    redact: &str,
-    counts: &mut Counts,
-    out: &mut String,
-) -> bool {
-    let mut last = 0;
-    let mut changed = false;
-    for f in findings {
-        let class = f.class();
-        counts.detected += 1;
-        let action = effective_plain(actions.get(class));
-        counts.add(class, action);
-        if action == Action::Clear {
-            continue;
-        }
-        let (Some(before), Some(value)) = (text.get(last..f.start), text.get(f.start..f.end))
-        else {
-            // A finding off a character boundary: fail closed, hide the whole text.
-            out.clear();
-            out.push_str(redact);
-            return true;
-        };
-        out.push_str(before);
-        match action {
-            Action::Redact | Action::Remove => out.push_str(redact),
-            _ => mask::last4(value, out),
-        }
-        last = f.end;
-        changed = true;
-    }
-    out.push_str(text.get(last..).unwrap_or(""));
-    changed
+    depth: u8,
+) -> Option<(Vec<u8>, Counts)> {
+    let mut inner = JsonRewriter::new(spec.clone()).nested(depth);
+    let rewritten = super::rewrite_all(&mut inner, text.as_bytes()).ok()?;
+    Some((rewritten, inner.counts))
 }
 
 impl BodyRewriter for JsonRewriter {

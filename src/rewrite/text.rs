@@ -9,8 +9,9 @@
 
 use memchr::memchr;
 
-use super::json::effective_plain;
+use super::json::rewrite_nested;
 use super::mask;
+use super::value::effective_plain;
 use super::{BodyRewriter, Counts, RewriteError, RewriteSpec};
 use crate::class::{Action, FieldClass};
 use crate::detect::Finding;
@@ -32,7 +33,7 @@ pub(crate) fn mask_detected(
     {
         return false;
     }
-    super::value::mask_unnamed(spec, text, findings, counts, out)
+    super::value::mask_unnamed(spec, text, findings, counts, out, rewrite_nested)
 }
 
 /// Writes into `out` what a value of `class` handled with `action` shows: the

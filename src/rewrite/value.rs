@@ -24,9 +24,14 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 
-use super::json::{apply_findings, JsonRewriter};
-use super::{rewrite_all, Counts, RewriteSpec};
+use super::{mask, Counts, RewriteSpec};
+use crate::class::{Action, ActionTable};
 use crate::detect::Finding;
+
+/// Rewrites JSON found inside a value `depth` encodings deep with the same
+/// rules (the JSON rewriter's [`super::json::rewrite_nested`]): the bytes and
+/// their counts, `None` when the text is not JSON.
+pub(crate) type NestedJson = fn(&RewriteSpec, &str, u8) -> Option<(Vec<u8>, Counts)>;
 
 /// Most levels of encoding looked through (JSON in base64 in JSON …).
 pub const MAX_DECODE_DEPTH: u8 = 4;
@@ -131,8 +136,9 @@ pub(crate) fn mask_unnamed(
     findings: &mut Vec<Finding>,
     counts: &mut Counts,
     out: &mut String,
+    nested: NestedJson,
 ) -> bool {
-    mask_at_depth(spec, text, findings, counts, out, 0)
+    mask_at_depth(spec, text, findings, counts, out, 0, nested)
 }
 
 /// [`mask_unnamed`] for text found `depth` encodings deep.
@@ -143,8 +149,9 @@ pub(crate) fn mask_unnamed_at(
     counts: &mut Counts,
     out: &mut String,
     depth: u8,
+    nested: NestedJson,
 ) -> bool {
-    mask_at_depth(spec, text, findings, counts, out, depth)
+    mask_at_depth(spec, text, findings, counts, out, depth, nested)
 }
 
 fn mask_at_depth(
@@ -154,6 +161,7 @@ fn mask_at_depth(
     counts: &mut Counts,
     out: &mut String,
     depth: u8,
+    nested: NestedJson,
 ) -> bool {
     let set = spec.rules.detector_set();
     if set.is_empty() {
@@ -179,30 +187,34 @@ fn mask_at_depth(
     if depth >= MAX_DECODE_DEPTH || !may_hide_value(text.as_bytes()) {
         return false;
     }
-    if let Some(rewritten) = embedded_json(spec, text, counts, depth) {
+    if let Some(rewritten) = embedded_json(spec, text, counts, depth, nested) {
         out.clear();
         out.push_str(&rewritten);
         return true;
     }
-    encoded_runs(spec, text, findings, counts, out, depth)
+    encoded_runs(spec, text, findings, counts, out, depth, nested)
 }
 
 /// JSON inside a string: rewritten with the same rules. `Some` only when
 /// the rewrite changed it.
-fn embedded_json(spec: &RewriteSpec, text: &str, counts: &mut Counts, depth: u8) -> Option<String> {
+fn embedded_json(
+    spec: &RewriteSpec,
+    text: &str,
+    counts: &mut Counts,
+    depth: u8,
+    nested: NestedJson,
+) -> Option<String> {
     let trimmed = text.trim_start();
     if !matches!(trimmed.as_bytes().first(), Some(b'{' | b'[' | b'"'))
         || text.len() > MAX_DECODED_BYTES
     {
         return None;
     }
-    let mut inner = JsonRewriter::new(spec.clone()).nested(depth + 1);
-    let rewritten = rewrite_all(&mut inner, text.as_bytes()).ok()?;
+    let (rewritten, inner_counts) = nested(spec, text, depth + 1)?;
     if rewritten == text.as_bytes() {
         return None;
     }
-    use super::BodyRewriter as _;
-    merge_counts(counts, inner.counts());
+    merge_counts(counts, &inner_counts);
     String::from_utf8(rewritten).ok()
 }
 
@@ -226,6 +238,7 @@ fn encoded_runs(
     counts: &mut Counts,
     out: &mut String,
     depth: u8,
+    nested: NestedJson,
 ) -> bool {
     let mut changed = false;
     let mut last = 0;
@@ -240,7 +253,15 @@ fn encoded_runs(
             let Ok(decoded) = std::str::from_utf8(&decoded) else {
                 return false;
             };
-            mask_at_depth(spec, decoded, findings, counts, &mut inner_out, depth + 1)
+            mask_at_depth(
+                spec,
+                decoded,
+                findings,
+                counts,
+                &mut inner_out,
+                depth + 1,
+                nested,
+            )
         });
         if holds {
             rebuilt.push_str(&text[last..start]);
@@ -365,6 +386,54 @@ pub fn fold_digits(text: &str) -> Cow<'_, str> {
         Some(f) => Cow::Owned(f),
         None => Cow::Borrowed(text),
     }
+}
+
+/// The action taken on a clear (not enveloped) value: `decrypt` has nothing
+/// to decrypt there, so it masks.
+pub(crate) fn effective_plain(action: Action) -> Action {
+    match action {
+        Action::Decrypt => Action::Last4,
+        a => a,
+    }
+}
+
+/// Writes `text` into `out` with every finding handled per `actions`.
+/// Returns true when anything was changed.
+pub(crate) fn apply_findings(
+    text: &str,
+    findings: &[Finding],
+    actions: &ActionTable,
+    redact: &str,
+    counts: &mut Counts,
+    out: &mut String,
+) -> bool {
+    let mut last = 0;
+    let mut changed = false;
+    for f in findings {
+        let class = f.class();
+        counts.detected += 1;
+        let action = effective_plain(actions.get(class));
+        counts.add(class, action);
+        if action == Action::Clear {
+            continue;
+        }
+        let (Some(before), Some(value)) = (text.get(last..f.start), text.get(f.start..f.end))
+        else {
+            // A finding off a character boundary: fail closed, hide the whole text.
+            out.clear();
+            out.push_str(redact);
+            return true;
+        };
+        out.push_str(before);
+        match action {
+            Action::Redact | Action::Remove => out.push_str(redact),
+            _ => mask::last4(value, out),
+        }
+        last = f.end;
+        changed = true;
+    }
+    out.push_str(text.get(last..).unwrap_or(""));
+    changed
 }
 
 #[cfg(test)]
