@@ -932,17 +932,7 @@ impl JsonRewriter {
             && self.spec.rules.is_allowlist()
             && self.protect.is_none();
         if empty_check {
-            if self.mode == Mode::Pass {
-                io.out.extend_from_slice(&io.chunk[io.span..pos]);
-                io.span = pos;
-            }
-            let start = match self.held.base {
-                Some(_) => self.held.len(io.out),
-                None => {
-                    self.held.base = Some(io.out.len());
-                    0
-                }
-            };
+            let start = self.start_holding(io, pos);
             self.held.empty.push(EmptyHold {
                 depth: self.stack.len() + 1,
                 start,
@@ -1178,17 +1168,7 @@ impl JsonRewriter {
     /// prefix) is in `out` first, so the held output starts exactly at the
     /// record's first byte.
     fn open_record(&mut self, io: &mut Io<'_>, pos: usize, root: bool, parent_emitted: bool) {
-        if self.mode == Mode::Pass {
-            io.out.extend_from_slice(&io.chunk[io.span..pos]);
-            io.span = pos;
-        }
-        let start = match self.held.base {
-            Some(_) => self.held.len(io.out),
-            None => {
-                self.held.base = Some(io.out.len());
-                0
-            }
-        };
+        let start = self.start_holding(io, pos);
         self.held.open.push(OpenRecord {
             depth: self.stack.len() + 1,
             start,
@@ -1198,6 +1178,22 @@ impl JsonRewriter {
             parent_emitted,
             counts: CountsMark::of(&self.counts),
         });
+    }
+
+    /// Everything before `pos` (the pass span) goes to `out`, and output from
+    /// here on is held: returns the held offset where it starts.
+    fn start_holding(&mut self, io: &mut Io<'_>, pos: usize) -> usize {
+        if self.mode == Mode::Pass {
+            io.out.extend_from_slice(&io.chunk[io.span..pos]);
+            io.span = pos;
+        }
+        match self.held.base {
+            Some(_) => self.held.len(io.out),
+            None => {
+                self.held.base = Some(io.out.len());
+                0
+            }
+        }
     }
 
     /// Fails when the held output is over the limit. Called whenever held
